@@ -1,0 +1,64 @@
+import compression from 'compression';
+import express, { type Express } from 'express';
+import { bearerToken, inferyStream, type InferyStreamMiddleware, type Logger } from '../lib';
+import { CreditLedger, priceOf } from './ledger';
+
+/** What the example app needs to run; `server.ts` fills it from the environment. */
+export interface AppConfig {
+  upstreamURL: string;
+  upstreamKey?: string;
+  /** Client key → starting credits. */
+  apiKeys: Record<string, number>;
+  logger?: Logger;
+}
+
+/**
+ * The example backend: compression() and express.json() mounted globally first, as real backends do, then its
+ * own /v1 routes, then the gateway.
+ */
+export function createApp(config: AppConfig): { app: Express; ledger: CreditLedger; gateway: InferyStreamMiddleware } {
+  const ledger = new CreditLedger(config.apiKeys);
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(compression());
+  app.use(express.json({ limit: '10mb' }));
+
+  const keyOf = (req: express.Request): string | undefined => {
+    const key = bearerToken(req);
+    return key !== undefined && ledger.has(key) ? key : undefined;
+  };
+
+  app.get('/v1/credits', (req, res) => {
+    const key = keyOf(req);
+    if (!key) {
+      res.status(401).json({ error: { message: 'Missing or invalid API key.', type: 'invalid_request_error', code: 'invalid_api_key', param: null } });
+      return;
+    }
+    res.json({ data: ledger.balanceOf(key) });
+  });
+
+  const gateway = inferyStream<string>({
+    upstream: { baseURL: config.upstreamURL, apiKey: config.upstreamKey },
+    authenticate: (req) => keyOf(req as express.Request),
+    preflight: ({ account }) => ledger.canSpend(account),
+    meter: ({ account, model, usage }) => ledger.charge(account, priceOf(model, usage)),
+    logger: config.logger,
+  });
+  app.use(gateway);
+  return { app, ledger, gateway };
+}
+
+/** Parses `INFERY_API_KEYS`: comma-separated `key` or `key:credits` (default 1000 credits). */
+export function parseApiKeys(value: string): Record<string, number> {
+  const keys: Record<string, number> = {};
+  for (const entry of value.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const colon = entry.lastIndexOf(':');
+    const key = colon === -1 ? entry : entry.slice(0, colon);
+    const credits = colon === -1 ? 1000 : Number(entry.slice(colon + 1));
+    if (key === '' || !/^\S+$/.test(key)) throw new Error(`INFERY_API_KEYS: bad key in "${entry}"`);
+    if (!Number.isFinite(credits) || credits < 0) throw new Error(`INFERY_API_KEYS: "${entry}" needs a non-negative number of credits after the colon`);
+    keys[key] = credits;
+  }
+  if (Object.keys(keys).length === 0) throw new Error('INFERY_API_KEYS is set but names no key');
+  return keys;
+}

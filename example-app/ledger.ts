@@ -1,0 +1,72 @@
+import type { Usage } from '../lib';
+
+/** Credits per 1,000 prompt and completion tokens. */
+export interface Price {
+  prompt: number;
+  completion: number;
+}
+
+/**
+ * The price table: credits per 1K tokens by model, with a `default` for any other model. Charges are exact to
+ * a thousandth of a credit.
+ */
+export const PRICES: Record<string, Price> = {
+  default: { prompt: 10, completion: 30 },
+  'gpt-4o': { prompt: 25, completion: 100 },
+  'gpt-4o-mini': { prompt: 1.5, completion: 6 },
+};
+
+/** Credits for one generation at the table's price (never negative, rounded up to 0.001). */
+export function priceOf(model: string, usage: Pick<Usage, 'prompt_tokens' | 'completion_tokens'>, prices = PRICES): number {
+  const price = prices[model] ?? prices.default ?? { prompt: 0, completion: 0 };
+  const milli = Math.ceil(usage.prompt_tokens * price.prompt + usage.completion_tokens * price.completion);
+  return Math.max(0, milli) / 1000;
+}
+
+/** A key's account: what it started with, what is left, what it used. */
+export interface Balance {
+  balance: number;
+  used: number;
+}
+
+/**
+ * A credit ledger. In memory here; a shared store (Redis, SQL) implements the same interface. Amounts are kept
+ * in thousandths of a credit as integers, so `balance + used` equals the starting credits exactly. A charge is
+ * applied whole, on both sides: a generation that costs more than is left takes the balance below zero
+ * rather than being clamped, and the pre-flight check refuses the next request.
+ */
+export class CreditLedger {
+  private readonly accounts = new Map<string, { start: number; used: number }>();
+
+  constructor(startingCredits: Record<string, number>) {
+    for (const [key, credits] of Object.entries(startingCredits)) this.accounts.set(key, { start: toMilli(credits), used: 0 });
+  }
+
+  has(key: string): boolean {
+    return this.accounts.has(key);
+  }
+
+  /** True while the key has a positive balance. */
+  canSpend(key: string): boolean {
+    const account = this.accounts.get(key);
+    return account !== undefined && account.start - account.used > 0;
+  }
+
+  /** Charges `credits` to the key and returns them. */
+  charge(key: string, credits: number): number {
+    const account = this.accounts.get(key);
+    if (!account) throw new Error('unknown key');
+    account.used += toMilli(credits);
+    return credits;
+  }
+
+  balanceOf(key: string): Balance | undefined {
+    const account = this.accounts.get(key);
+    if (!account) return undefined;
+    return { balance: (account.start - account.used) / 1000, used: account.used / 1000 };
+  }
+}
+
+function toMilli(credits: number): number {
+  return Math.round(credits * 1000);
+}

@@ -1,0 +1,62 @@
+import { randomBytes } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import pino from 'pino';
+import { createApp, parseApiKeys } from './app';
+import { startMockProvider, type MockProvider } from './mock-provider';
+
+/**
+ * Runs the example gateway. Environment:
+ * - PORT (default 3000)
+ * - INFERY_UPSTREAM_URL: an OpenAI-compatible base URL; unset, a built-in mock provider starts in-process
+ * - INFERY_UPSTREAM_KEY: the key sent upstream
+ * - INFERY_API_KEYS: accepted client keys, `key` or `key:credits`, comma-separated; unset, one demo key
+ * - LOG_LEVEL: pino level (default info)
+ */
+async function main(): Promise<void> {
+  const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  let mock: MockProvider | undefined;
+  let upstreamURL = process.env.INFERY_UPSTREAM_URL;
+  if (!upstreamURL) {
+    mock = await startMockProvider();
+    upstreamURL = mock.url;
+  }
+  const demoKey = `demo-${randomBytes(9).toString('base64url')}`;
+  const apiKeys = process.env.INFERY_API_KEYS ? parseApiKeys(process.env.INFERY_API_KEYS) : { [demoKey]: 1000 };
+  const { app, gateway } = createApp({ upstreamURL, upstreamKey: process.env.INFERY_UPSTREAM_KEY || undefined, apiKeys, logger });
+
+  const port = process.env.PORT === undefined || process.env.PORT === '' ? 3000 : Number(process.env.PORT);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be a port number, got ${process.env.PORT}`);
+  const server = app.listen(port, () => {
+    const { port: actual } = server.address() as AddressInfo;
+    const key = Object.keys(apiKeys)[0]!;
+    const lines = [
+      `infery-stream example gateway listening on http://localhost:${actual}`,
+      `  upstream: ${mock ? `built-in mock provider (${mock.url})` : upstreamURL}`,
+      process.env.INFERY_API_KEYS ? `  client keys: ${Object.keys(apiKeys).length} from INFERY_API_KEYS` : `  demo key: ${demoKey} (1000 credits)`,
+      '',
+      `  curl -N http://localhost:${actual}/v1/chat/completions -H "Authorization: Bearer ${key}" -H "Content-Type: application/json" \\`,
+      `    -d '{"model":"mock-1","stream":true,"messages":[{"role":"user","content":"Hello"}]}'`,
+      `  curl http://localhost:${actual}/v1/credits -H "Authorization: Bearer ${key}"`,
+      '',
+    ];
+    process.stdout.write(`${lines.join('\n')}\n`);
+  });
+  server.on('error', (err) => {
+    logger.error({ err }, 'server failed');
+    process.exit(1);
+  });
+
+  const shutdown = (): void => {
+    server.close();
+    server.closeIdleConnections();
+    gateway.close();
+    void mock?.close();
+  };
+  process.once('SIGINT', shutdown);
+  process.once('SIGTERM', shutdown);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`infery-stream example: ${err instanceof Error ? err.message : String(err)}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,67 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { InferyError } from './errors';
+import type { Generation } from './generation';
+import type { ResolvedOptions } from './options';
+import { readText } from './request-body';
+import type { UpstreamCall } from './upstream';
+import { isUsage } from './usage';
+
+/**
+ * Answers a `"stream": false` request: reads the provider's JSON (bounded by `maxResponseBytes` and
+ * `idleTimeout`), meters it, and returns it with a top-level `credits_used`. A client that leaves first
+ * aborts the upstream and is metered as cancelled. Throws an InferyError for a bad upstream answer.
+ */
+export async function relayJson<Account>(
+  gen: Generation<Account>,
+  upstream: IncomingMessage,
+  call: UpstreamCall,
+  res: ServerResponse,
+  opts: ResolvedOptions<Account>,
+): Promise<void> {
+  const onClientClose = (): void => {
+    if (res.writableFinished || gen.finished) return;
+    call.abort();
+    void gen.finish('cancelled');
+  };
+  res.once('close', onClientClose);
+  const timer = setTimeout(() => call.abort(), opts.idleTimeout);
+  let text: string;
+  try {
+    text = await readText(upstream, opts.maxResponseBytes);
+  } catch (err) {
+    call.abort();
+    if (gen.finished) return;
+    if (err instanceof RangeError) {
+      throw new InferyError(502, 'upstream_response_too_large', `The upstream answer is larger than ${opts.maxResponseBytes} bytes.`, { type: 'upstream_error' });
+    }
+    throw new InferyError(502, 'upstream_connection_lost', 'The connection to the upstream provider was lost before its answer was complete.', { type: 'upstream_error' });
+  } finally {
+    clearTimeout(timer);
+    res.off('close', onClientClose);
+  }
+  if (gen.finished) return;
+
+  let json: Record<string, unknown>;
+  try {
+    json = JSON.parse(text) as Record<string, unknown>;
+    if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new TypeError('not an object');
+  } catch {
+    throw new InferyError(502, 'upstream_invalid_response', 'The upstream provider answered with something that is not a JSON object.', { type: 'upstream_error' });
+  }
+  if (typeof json.id === 'string' && json.id !== '') gen.id = json.id;
+  if (isUsage(json.usage)) gen.providerUsage = json.usage;
+  if (Array.isArray(json.choices)) {
+    for (const choice of json.choices as Array<Record<string, unknown> | null>) {
+      gen.tally.addMessage(choice?.message);
+      if (typeof choice?.finish_reason === 'string') gen.finishReason = choice.finish_reason;
+    }
+  }
+  if (!isUsage(json.usage)) json.usage = gen.usage();
+  const credits = await gen.finish('completed');
+  if (res.destroyed || res.writableEnded) return;
+  const body = JSON.stringify(credits === undefined ? json : { ...json, credits_used: credits });
+  res.statusCode = upstream.statusCode ?? 200;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body);
+}

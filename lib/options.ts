@@ -1,0 +1,233 @@
+import type { IncomingMessage } from 'node:http';
+import type { MeterEvent } from './metering';
+
+/** The subset of a pino logger infery-stream uses. Pass `pino()` or any child of it. */
+export interface Logger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+/** What a pre-flight check sees: the authenticated account and the parsed request. */
+export interface PreflightContext<Account> {
+  account: Account;
+  /** The parsed JSON body of a chat completion; `undefined` on pass-through routes. */
+  body: Record<string, unknown> | undefined;
+  /** The path below the base path, e.g. `/chat/completions` or `/embeddings`. */
+  path: string;
+  req: IncomingMessage;
+}
+
+/** Where requests go. */
+export interface UpstreamOptions {
+  /** Base URL of an OpenAI-compatible provider, including its version prefix, e.g. `https://api.openai.com/v1`. Required. */
+  baseURL: string;
+  /** Key sent upstream as `Authorization: Bearer <apiKey>`. Never logged, never sent to clients. Default: none. */
+  apiKey?: string;
+  /** Extra static headers for every upstream request (e.g. `OpenAI-Organization`). Default: `{}`. */
+  headers?: Record<string, string>;
+}
+
+/** Options of {@link inferyStream}. */
+export interface Options<Account = unknown> {
+  /** The OpenAI-compatible provider. Required. */
+  upstream: UpstreamOptions;
+  /**
+   * Resolves the caller to an account, or `null`/`undefined` to answer 401. Required: a gateway that lets
+   * anyone spend its upstream key is a leaked key. To allow everyone on purpose, pass `() => ({})`.
+   */
+  authenticate: (req: IncomingMessage) => Account | null | undefined | Promise<Account | null | undefined>;
+  /**
+   * Runs after authentication and body validation, before any upstream call. Return `false` to refuse with
+   * 402 `insufficient_quota`, or throw an `InferyError` to refuse with its status and code. Default: allow.
+   */
+  preflight?: (ctx: PreflightContext<Account>) => boolean | void | Promise<boolean | void>;
+  /**
+   * Called exactly once per chat generation (completed, cancelled or failed mid-stream) with its usage;
+   * returns the credits charged, sent to the client as `credits_used`. `undefined` means 0. Default: returns 0.
+   */
+  meter?: (event: MeterEvent<Account>) => number | void | Promise<number | void>;
+  /** Path the gateway serves under. Default: `'/v1'`. */
+  basePath?: string;
+  /** Proxy every other request under the base path (models, embeddings, …) to the upstream. Default: `true`. */
+  passThrough?: boolean;
+  /** Largest accepted request body in bytes; larger ones get 413. Default: `10 * 1024 * 1024` (10 MiB). */
+  bodyLimit?: number;
+  /** Milliseconds to wait for the upstream's response headers; then 504. Default: `60_000`. */
+  upstreamTimeout?: number;
+  /** Milliseconds of upstream silence tolerated once streaming began; then an error chunk. Default: `120_000`. */
+  idleTimeout?: number;
+  /** Milliseconds between SSE comment lines sent while the upstream is silent; `0` disables. Default: `10_000`. */
+  heartbeatInterval?: number;
+  /** Milliseconds to wait for `meter`; past it the stream ends without the credits chunk. Default: `10_000`. */
+  meterTimeout?: number;
+  /** Largest non-streaming upstream answer in bytes. Default: `50 * 1024 * 1024` (50 MiB). */
+  maxResponseBytes?: number;
+  /**
+   * Client request headers forwarded upstream (case-insensitive). Nothing else the client sends is forwarded;
+   * `authorization`, `cookie` and `proxy-authorization` cannot be listed. Default: `['openai-beta']`.
+   */
+  forwardHeaders?: string[];
+  /** A pino logger; one line per request when it ends. Default: silent. */
+  logger?: Logger;
+  /**
+   * Counts tokens when the provider sends no usage (and for cancelled streams). Default: gpt-tokenizer's
+   * `o200k_base` encoding.
+   */
+  countTokens?: (text: string, model: string) => number;
+}
+
+/** Options after validation and defaults: nothing optional. */
+export interface ResolvedOptions<Account> {
+  upstream: { baseURL: URL; apiKey: string | undefined; headers: Record<string, string> };
+  authenticate: Options<Account>['authenticate'];
+  preflight: NonNullable<Options<Account>['preflight']> | undefined;
+  meter: NonNullable<Options<Account>['meter']> | undefined;
+  basePath: string;
+  passThrough: boolean;
+  bodyLimit: number;
+  upstreamTimeout: number;
+  idleTimeout: number;
+  heartbeatInterval: number;
+  meterTimeout: number;
+  maxResponseBytes: number;
+  forwardHeaders: ReadonlySet<string>;
+  logger: Logger | undefined;
+  countTokens: ((text: string, model: string) => number) | undefined;
+}
+
+/** The part of the options the upstream client and header policy read. */
+export type UpstreamSettings = Pick<ResolvedOptions<unknown>, 'upstream' | 'forwardHeaders' | 'upstreamTimeout'>;
+
+const KNOWN_KEYS = new Set([
+  'upstream', 'authenticate', 'preflight', 'meter', 'basePath', 'passThrough', 'bodyLimit', 'upstreamTimeout',
+  'idleTimeout', 'heartbeatInterval', 'meterTimeout', 'maxResponseBytes', 'forwardHeaders', 'logger', 'countTokens',
+]);
+const FORBIDDEN_FORWARD = new Set(['authorization', 'cookie', 'proxy-authorization', 'host', 'content-length']);
+
+/** Thrown at creation when an option is wrong; the message says how to fix it. */
+export class InferyOptionsError extends TypeError {
+  constructor(message: string) {
+    super(`infery-stream: ${message}`);
+    this.name = new.target.name;
+  }
+}
+
+function fail(message: string): never {
+  throw new InferyOptionsError(message);
+}
+
+function closest(key: string): string | undefined {
+  const lower = key.toLowerCase();
+  for (const known of KNOWN_KEYS) if (known.toLowerCase() === lower) return known;
+  for (const known of KNOWN_KEYS) {
+    if (known.toLowerCase().startsWith(lower.slice(0, 4)) || lower.startsWith(known.toLowerCase().slice(0, 4))) {
+      return known;
+    }
+  }
+  return undefined;
+}
+
+function amount(name: string, value: unknown, fallback: number, unit: 'milliseconds' | 'bytes', allowZero = false): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (value === 0 && !allowZero)) {
+    fail(`\`${name}\` must be a ${allowZero ? 'non-negative' : 'positive'} number of ${unit}, got ${String(value)}.`);
+  }
+  return value;
+}
+
+function fn<T>(name: string, value: unknown, required: boolean): T | undefined {
+  if (value === undefined && !required) return undefined;
+  if (typeof value !== 'function') {
+    fail(`\`${name}\` must be a function${required ? ' and is required' : ''}, got ${typeof value}.`);
+  }
+  return value as T;
+}
+
+/**
+ * Validates the caller's options and merges them over the defaults, without mutating them. Throws an
+ * {@link InferyOptionsError} that suggests the fix.
+ */
+export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> {
+  if (input === undefined || input === null) {
+    fail('inferyStream() needs options: inferyStream({ upstream: { baseURL, apiKey }, authenticate }).');
+  }
+  if (typeof input === 'object' && input !== null && 'socket' in input && 'method' in input) {
+    fail('inferyStream was called with a request: use app.use(inferyStream({ ... })), not app.use(inferyStream).');
+  }
+  if (typeof input !== 'object' || Array.isArray(input)) fail(`options must be an object, got ${typeof input}.`);
+  const opts = input as Record<string, unknown>;
+  for (const key of Object.keys(opts)) {
+    if (!KNOWN_KEYS.has(key)) {
+      const hint = closest(key);
+      fail(`unknown option \`${key}\`${hint ? `; did you mean \`${hint}\`?` : ''}`);
+    }
+  }
+
+  const upstream = opts.upstream as Record<string, unknown> | undefined;
+  if (!upstream || typeof upstream !== 'object') {
+    fail('`upstream` is required: { upstream: { baseURL: "https://api.openai.com/v1", apiKey: process.env.OPENAI_API_KEY } }.');
+  }
+  if (typeof upstream.baseURL !== 'string' || upstream.baseURL === '') {
+    fail('`upstream.baseURL` is required, e.g. "https://api.openai.com/v1".');
+  }
+  let baseURL: URL;
+  try {
+    baseURL = new URL(upstream.baseURL);
+  } catch {
+    fail(`\`upstream.baseURL\` is not a valid URL: ${JSON.stringify(upstream.baseURL)}.`);
+  }
+  if (baseURL.protocol !== 'http:' && baseURL.protocol !== 'https:') {
+    fail(`\`upstream.baseURL\` must be http: or https:, got ${baseURL.protocol}`);
+  }
+  if (upstream.apiKey !== undefined && (typeof upstream.apiKey !== 'string' || upstream.apiKey === '')) {
+    fail('`upstream.apiKey` must be a non-empty string when given (is the environment variable set?).');
+  }
+  const headers: Record<string, string> = {};
+  if (upstream.headers !== undefined) {
+    if (typeof upstream.headers !== 'object' || upstream.headers === null) fail('`upstream.headers` must be an object.');
+    for (const [name, value] of Object.entries(upstream.headers)) {
+      if (typeof value !== 'string') fail(`\`upstream.headers.${name}\` must be a string.`);
+      if (name.toLowerCase() === 'authorization') fail('set the upstream key with `upstream.apiKey`, not `upstream.headers`.');
+      headers[name.toLowerCase()] = value;
+    }
+  }
+
+  const basePath = opts.basePath === undefined ? '/v1' : opts.basePath;
+  if (typeof basePath !== 'string' || !/^(\/[A-Za-z0-9._~-]+)*$/.test(basePath.replace(/\/$/, ''))) {
+    fail(`\`basePath\` must be a path such as "/v1", got ${JSON.stringify(basePath)}.`);
+  }
+
+  const forward = opts.forwardHeaders === undefined ? ['openai-beta'] : opts.forwardHeaders;
+  if (!Array.isArray(forward) || forward.some((h) => typeof h !== 'string')) fail('`forwardHeaders` must be an array of header names.');
+  const forwardHeaders = new Set((forward as string[]).map((h) => h.toLowerCase()));
+  for (const h of forwardHeaders) {
+    if (FORBIDDEN_FORWARD.has(h)) fail(`\`forwardHeaders\` cannot include "${h}": the gateway never forwards it.`);
+  }
+
+  if (opts.passThrough !== undefined && typeof opts.passThrough !== 'boolean') fail('`passThrough` must be a boolean.');
+
+  const logger = opts.logger as Logger | undefined;
+  if (logger !== undefined && (typeof logger !== 'object' || logger === null || typeof logger.info !== 'function')) {
+    fail('`logger` must be a pino logger (an object with info/warn/error/debug).');
+  }
+
+  return {
+    upstream: { baseURL, apiKey: upstream.apiKey as string | undefined, headers },
+    authenticate: fn<Options<Account>['authenticate']>('authenticate', opts.authenticate, true)!,
+    preflight: fn('preflight', opts.preflight, false),
+    meter: fn('meter', opts.meter, false),
+    basePath: basePath.replace(/\/$/, ''),
+    passThrough: (opts.passThrough as boolean | undefined) ?? true,
+    bodyLimit: amount('bodyLimit', opts.bodyLimit, 10 * 1024 * 1024, 'bytes'),
+    upstreamTimeout: amount('upstreamTimeout', opts.upstreamTimeout, 60_000, 'milliseconds'),
+    idleTimeout: amount('idleTimeout', opts.idleTimeout, 120_000, 'milliseconds'),
+    heartbeatInterval: amount('heartbeatInterval', opts.heartbeatInterval, 10_000, 'milliseconds', true),
+    meterTimeout: amount('meterTimeout', opts.meterTimeout, 10_000, 'milliseconds'),
+    maxResponseBytes: amount('maxResponseBytes', opts.maxResponseBytes, 50 * 1024 * 1024, 'bytes'),
+    forwardHeaders,
+    logger,
+    countTokens: fn('countTokens', opts.countTokens, false),
+  };
+}

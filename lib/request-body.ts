@@ -1,0 +1,105 @@
+import type { IncomingMessage } from 'node:http';
+import { InferyError } from './errors';
+
+/** A request as Express hands it over: `body` is set when a body parser already ran. */
+type MaybeParsed = IncomingMessage & { body?: unknown };
+
+/**
+ * The request's JSON body, whether or not the host app ran `express.json()` first. Reads the stream itself
+ * when nothing parsed it (whatever the Content-Type, as curl users often omit it). Throws 413 past `limit`
+ * bytes and 400 for anything that is not a JSON object.
+ */
+export async function readJsonBody(req: MaybeParsed, limit: number): Promise<Record<string, unknown>> {
+  let parsed: unknown = req.body;
+  if (parsed === undefined || (typeof parsed === 'object' && parsed !== null && !Buffer.isBuffer(parsed) && !req.readableEnded && Object.keys(parsed).length === 0)) {
+    const declared = Number(req.headers['content-length']);
+    if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
+    let text: string;
+    try {
+      text = await readText(req, limit);
+    } catch (err) {
+      if (err instanceof RangeError) throw tooLarge(limit);
+      throw new InferyError(400, 'invalid_body', 'The request body could not be read.', { cause: err });
+    }
+    parsed = parseJson(text);
+  } else if (Buffer.isBuffer(parsed) || typeof parsed === 'string') {
+    // express.raw() or express.text() ran before us
+    if (Buffer.byteLength(parsed) > limit) throw tooLarge(limit);
+    parsed = parseJson(parsed.toString());
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new InferyError(400, 'invalid_body', 'The request body must be a JSON object.');
+  }
+  return parsed as Record<string, unknown>;
+}
+
+function parseJson(text: string): unknown {
+  if (text.trim() === '') {
+    throw new InferyError(400, 'invalid_body', 'The request body is empty; send a JSON object with `model` and `messages`.');
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new InferyError(400, 'invalid_json', `The request body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function tooLarge(limit: number): InferyError {
+  return new InferyError(413, 'request_too_large', `The request body is larger than the limit of ${limit} bytes.`);
+}
+
+/**
+ * Checks the fields the gateway relies on. The rest is the provider's to judge.
+ */
+export function validateChatRequest(body: Record<string, unknown>): { model: string; stream: boolean } {
+  if (typeof body.model !== 'string' || body.model.trim() === '') {
+    throw new InferyError(400, 'missing_required_parameter', 'You must provide a `model` parameter (a non-empty string).', { param: 'model' });
+  }
+  if (!Array.isArray(body.messages) || body.messages.length === 0) {
+    throw new InferyError(400, 'missing_required_parameter', 'You must provide `messages`: a non-empty array of chat messages.', { param: 'messages' });
+  }
+  if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') {
+    throw new InferyError(400, 'invalid_type', '`stream` must be a boolean.', { param: 'stream' });
+  }
+  const options = body.stream_options;
+  if (options !== undefined && options !== null && (typeof options !== 'object' || Array.isArray(options))) {
+    throw new InferyError(400, 'invalid_type', '`stream_options` must be an object.', { param: 'stream_options' });
+  }
+  return { model: body.model, stream: body.stream === true };
+}
+
+/** Reads a whole body as text, rejecting (and pausing the stream) past `limit` bytes. */
+export function readText(stream: IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        cleanup();
+        stream.pause();
+        reject(new RangeError(`body larger than ${limit} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = (): void => {
+      cleanup();
+      resolve(Buffer.concat(chunks).toString('utf8'));
+    };
+    const onClose = (): void => {
+      cleanup();
+      reject(new Error('stream closed before its end'));
+    };
+    const cleanup = (): void => {
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('close', onClose);
+      stream.off('error', onClose);
+    };
+    stream.on('data', onData);
+    stream.once('end', onEnd);
+    stream.once('close', onClose);
+    stream.once('error', onClose);
+  });
+}

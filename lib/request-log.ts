@@ -1,0 +1,41 @@
+import { randomUUID } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Logger } from './options';
+
+const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
+
+/**
+ * The request id used in logs and sent back as `X-Request-Id`: pino-http's `req.id` when the host app set it,
+ * else a well-formed incoming `X-Request-Id`, else a fresh UUID.
+ */
+export function requestIdOf(req: IncomingMessage): string {
+  const existing = (req as { id?: unknown }).id;
+  if ((typeof existing === 'string' || typeof existing === 'number') && SAFE_ID.test(String(existing))) return String(existing);
+  const header = req.headers['x-request-id'];
+  if (typeof header === 'string' && SAFE_ID.test(header)) return header;
+  return randomUUID();
+}
+
+/** Fields of the one line logged when a request ends. Never a key, never prompt or completion text. */
+export interface RequestLogLine {
+  reqId: string;
+  path: string;
+  status: number;
+  durationMs: number;
+  generationId?: string;
+  model?: string;
+  stream?: boolean;
+  ttftMs?: number | null;
+  usage?: unknown;
+  credits?: number | null;
+  cancelled?: boolean;
+  outcome?: string;
+  errorCode?: string;
+}
+
+/** Writes the request's end line: info when it went well, warn for client errors, error for upstream failures. */
+export function logRequestEnd(logger: Logger | undefined, line: RequestLogLine): void {
+  if (!logger) return;
+  const level = line.status >= 500 || line.outcome === 'failed' ? 'error' : line.status >= 400 ? 'warn' : 'info';
+  logger[level](line, 'infery-stream request');
+}

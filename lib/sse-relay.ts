@@ -1,0 +1,257 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createParser, type EventSourceMessage, type EventSourceParser } from 'eventsource-parser';
+import { InferyError } from './errors';
+import type { Generation } from './generation';
+import type { ResolvedOptions } from './options';
+import type { UpstreamCall } from './upstream';
+import { redact } from './upstream-headers';
+import { isUsage } from './usage';
+
+const HEARTBEAT = ': keep-alive\n\n';
+const DONE = 'data: [DONE]\n\n';
+/** How long a finished upstream response may take to end before its socket is dropped instead of reused. */
+const RELEASE_GRACE_MS = 2_000;
+
+/** Sets the SSE headers that keep compression(), nginx and other proxies from holding events back. */
+export function writeStreamHead(res: ServerResponse): void {
+  res.statusCode = 200;
+  res.removeHeader('Content-Length');
+  res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
+  // no-transform: compression() and well-behaved proxies leave the body alone (see FINDINGS.md)
+  res.setHeader('Cache-Control', 'no-cache, no-transform');
+  res.setHeader('X-Accel-Buffering', 'no');
+  res.flushHeaders();
+  res.socket?.setNoDelay(true);
+}
+
+/** The SSE chunk a client receives when the upstream fails after streaming began. */
+export function errorChunk(err: InferyError): string {
+  const payload = {
+    error: { message: err.message, type: err.type, code: err.code },
+    choices: [{ index: 0, delta: {}, finish_reason: 'error' }],
+  };
+  return `data: ${JSON.stringify(payload)}\n\n`;
+}
+
+/**
+ * Relays one upstream SSE stream to the client, event by event, and owns every way it can end:
+ * `[DONE]` (meter, credits chunk, `[DONE]`), client gone (abort upstream, meter as cancelled), upstream error,
+ * idle timeout or bad chunk (error chunk, abort upstream, meter what was produced). Each path goes through
+ * `detach()`, which removes every listener and timer the relay added.
+ */
+export class StreamRelay<Account> {
+  private state: 'streaming' | 'finishing' | 'done' = 'streaming';
+  private paused = false;
+  private lastUpstreamAt = Date.now();
+  private lastWriteAt = Date.now();
+  private timer: NodeJS.Timeout | undefined;
+  private readonly parser: EventSourceParser;
+
+  constructor(
+    private readonly gen: Generation<Account>,
+    private readonly upstream: IncomingMessage,
+    private readonly call: UpstreamCall,
+    private readonly res: ServerResponse,
+    private readonly opts: ResolvedOptions<Account>,
+  ) {
+    this.parser = createParser({ onEvent: this.onEvent });
+  }
+
+  /** Sends the headers and starts relaying. */
+  start(): void {
+    writeStreamHead(this.res);
+    this.upstream.setEncoding('utf8');
+    this.upstream.on('data', this.onData);
+    this.upstream.on('end', this.onUpstreamEnd);
+    this.upstream.on('close', this.onUpstreamClose);
+    this.upstream.on('error', this.onUpstreamClose);
+    this.res.on('close', this.onClientClose);
+    this.arm();
+  }
+
+  private readonly onData = (text: string): void => {
+    this.lastUpstreamAt = Date.now();
+    this.parser.feed(text);
+  };
+
+  private readonly onEvent = (event: EventSourceMessage): void => {
+    if (this.state !== 'streaming') return;
+    const data = event.data;
+    if (data === '[DONE]') {
+      void this.complete();
+      return;
+    }
+    let chunk: Record<string, unknown>;
+    try {
+      chunk = JSON.parse(data) as Record<string, unknown>;
+      if (typeof chunk !== 'object' || chunk === null || Array.isArray(chunk)) throw new TypeError('not an object');
+    } catch {
+      this.fail(new InferyError(502, 'upstream_invalid_response', 'The upstream provider sent a stream chunk that is not valid JSON.', { type: 'upstream_error' }));
+      return;
+    }
+    if ((chunk.error !== undefined && chunk.error !== null) || event.event === 'error') {
+      this.fail(this.providerError(chunk.error ?? chunk));
+      return;
+    }
+    this.inspect(chunk);
+    // A chunk that passes through unchanged is not re-serialised, unless it spanned several data: lines.
+    this.write(data.indexOf('\n') === -1 ? `data: ${data}\n\n` : `data: ${JSON.stringify(chunk)}\n\n`, this.lastUpstreamAt);
+  };
+
+  /** Reads what metering needs from a chunk: ids, usage, produced text, finish reason. */
+  private inspect(chunk: Record<string, unknown>): void {
+    const gen = this.gen;
+    if (gen.id === undefined && typeof chunk.id === 'string' && chunk.id !== '') {
+      gen.id = chunk.id;
+      if (typeof chunk.object === 'string') gen.object = chunk.object;
+      if (typeof chunk.created === 'number') gen.created = chunk.created;
+      if (typeof chunk.model === 'string') gen.providerModel = chunk.model;
+    }
+    if (isUsage(chunk.usage)) gen.providerUsage = chunk.usage;
+    const choices = chunk.choices;
+    if (!Array.isArray(choices)) return;
+    for (const choice of choices as Array<Record<string, unknown> | null>) {
+      if (!choice) continue;
+      if (gen.tally.addMessage(choice.delta)) gen.markFirstToken();
+      if (typeof choice.finish_reason === 'string') gen.finishReason = choice.finish_reason;
+    }
+  }
+
+  private providerError(raw: unknown): InferyError {
+    const e = (typeof raw === 'object' && raw !== null ? raw : { message: String(raw) }) as Record<string, unknown>;
+    const message = typeof e.message === 'string' && e.message !== '' ? e.message : 'The upstream provider reported an error mid-stream.';
+    return new InferyError(502, typeof e.code === 'string' ? e.code : 'upstream_error', redact(message, this.opts.upstream.apiKey), {
+      type: typeof e.type === 'string' ? e.type : 'upstream_error',
+    });
+  }
+
+  /** Writes to the client; on backpressure stops reading the upstream until the client drains. */
+  private write(text: string, now: number): void {
+    const res = this.res;
+    if (res.writableEnded || res.destroyed) return;
+    this.lastWriteAt = now;
+    if (!res.write(text) && !this.paused) {
+      this.paused = true;
+      this.upstream.pause();
+      clearTimeout(this.timer);
+      res.once('drain', this.onDrain);
+    }
+  }
+
+  private readonly onDrain = (): void => {
+    if (this.state !== 'streaming') return;
+    this.paused = false;
+    // Time spent waiting for a slow client is not upstream silence.
+    this.lastUpstreamAt = Date.now();
+    this.upstream.resume();
+    this.arm();
+  };
+
+  /** One timer for both the idle timeout and the heartbeat; re-armed when it fires, not on every chunk. */
+  private arm(): void {
+    clearTimeout(this.timer);
+    if (this.state !== 'streaming' || this.paused) return;
+    const idleAt = this.lastUpstreamAt + this.opts.idleTimeout;
+    const beatAt = this.opts.heartbeatInterval > 0 ? this.lastWriteAt + this.opts.heartbeatInterval : Infinity;
+    this.timer = setTimeout(this.onTimer, Math.max(0, Math.min(idleAt, beatAt) - Date.now()));
+  }
+
+  private readonly onTimer = (): void => {
+    if (this.state !== 'streaming' || this.paused) return;
+    const now = Date.now();
+    if (now - this.lastUpstreamAt >= this.opts.idleTimeout) {
+      this.fail(
+        new InferyError(504, 'upstream_timeout', `The upstream provider sent nothing for ${this.opts.idleTimeout} ms.`, { type: 'upstream_error' }),
+      );
+      return;
+    }
+    if (this.opts.heartbeatInterval > 0 && now - this.lastWriteAt >= this.opts.heartbeatInterval) this.write(HEARTBEAT, now);
+    this.arm();
+  };
+
+  private readonly onUpstreamEnd = (): void => {
+    if (this.state !== 'streaming') return;
+    if (this.gen.finishReason !== null) {
+      // Some providers end the stream after the finish chunk without sending [DONE].
+      void this.complete();
+      return;
+    }
+    this.fail(new InferyError(502, 'upstream_connection_lost', 'The upstream provider ended the stream before the generation finished.', { type: 'upstream_error' }));
+  };
+
+  private readonly onUpstreamClose = (): void => {
+    if (this.state !== 'streaming' || this.upstream.readableEnded) return;
+    this.fail(new InferyError(502, 'upstream_connection_lost', 'The connection to the upstream provider was lost mid-stream.', { type: 'upstream_error' }));
+  };
+
+  private readonly onClientClose = (): void => {
+    if (this.state !== 'streaming' || this.res.writableFinished) return;
+    this.state = 'done';
+    this.detach();
+    this.call.abort();
+    this.opts.logger?.info(
+      { reqId: this.gen.reqId, generationId: this.gen.generationId },
+      'infery-stream client disconnected; upstream request aborted',
+    );
+    void this.gen.finish('cancelled');
+  };
+
+  /** The generation finished: meter it, then send the credits chunk and [DONE]. */
+  private async complete(): Promise<void> {
+    this.state = 'finishing';
+    this.detach();
+    this.release();
+    const credits = await this.gen.finish('completed');
+    this.state = 'done';
+    const now = Date.now();
+    if (credits !== undefined) this.write(this.creditsChunk(credits), now);
+    this.write(DONE, now);
+    this.res.end();
+  }
+
+  private creditsChunk(credits: number): string {
+    const gen = this.gen;
+    const chunk = {
+      id: gen.generationId,
+      object: gen.object,
+      created: gen.created,
+      model: gen.providerModel,
+      choices: [],
+      usage: gen.usage(),
+      credits_used: credits,
+    };
+    return `data: ${JSON.stringify(chunk)}\n\n`;
+  }
+
+  /** The upstream failed after streaming began: error chunk, close, meter what was produced. */
+  private fail(err: InferyError): void {
+    if (this.state !== 'streaming') return;
+    this.state = 'done';
+    this.detach();
+    this.call.abort();
+    this.write(errorChunk(err), Date.now());
+    this.res.end();
+    void this.gen.finish('failed', err);
+  }
+
+  /** Lets a finished upstream response end so its keep-alive socket is reused; drops it if it lingers. */
+  private release(): void {
+    const upstream = this.upstream;
+    if (upstream.readableEnded || upstream.destroyed) return;
+    const timer = setTimeout(() => this.call.abort(), RELEASE_GRACE_MS);
+    timer.unref();
+    upstream.once('close', () => clearTimeout(timer));
+    upstream.resume();
+  }
+
+  private detach(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    this.upstream.off('data', this.onData);
+    this.upstream.off('end', this.onUpstreamEnd);
+    this.upstream.off('close', this.onUpstreamClose);
+    this.upstream.off('error', this.onUpstreamClose);
+    this.res.off('close', this.onClientClose);
+    this.res.off('drain', this.onDrain);
+  }
+}
