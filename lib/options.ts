@@ -118,15 +118,28 @@ function fail(message: string): never {
   throw new InferyOptionsError(message);
 }
 
-function closest(key: string): string | undefined {
-  const lower = key.toLowerCase();
-  for (const known of KNOWN_KEYS) if (known.toLowerCase() === lower) return known;
-  for (const known of KNOWN_KEYS) {
-    if (known.toLowerCase().startsWith(lower.slice(0, 4)) || lower.startsWith(known.toLowerCase().slice(0, 4))) {
-      return known;
+/** Edit distance between two short strings. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
     }
+    prev = row;
   }
-  return undefined;
+  return prev[b.length]!;
+}
+
+/** The known option a misspelled key most likely meant. */
+function closest(key: string): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const known of KNOWN_KEYS) {
+    const d = distance(key.toLowerCase(), known.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [known, d];
+  }
+  return bestDistance <= Math.max(2, Math.floor(key.length / 3)) ? best : undefined;
 }
 
 function amount(name: string, value: unknown, fallback: number, unit: 'milliseconds' | 'bytes', allowZero = false): number {

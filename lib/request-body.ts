@@ -22,6 +22,11 @@ export async function readJsonBody(req: MaybeParsed, limit: number): Promise<Rec
       throw new InferyError(400, 'invalid_body', 'The request body could not be read.', { cause: err });
     }
     parsed = parseJson(text);
+  } else if (typeof parsed === 'object' && parsed !== null && !Buffer.isBuffer(parsed)) {
+    // express.json() ran before us, with its own limit: ours still applies
+    const declared = Number(req.headers['content-length']);
+    const size = Number.isFinite(declared) ? declared : Buffer.byteLength(JSON.stringify(parsed));
+    if (size > limit) throw tooLarge(limit);
   } else if (Buffer.isBuffer(parsed) || typeof parsed === 'string') {
     // express.raw() or express.text() ran before us
     if (Buffer.byteLength(parsed) > limit) throw tooLarge(limit);
