@@ -50,13 +50,17 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
 
 /** Parses `INFERY_API_KEYS`: comma-separated `key` or `key:credits` (default 1000 credits). */
 export function parseApiKeys(value: string): Record<string, number> {
-  const keys: Record<string, number> = {};
+  // no prototype: a key named "__proto__" is a key like any other
+  const keys = Object.create(null) as Record<string, number>;
   for (const entry of value.split(',').map((s) => s.trim()).filter(Boolean)) {
     const colon = entry.lastIndexOf(':');
-    const key = colon === -1 ? entry : entry.slice(0, colon);
-    const credits = colon === -1 ? 1000 : Number(entry.slice(colon + 1));
+    const key = (colon === -1 ? entry : entry.slice(0, colon)).trim();
+    const amount = colon === -1 ? '1000' : entry.slice(colon + 1).trim();
+    const credits = Number(amount);
     if (key === '' || !/^\S+$/.test(key)) throw new Error(`INFERY_API_KEYS: bad key in "${entry}"`);
-    if (!Number.isFinite(credits) || credits < 0) throw new Error(`INFERY_API_KEYS: "${entry}" needs a non-negative number of credits after the colon`);
+    if (amount === '' || !Number.isFinite(credits) || credits < 0) {
+      throw new Error(`INFERY_API_KEYS: "${entry}" needs a non-negative number of credits after the colon`);
+    }
     keys[key] = credits;
   }
   if (Object.keys(keys).length === 0) throw new Error('INFERY_API_KEYS is set but names no key');

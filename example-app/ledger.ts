@@ -18,9 +18,12 @@ export const PRICES: Record<string, Price> = {
 
 /** Credits for one generation at the table's price (never negative, rounded up to 0.001). */
 export function priceOf(model: string, usage: Pick<Usage, 'prompt_tokens' | 'completion_tokens'>, prices = PRICES): number {
-  const price = prices[model] ?? prices.default ?? { prompt: 0, completion: 0 };
-  const milli = Math.ceil(usage.prompt_tokens * price.prompt + usage.completion_tokens * price.completion);
-  return Math.max(0, milli) / 1000;
+  // own properties only: a model named "constructor" or "__proto__" gets the default price
+  const price = (Object.hasOwn(prices, model) ? prices[model] : prices.default) ?? { prompt: 0, completion: 0 };
+  const exact = usage.prompt_tokens * price.prompt + usage.completion_tokens * price.completion;
+  // the epsilon keeps float noise (100 * 0.07 = 7.000000000000001) from rounding up a whole thousandth
+  const milli = Math.ceil(exact - 1e-9);
+  return Number.isFinite(milli) ? Math.max(0, milli) / 1000 : 0;
 }
 
 /** A key's account: what it started with, what is left, what it used. */
@@ -56,6 +59,7 @@ export class CreditLedger {
   charge(key: string, credits: number): number {
     const account = this.accounts.get(key);
     if (!account) throw new Error('unknown key');
+    if (!Number.isFinite(credits) || credits < 0) throw new RangeError(`cannot charge ${credits} credits`);
     account.used += toMilli(credits);
     return credits;
   }
