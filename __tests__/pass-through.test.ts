@@ -1,0 +1,80 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import request from 'supertest';
+import { ScriptedProvider } from './helpers/provider';
+import { KEY, startGateway, UPSTREAM_KEY, type TestGateway } from './helpers/gateway';
+
+let provider: ScriptedProvider;
+beforeAll(async () => {
+  provider = await new ScriptedProvider().start();
+});
+afterAll(() => provider.stop());
+
+describe.each([false, true])('pass-through of other /v1 routes (host ran express.json(): %s)', (json) => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startGateway(provider.url, {}, { json, compression: true });
+  });
+  afterAll(() => gw.close());
+
+  test('GET /v1/models is proxied with the gateway key in place of the client key', async () => {
+    provider.reply = () => ({ json: { object: 'list', data: [{ id: 'm1', object: 'model' }] } });
+    const res = await request(gw.url).get('/v1/models?limit=5').set('Authorization', `Bearer ${KEY}`).set('Cookie', 'sid=1').set('X-Internal', 'x');
+    expect(res.status).toBe(200);
+    expect(res.body.data[0].id).toBe('m1');
+    expect(provider.last.path).toBe('/v1/models?limit=5');
+    expect(provider.last.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);
+    expect(provider.last.headers.cookie).toBeUndefined();
+    expect(provider.last.headers['x-internal']).toBeUndefined();
+    expect(res.headers['x-request-id']).toBeDefined();
+  });
+
+  test('POST /v1/embeddings reaches the upstream with its body intact', async () => {
+    provider.reply = () => ({ json: { object: 'list', data: [{ embedding: [0.1] }] } });
+    const res = await request(gw.url).post('/v1/embeddings').set('Authorization', `Bearer ${KEY}`).send({ model: 'e', input: 'hello' });
+    expect(res.status).toBe(200);
+    expect(provider.last.json).toEqual({ model: 'e', input: 'hello' });
+    expect(provider.last.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);
+  });
+
+  test('needs a valid key: 401 in OpenAI shape, nothing proxied', async () => {
+    const seen = provider.requests.length;
+    const res = await request(gw.url).get('/v1/models').set('Authorization', 'Bearer wrong');
+    expect(res.status).toBe(401);
+    expect(res.body.error.code).toBe('invalid_api_key');
+    expect(provider.requests.length).toBe(seen);
+  });
+
+  test('upstream errors keep their status; a Set-Cookie from the provider is not passed on', async () => {
+    provider.reply = () => ({ status: 404, json: { error: { message: 'no such model', type: 'invalid_request_error', code: 'model_not_found' } }, headers: { 'set-cookie': '__cf_bm=x' } });
+    const res = await request(gw.url).get('/v1/models/nope').set('Authorization', `Bearer ${KEY}`);
+    expect(res.status).toBe(404);
+    expect(res.body.error.code).toBe('model_not_found');
+    expect(res.headers['set-cookie']).toBeUndefined();
+  });
+});
+
+test('an unreachable upstream is a 502 in OpenAI shape on pass-through routes too', async () => {
+  const closed = http.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const port = (closed.address() as AddressInfo).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  const gw = await startGateway(`http://127.0.0.1:${port}/v1`);
+  try {
+    const res = await request(gw.url).get('/v1/models').set('Authorization', `Bearer ${KEY}`);
+    expect(res.status).toBe(502);
+    expect(res.body).toEqual({ error: { message: expect.stringContaining('Could not reach'), type: 'upstream_error', code: 'upstream_unreachable', param: null } });
+  } finally {
+    await gw.close();
+  }
+});
+
+test('passThrough: false leaves other /v1 routes to the host app', async () => {
+  const gw = await startGateway(provider.url, { passThrough: false });
+  try {
+    const res = await request(gw.url).get('/v1/models').set('Authorization', `Bearer ${KEY}`);
+    expect(res.status).toBe(404);
+  } finally {
+    await gw.close();
+  }
+});
