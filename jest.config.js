@@ -6,4 +6,5 @@ module.exports = {
   transform: { '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.jest.json' }] },
   testTimeout: 20000,
   maxWorkers: 2,
+  reporters: ['default', '<rootDir>/jest-summary-reporter.js'],
 };
