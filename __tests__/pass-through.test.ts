@@ -1,7 +1,5 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import request from 'supertest';
-import { ScriptedProvider } from './helpers/provider';
+import { refusedURL, ScriptedProvider } from './helpers/provider';
 import { KEY, startGateway, UPSTREAM_KEY, type TestGateway } from './helpers/gateway';
 
 let provider: ScriptedProvider;
@@ -55,11 +53,7 @@ describe.each([false, true])('pass-through of other /v1 routes (host ran express
 });
 
 test('an unreachable upstream is a 502 in OpenAI shape on pass-through routes too', async () => {
-  const closed = http.createServer();
-  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-  const port = (closed.address() as AddressInfo).port;
-  await new Promise<void>((r) => closed.close(() => r()));
-  const gw = await startGateway(`http://127.0.0.1:${port}/v1`);
+  const gw = await startGateway(await refusedURL());
   try {
     const res = await request(gw.url).get('/v1/models').set('Authorization', `Bearer ${KEY}`);
     expect(res.status).toBe(502);

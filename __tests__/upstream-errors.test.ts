@@ -1,7 +1,5 @@
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import request from 'supertest';
-import { contentChunk, ScriptedProvider, textSteps, type Step } from './helpers/provider';
+import { contentChunk, refusedURL, ScriptedProvider, textSteps, type Step } from './helpers/provider';
 import { startGateway, UPSTREAM_KEY, KEY, type TestGateway } from './helpers/gateway';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
 
@@ -47,11 +45,7 @@ describe('errors before the first byte', () => {
   });
 
   test('a refused connection is 502 upstream_unreachable', async () => {
-    const closed = http.createServer();
-    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-    const port = (closed.address() as AddressInfo).port;
-    await new Promise<void>((r) => closed.close(() => r()));
-    const dead = await startGateway(`http://127.0.0.1:${port}/v1`);
+    const dead = await startGateway(await refusedURL());
     try {
       const res = await request(dead.url).post('/v1/chat/completions').set('Authorization', `Bearer ${KEY}`).send(chat);
       expect(res.status).toBe(502);

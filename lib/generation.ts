@@ -29,6 +29,7 @@ export class Generation<Account> {
   private readonly startedAt = performance.now();
   private readonly count: TokenCounter;
   private finishing: Promise<number | undefined> | undefined;
+  private meteredUsage: Usage | undefined;
 
   constructor(
     private readonly opts: ResolvedOptions<Account>,
@@ -59,8 +60,12 @@ export class Generation<Account> {
     if (this.ttftMs === null) this.ttftMs = Math.round(performance.now() - this.startedAt);
   }
 
-  /** The provider's usage when it sent one (zero included), else the tokenizer's count of what was produced. */
+  /**
+   * The provider's usage when it sent one (zero included), else the tokenizer's count of what was produced.
+   * Fixed once the generation is finishing, so the credits chunk shows exactly what was metered.
+   */
   usage(): Usage {
+    if (this.meteredUsage) return this.meteredUsage;
     if (this.providerUsage) return this.providerUsage;
     return estimatedUsage(estimatePromptTokens(this.body, this.count, this.model), this.tally.tokens());
   }
@@ -76,6 +81,7 @@ export class Generation<Account> {
 
   private async run(outcome: Outcome, error: InferyError | undefined): Promise<number | undefined> {
     const usage = this.usage();
+    this.meteredUsage = usage;
     const durationMs = Math.round(performance.now() - this.startedAt);
     const result = await callMeter(
       this.opts.meter,

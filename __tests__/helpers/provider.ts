@@ -165,3 +165,12 @@ export function textSteps(words: string[], opts: { gap?: number; usage?: [number
   if (opts.done !== false) steps.push({ data: '[DONE]' });
   return steps;
 }
+
+/** A base URL on 127.0.0.1 where nothing listens (a port just freed), for connection-refused tests. */
+export async function refusedURL(): Promise<string> {
+  const closed = http.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const port = (closed.address() as AddressInfo).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  return `http://127.0.0.1:${port}/v1`;
+}
