@@ -1,6 +1,7 @@
 import compression from 'compression';
 import express, { type Express } from 'express';
 import { bearerToken, inferyStream, type InferyStreamMiddleware, type Logger } from '../lib';
+import { mountChatPage } from './chat-page';
 import { CreditLedger, priceOf } from './ledger';
 
 /** What the example app needs to run; `server.ts` fills it from the environment. */
@@ -27,6 +28,8 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
     const key = bearerToken(req);
     return key !== undefined && ledger.has(key) ? key : undefined;
   };
+
+  mountChatPage(app);
 
   app.get('/v1/credits', (req, res) => {
     const key = keyOf(req);
