@@ -162,9 +162,7 @@ describe('parseApiKeys', () => {
     expect(() => parseApiKeys(input)).toThrow(/INFERY_API_KEYS/);
   });
 
-  // BUG: Number('') is 0, so "a:" (colon, nothing after it) is silently accepted as a key with 0 credits —
-  // a key that then gets 402 on every request — instead of the "needs a non-negative number of credits
-  // after the colon" error.
+  // Regression: Number('') is 0, so "a:" used to be accepted as a key with 0 credits.
   test('"a:" (empty credits after the colon) throws instead of meaning 0 credits', () => {
     expect(() => parseApiKeys('a:')).toThrow(/"a:" needs a non-negative number of credits/);
   });
@@ -227,19 +225,12 @@ describe('priceOf', () => {
     expect(priceOf('other', usage(100, 100), prices)).toBe(0.3);
   });
 
-  // BUG: the lookup is `prices[model] ?? prices.default` on a plain object, so a model name that is an
-  // Object.prototype property ('constructor', 'toString', 'hasOwnProperty', '__proto__' …) finds a function or
-  // the prototype instead of falling back to `default`: price.prompt is undefined and priceOf returns NaN.
-  // In the example app the meter then calls ledger.charge(key, NaN), which turns the account's `used` into
-  // NaN for good (balance NaN, canSpend false, GET /v1/credits shows nulls) and no credits chunk is sent.
+  // Regression: a plain-object lookup found Object.prototype members for these names and priced them NaN.
   test.each(['constructor', 'toString', 'hasOwnProperty', '__proto__'])('model %j (an Object.prototype name) gets the default price', (model) => {
     expect(priceOf(model, usage(1000, 1000))).toBe(40);
   });
 
-  // BUG: the rounding up to 0.001 is done on a floating-point product, so an amount that is a whole number of
-  // thousandths can be rounded up one extra thousandth: 100 tokens at 0.07 credits/1K is exactly 0.007
-  // credits, but 100 * 0.07 === 7.000000000000001 and Math.ceil makes it 0.008. (The built-in PRICES only use
-  // binary-exact prices, so only custom tables passed as `prices` are affected.)
+  // Regression: rounding up on a float product (100 * 0.07 = 7.000000000000001) used to add a thousandth.
   test('a custom price that is not binary-exact is not over-rounded', () => {
     const prices: Record<string, Price> = { default: { prompt: 0.07, completion: 0 } };
     expect(priceOf('m', usage(100, 0), prices)).toBe(0.007);
@@ -252,12 +243,12 @@ describe('CreditLedger', () => {
     expect(ledger.has('a')).toBe(true);
     expect(ledger.has('z')).toBe(true);
     expect(ledger.has('nope')).toBe(false);
-    expect(ledger.balanceOf('a')).toEqual({ balance: 10, used: 0 });
+    expect(ledger.balanceOf('a')).toMatchObject({ balance: 10, used: 0 });
     expect(ledger.balanceOf('nope')).toBeUndefined();
     expect(ledger.canSpend('a')).toBe(true);
     expect(ledger.canSpend('z')).toBe(false);
     expect(ledger.canSpend('nope')).toBe(false);
-    expect(() => ledger.charge('nope', 1)).toThrow(/unknown key/);
+    expect(() => ledger.charge('nope', 'm', 1)).toThrow(/unknown key/);
   });
 
   test('balance + used equals the starting credits after many charges, fractional ones included', () => {
@@ -270,7 +261,7 @@ describe('CreditLedger', () => {
         i % 3 === 0
           ? fixed[i % fixed.length]!
           : priceOf(['gpt-4o', 'gpt-4o-mini', 'mock-1'][i % 3]!, { prompt_tokens: (i * 37) % 513, completion_tokens: (i * 11) % 97 });
-      expect(ledger.charge('a', credits)).toBe(credits);
+      expect(ledger.charge('a', 'm', credits)).toBe(credits);
       chargedMilli += milli(credits);
       if (i % 250 === 0) {
         const mid = ledger.balanceOf('a')!;
@@ -284,23 +275,23 @@ describe('CreditLedger', () => {
     // The ledger stores thousandths as integers, so what it reports is exact to the thousandth.
     expect(Math.abs(used * 1000 - chargedMilli)).toBeLessThan(1e-6);
     // Other keys are untouched.
-    expect(ledger.balanceOf('b')).toEqual({ balance: 1, used: 0 });
+    expect(ledger.balanceOf('b')).toMatchObject({ balance: 1, used: 0 });
   });
 
   test('0.1 + 0.2 style charges do not drift', () => {
     const ledger = new CreditLedger({ a: 1 });
-    for (let i = 0; i < 10; i++) ledger.charge('a', 0.1);
-    expect(ledger.balanceOf('a')).toEqual({ balance: 0, used: 1 });
+    for (let i = 0; i < 10; i++) ledger.charge('a', 'm', 0.1);
+    expect(ledger.balanceOf('a')).toMatchObject({ balance: 0, used: 1 });
     expect(ledger.canSpend('a')).toBe(false);
   });
 
   test('a charge bigger than the balance is applied whole and canSpend becomes false', () => {
     const ledger = new CreditLedger({ a: 1 });
-    expect(ledger.charge('a', 0.6)).toBe(0.6);
+    expect(ledger.charge('a', 'm', 0.6)).toBe(0.6);
     expect(ledger.canSpend('a')).toBe(true);
-    expect(ledger.balanceOf('a')).toEqual({ balance: 0.4, used: 0.6 });
+    expect(ledger.balanceOf('a')).toMatchObject({ balance: 0.4, used: 0.6 });
 
-    expect(ledger.charge('a', 2.5)).toBe(2.5);
+    expect(ledger.charge('a', 'm', 2.5)).toBe(2.5);
     const after = ledger.balanceOf('a')!;
     expect(after.balance).toBeCloseTo(-2.1, 9);
     expect(after.used).toBeCloseTo(3.1, 9);
@@ -310,15 +301,15 @@ describe('CreditLedger', () => {
     expect(ledger.canSpend('a')).toBe(false);
 
     // Further charges still count in full (e.g. generations already running when the balance ran out).
-    ledger.charge('a', 0.001);
+    ledger.charge('a', 'm', 0.001);
     expect(milli(ledger.balanceOf('a')!.used)).toBe(3101);
     expect(milli(ledger.balanceOf('a')!.balance)).toBe(-2101);
   });
 
   test('a balance of exactly zero cannot spend', () => {
     const ledger = new CreditLedger({ a: 0.5 });
-    ledger.charge('a', 0.5);
-    expect(ledger.balanceOf('a')).toEqual({ balance: 0, used: 0.5 });
+    ledger.charge('a', 'm', 0.5);
+    expect(ledger.balanceOf('a')).toMatchObject({ balance: 0, used: 0.5 });
     expect(ledger.canSpend('a')).toBe(false);
   });
 });
@@ -374,15 +365,13 @@ describe('example app against the built-in mock provider', () => {
 
       // The other key was not charged.
       const other = await request(gw.app).get('/v1/credits').set('Authorization', 'Bearer other');
-      expect(other.body).toEqual({ data: { balance: 7, used: 0 } });
+      expect(other.body).toEqual({ data: { balance: 7, used: 0, by_model: {} } });
     } finally {
       await gw.close();
     }
   });
 
-  // BUG (the priceOf one above, end to end): the mock provider answers any model name, so a client asking for
-  // model "constructor" gets a full generation, the meter charges NaN, the stream ends without a credits
-  // chunk and the key's account is NaN from then on.
+  // Regression, end to end: such a model used to be charged NaN and poison the key's account.
   test('a model named like an Object.prototype property is charged the default price', async () => {
     const gw = await startExampleApp({ upstreamURL: mock.url, apiKeys: { k: 10 } });
     try {
@@ -421,7 +410,7 @@ describe('example app against the built-in mock provider', () => {
 
       const credits = await request(gw.app).get('/v1/credits').set('Authorization', 'Bearer k0');
       expect(credits.status).toBe(200);
-      expect(credits.body).toEqual({ data: { balance: 0, used: 0 } });
+      expect(credits.body).toEqual({ data: { balance: 0, used: 0, by_model: {} } });
     } finally {
       gw.gateway.close();
       await counter.close();
@@ -431,11 +420,11 @@ describe('example app against the built-in mock provider', () => {
   test('a key whose balance went negative is refused too, against the real mock', async () => {
     const gw = await startExampleApp({ upstreamURL: mock.url, apiKeys: { k: 1 } });
     try {
-      gw.ledger.charge('k', 1.5); // e.g. an earlier generation cost more than was left
+      gw.ledger.charge('k', 'm', 1.5); // e.g. an earlier generation cost more than was left
       const res = await request(gw.app).post('/v1/chat/completions').set('Authorization', 'Bearer k').send(chatBody('Hi'));
       expect(res.status).toBe(402);
       expectOpenAIError(res.body, 'insufficient_quota');
-      expect(gw.ledger.balanceOf('k')).toEqual({ balance: -0.5, used: 1.5 });
+      expect(gw.ledger.balanceOf('k')).toMatchObject({ balance: -0.5, used: 1.5 });
     } finally {
       await gw.close();
     }
@@ -456,7 +445,7 @@ describe('example app against the built-in mock provider', () => {
       expect(chat.status).toBe(401);
       expectOpenAIError(chat.body, 'invalid_api_key');
 
-      expect(gw.ledger.balanceOf('k1')).toEqual({ balance: 10, used: 0 });
+      expect(gw.ledger.balanceOf('k1')).toEqual({ balance: 10, used: 0, by_model: {} });
     } finally {
       gw.gateway.close();
     }
@@ -490,7 +479,7 @@ describe('example app against the built-in mock provider', () => {
       expect(balance + used).toBeCloseTo(start, 9);
 
       const credits = await request(gw.app).get('/v1/credits').set('Authorization', 'Bearer k');
-      expect(credits.body).toEqual({ data: { balance, used } });
+      expect(credits.body).toEqual({ data: { balance, used, by_model: { 'mock-1': used } } });
     } finally {
       await gw.close();
     }

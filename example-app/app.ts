@@ -2,6 +2,7 @@ import compression from 'compression';
 import express, { type Express } from 'express';
 import { bearerToken, inferyStream, type InferyStreamMiddleware, type Logger } from '../lib';
 import { mountChatPage } from './chat-page';
+import { GenerationLog } from './generations';
 import { CreditLedger, priceOf } from './ledger';
 
 /** What the example app needs to run; `server.ts` fills it from the environment. */
@@ -17,8 +18,9 @@ export interface AppConfig {
  * The example backend: compression() and express.json() mounted globally first, as real backends do, then its
  * own /v1 routes, then the gateway.
  */
-export function createApp(config: AppConfig): { app: Express; ledger: CreditLedger; gateway: InferyStreamMiddleware } {
+export function createApp(config: AppConfig): { app: Express; ledger: CreditLedger; generations: GenerationLog; gateway: InferyStreamMiddleware } {
   const ledger = new CreditLedger(config.apiKeys);
+  const generations = new GenerationLog();
   const app = express();
   app.disable('x-powered-by');
   app.use(compression());
@@ -31,24 +33,47 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
 
   mountChatPage(app);
 
+  const unauthorized = (res: express.Response): void => {
+    res.status(401).json({ error: { message: 'Missing or invalid API key. Send it as `Authorization: Bearer <key>`.', type: 'invalid_request_error', code: 'invalid_api_key', param: null } });
+  };
+
+  /** The caller's balance, what it used, and `used` by model. */
   app.get('/v1/credits', (req, res) => {
     const key = keyOf(req);
-    if (!key) {
-      res.status(401).json({ error: { message: 'Missing or invalid API key.', type: 'invalid_request_error', code: 'invalid_api_key', param: null } });
+    if (!key) return unauthorized(res);
+    res.json({ data: ledger.balanceOf(key) });
+  });
+
+  /** What was recorded for one of the caller's generations; `id` is the `id` of its chunks. */
+  app.get('/v1/generation', (req, res) => {
+    const key = keyOf(req);
+    if (!key) return unauthorized(res);
+    const id = req.query.id;
+    if (typeof id !== 'string' || id === '') {
+      res.status(400).json({ error: { message: 'Pass the generation id: GET /v1/generation?id=<id>.', type: 'invalid_request_error', code: 'missing_required_parameter', param: 'id' } });
       return;
     }
-    res.json({ data: ledger.balanceOf(key) });
+    const record = generations.find(key, id);
+    if (!record) {
+      res.status(404).json({ error: { message: `No generation ${id} for this key.`, type: 'invalid_request_error', code: 'generation_not_found', param: 'id' } });
+      return;
+    }
+    res.json({ data: record });
   });
 
   const gateway = inferyStream<string>({
     upstream: { baseURL: config.upstreamURL, apiKey: config.upstreamKey },
     authenticate: (req) => keyOf(req as express.Request),
     preflight: ({ account }) => ledger.canSpend(account),
-    meter: ({ account, model, usage }) => ledger.charge(account, priceOf(model, usage)),
+    meter: (event) => {
+      const credits = ledger.charge(event.account, event.model, priceOf(event.model, event.usage));
+      generations.record(event.account, event, credits);
+      return credits;
+    },
     logger: config.logger,
   });
   app.use(gateway);
-  return { app, ledger, gateway };
+  return { app, ledger, generations, gateway };
 }
 
 /** Parses `INFERY_API_KEYS`: comma-separated `key` or `key:credits` (default 1000 credits). */

@@ -11,6 +11,7 @@ import { startMockProvider, type MockProvider } from './mock-provider';
  * - INFERY_UPSTREAM_KEY: the key sent upstream
  * - INFERY_API_KEYS: accepted client keys, `key` or `key:credits`, comma-separated; unset, one demo key
  * - LOG_LEVEL: pino level (default info)
+ * - SHUTDOWN_DEADLINE_MS: how long open streams may run on after SIGTERM/SIGINT (default 10000)
  */
 async function main(): Promise<void> {
   const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' });
@@ -46,14 +47,32 @@ async function main(): Promise<void> {
     process.exit(1);
   });
 
-  const shutdown = (): void => {
+  // Graceful shutdown: stop accepting, let open streams finish up to the deadline, then end them with an
+  // error chunk; every one is metered. A second signal exits at once.
+  const deadlineMs = process.env.SHUTDOWN_DEADLINE_MS ? Number(process.env.SHUTDOWN_DEADLINE_MS) : 10_000;
+  let stopping = false;
+  const shutdown = (signal: string): void => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    logger.info({ signal, inFlight: gateway.inFlight, deadlineMs }, 'shutting down: draining open streams');
     server.close();
     server.closeIdleConnections();
-    gateway.close();
-    void mock?.close();
+    gateway
+      .shutdown({ deadlineMs })
+      .then(async () => {
+        gateway.close();
+        server.closeAllConnections();
+        await mock?.close();
+        logger.info('shut down');
+        process.exit(0);
+      })
+      .catch((err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      });
   };
-  process.once('SIGINT', shutdown);
-  process.once('SIGTERM', shutdown);
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
 }
 
 main().catch((err: unknown) => {

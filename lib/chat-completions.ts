@@ -6,6 +6,7 @@ import { relayJson } from './json-response';
 import type { ResolvedOptions } from './options';
 import { readJsonBody, validateChatRequest } from './request-body';
 import { logRequestEnd, requestIdOf } from './request-log';
+import type { InFlight } from './shutdown';
 import { StreamRelay } from './sse-relay';
 import { upstreamHttpError, type UpstreamClient } from './upstream';
 
@@ -33,6 +34,11 @@ export async function runPreflight<Account>(
   }
 }
 
+/** The 503 a request gets while the gateway drains. */
+export function shuttingDown(): InferyError {
+  return new InferyError(503, 'shutting_down', 'The gateway is shutting down; retry on another instance.', { type: 'server_error' });
+}
+
 /** The body sent upstream: a stream always asks for usage, whatever the client sent. */
 function upstreamBody(body: Record<string, unknown>, stream: boolean): string {
   if (!stream) return JSON.stringify(body);
@@ -48,6 +54,7 @@ function upstreamBody(body: Record<string, unknown>, stream: boolean): string {
 export async function handleChatCompletion<Account>(
   opts: ResolvedOptions<Account>,
   client: UpstreamClient,
+  inflight: InFlight,
   req: IncomingMessage,
   res: ServerResponse,
 ): Promise<void> {
@@ -62,9 +69,19 @@ export async function handleChatCompletion<Account>(
     await runPreflight(opts, account, req, '/chat/completions', body);
     if (res.destroyed) return; // the client left before anything went upstream: nothing to meter
 
+    if (inflight.draining) throw shuttingDown();
+
     gen = new Generation(opts, req, account, body, model, stream, reqId);
     const generation = gen;
     const call = client.postJson('/chat/completions', upstreamBody(body, stream), req, stream);
+    // Until the SSE relay takes over, shutting down ends the request with a 503 and meters it as failed.
+    let stop = (err: InferyError): void => {
+      call.abort();
+      void generation.finish('failed', err);
+      sendError(res, err);
+    };
+    inflight.add(generation, (err) => stop(err));
+    void generation.settled.then(() => inflight.delete(generation));
     const onEarlyClose = (): void => {
       if (res.writableFinished) return;
       call.abort();
@@ -87,10 +104,14 @@ export async function handleChatCompletion<Account>(
       call.abort();
       throw err;
     }
-    if (stream) new StreamRelay(gen, upstream, call, res, opts).start();
-    else await relayJson(gen, upstream, call, res, opts);
+    if (stream) {
+      const relay = new StreamRelay(gen, upstream, call, res, opts);
+      stop = (err) => relay.fail(err);
+      relay.start();
+    } else await relayJson(gen, upstream, call, res, opts);
   } catch (caught) {
     if (gen?.finished) return; // cancelled or metered already; its line is logged
+    if (gen) inflight.delete(gen); // failed before the first byte: never metered, nothing left to stop
     const err = toInferyError(caught);
     if (err.status >= 500 && err.code === 'internal_error') {
       const cause = caught instanceof Error ? { name: caught.name, message: caught.message } : { value: String(caught) };

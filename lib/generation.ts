@@ -75,9 +75,15 @@ export class Generation<Account> {
    * credits `meter` returned, or `undefined` when it threw, timed out or returned something invalid.
    */
   finish(outcome: Outcome, error?: InferyError): Promise<number | undefined> {
-    this.finishing ??= this.run(outcome, error);
+    this.finishing ??= this.run(outcome, error).finally(() => this.settle());
     return this.finishing;
   }
+
+  private settle: () => void = () => {};
+  /** Resolves once the generation has been metered and logged, whatever the outcome. */
+  readonly settled: Promise<void> = new Promise((resolve) => {
+    this.settle = resolve;
+  });
 
   private async run(outcome: Outcome, error: InferyError | undefined): Promise<number | undefined> {
     const usage = this.usage();

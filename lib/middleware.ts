@@ -3,6 +3,7 @@ import { handleChatCompletion } from './chat-completions';
 import { InferyError, sendError } from './errors';
 import { parseOptions, type Options } from './options';
 import { createPassThrough } from './pass-through';
+import { InFlight, type ShutdownOptions } from './shutdown';
 import { UpstreamClient } from './upstream';
 
 /** The request as the middleware reads it: a Node request, with what Express adds when it is there. */
@@ -20,8 +21,16 @@ export type GatewayErrorHandler = (err: unknown, req: GatewayRequest, res: Serve
  * body over its limit) into OpenAI-shaped 400/413 answers on the gateway's paths.
  */
 export type InferyStreamMiddleware = [GatewayHandler, GatewayErrorHandler] & {
-  /** Closes the upstream keep-alive sockets (for tests and graceful shutdown). */
+  /**
+   * Graceful shutdown: refuses new requests with 503 `shutting_down`, lets open generations finish up to
+   * `deadlineMs`, then ends the rest (streams get an error chunk) and resolves once every one is metered.
+   * Call it after `server.close()`.
+   */
+  shutdown(options?: ShutdownOptions): Promise<void>;
+  /** Closes the upstream keep-alive sockets (after `shutdown()`, or in tests). */
   close(): void;
+  /** Generations under way right now. */
+  readonly inFlight: number;
 };
 
 function pathOf(req: GatewayRequest): string {
@@ -47,7 +56,8 @@ export function inferyStream<Account = unknown>(options: Options<Account>): Infe
   }
   const opts = parseOptions<Account>(options);
   const client = new UpstreamClient(opts);
-  const passThrough = opts.passThrough ? createPassThrough(opts) : undefined;
+  const inflight = new InFlight();
+  const passThrough = opts.passThrough ? createPassThrough(opts, inflight) : undefined;
   const base = opts.basePath;
 
   const subPathOf = (req: GatewayRequest): string | undefined => {
@@ -66,7 +76,7 @@ export function inferyStream<Account = unknown>(options: Options<Account>): Infe
         sendError(res, new InferyError(405, 'method_not_allowed', `${req.method} is not allowed here; use POST ${base}/chat/completions.`));
         return;
       }
-      void handleChatCompletion(opts, client, req, res);
+      void handleChatCompletion(opts, client, inflight, req, res);
       return;
     }
     if (passThrough) {
@@ -91,5 +101,7 @@ export function inferyStream<Account = unknown>(options: Options<Account>): Infe
 
   const middleware = [handler, errorHandler] as InferyStreamMiddleware;
   middleware.close = () => client.close();
+  middleware.shutdown = (options) => inflight.drain(options);
+  Object.defineProperty(middleware, 'inFlight', { get: () => inflight.size });
   return middleware;
 }

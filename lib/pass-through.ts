@@ -2,7 +2,8 @@ import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createProxyMiddleware, fixRequestBody } from 'http-proxy-middleware';
-import { authenticateOrThrow, runPreflight } from './chat-completions';
+import { authenticateOrThrow, runPreflight, shuttingDown } from './chat-completions';
+import type { InFlight } from './shutdown';
 import { InferyError, sendError, toInferyError } from './errors';
 import type { ResolvedOptions } from './options';
 import { logRequestEnd, requestIdOf } from './request-log';
@@ -16,7 +17,7 @@ const DROPPED_RESPONSE_HEADERS = ['set-cookie', 'openai-organization', 'openai-p
  * pre-flighted like chat completions, then proxied by http-proxy-middleware with the same header policy:
  * the gateway's key in, the client's Authorization and cookies out. These routes are not metered.
  */
-export function createPassThrough<Account>(opts: ResolvedOptions<Account>) {
+export function createPassThrough<Account>(opts: ResolvedOptions<Account>, inflight: InFlight) {
   const basePath = opts.basePath;
   const startedAt = new WeakMap<IncomingMessage, number>();
   const log = (req: IncomingMessage, status: number, errorCode?: string): void => {
@@ -69,6 +70,7 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>) {
     startedAt.set(req, performance.now());
     res.setHeader('X-Request-Id', requestIdOf(req));
     try {
+      if (inflight.draining) throw shuttingDown();
       const account = await authenticateOrThrow(opts, req);
       await runPreflight(opts, account, req, subPath, undefined);
     } catch (caught) {

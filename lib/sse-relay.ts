@@ -223,8 +223,11 @@ export class StreamRelay<Account> {
     return `data: ${JSON.stringify(chunk)}\n\n`;
   }
 
-  /** The upstream failed after streaming began: error chunk, close, meter what was produced. */
-  private fail(err: InferyError): void {
+  /**
+   * Ends the stream with an error chunk, closes it and meters what was produced: the upstream failed after
+   * streaming began, or the gateway is shutting down. Does nothing once the stream is finishing.
+   */
+  fail(err: InferyError): void {
     if (this.state !== 'streaming') return;
     this.state = 'done';
     this.detach();

@@ -1,0 +1,116 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import request from 'supertest';
+import { createApp } from '../example-app/app';
+import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
+import { jsonEvents, parseSse, waitFor } from './helpers/sse-client';
+
+let mock: MockProvider;
+let app: ReturnType<typeof createApp>;
+let server: http.Server;
+let url: string;
+
+beforeAll(async () => {
+  mock = await startMockProvider();
+  app = createApp({ upstreamURL: mock.url, apiKeys: { alice: 100, bob: 100 } });
+  server = http.createServer(app.app);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+});
+afterAll(async () => {
+  app.gateway.close();
+  server.closeAllConnections();
+  await new Promise<void>((r) => server.close(() => r()));
+  await mock.close();
+});
+
+/** Streams a chat completion with fetch, optionally aborting after `abortAfter` content events. */
+async function stream(key: string, body: object, abortAfter?: number): Promise<{ id: string; credits?: number; events: string[] }> {
+  const controller = new AbortController();
+  const res = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ stream: true, messages: [{ role: 'user', content: 'hello' }], ...body }),
+    signal: controller.signal,
+  });
+  const decoder = new TextDecoder();
+  let raw = '';
+  let contents = 0;
+  try {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      raw += decoder.decode(chunk, { stream: true });
+      contents = (raw.match(/"content":"[^"]/g) ?? []).length;
+      if (abortAfter !== undefined && contents >= abortAfter) {
+        controller.abort();
+        break;
+      }
+    }
+  } catch {
+    // aborted
+  }
+  const { events } = parseSse(raw.slice(0, raw.lastIndexOf('\n\n') + 2));
+  const chunks = jsonEvents({ events } as never);
+  return { id: chunks[0]!.id as string, credits: chunks.at(-1)?.credits_used as number | undefined, events };
+}
+
+describe('example app: credits by model and generation lookup', () => {
+  test('/v1/credits breaks `used` down by model, and the parts add up', async () => {
+    const a = await stream('alice', { model: 'mock-1', max_tokens: 5 });
+    const b = await stream('alice', { model: 'gpt-4o-mini', max_tokens: 5 });
+    const res = await request(url).get('/v1/credits').set('Authorization', 'Bearer alice');
+    expect(res.body.data.by_model).toEqual({ 'mock-1': a.credits, 'gpt-4o-mini': b.credits });
+    expect(res.body.data.used).toBeCloseTo(a.credits! + b.credits!, 9);
+    expect(res.body.data.balance + res.body.data.used).toBeCloseTo(100, 9);
+  });
+
+  test('/v1/generation?id= returns what was recorded for the id the client saw, and agrees with the stream', async () => {
+    const s = await stream('alice', { model: 'mock-1', max_tokens: 6 });
+    const res = await request(url).get('/v1/generation').query({ id: s.id }).set('Authorization', 'Bearer alice');
+    expect(res.status).toBe(200);
+    const gatewayChunk = JSON.parse(s.events.at(-2)!) as { usage: object; credits_used: number };
+    expect(res.body.data).toEqual({
+      id: s.id,
+      model: 'mock-1',
+      stream: true,
+      usage: gatewayChunk.usage,
+      credits_used: gatewayChunk.credits_used,
+      cancelled: false,
+      finish_reason: 'stop',
+      error: null,
+      time_to_first_token_ms: expect.any(Number),
+      duration_ms: expect.any(Number),
+      created_at: expect.any(String),
+    });
+    expect(res.body.data.time_to_first_token_ms).toBeGreaterThan(100); // the mock's first token comes after 150 ms
+  });
+
+  test('a cancelled generation is recorded as cancelled, with the smaller charge', async () => {
+    const full = await stream('bob', { model: 'mock-1' });
+    const s = await stream('bob', { model: 'mock-1' }, 5);
+    let record: { cancelled: boolean; credits_used: number; usage: { completion_tokens: number; estimated?: boolean } } | undefined;
+    await waitFor(() => {
+      void request(url).get('/v1/generation').query({ id: s.id }).set('Authorization', 'Bearer bob').then((r) => (record = r.status === 200 ? r.body.data : undefined));
+      return record !== undefined;
+    }, 3000, 'the cancelled generation to be recorded');
+    expect(record!.cancelled).toBe(true);
+    expect(record!.usage.estimated).toBe(true);
+    expect(record!.credits_used).toBeLessThan(full.credits!);
+    const credits = await request(url).get('/v1/credits').set('Authorization', 'Bearer bob');
+    expect(credits.body.data.used).toBeCloseTo(full.credits! + record!.credits_used, 9);
+  });
+
+  test.each([
+    ['an unknown id', 404, 'generation_not_found', 'alice', 'chatcmpl-nope'],
+    ["another key's generation", 404, 'generation_not_found', 'bob', 'OWNED_BY_ALICE'],
+    ['no id', 400, 'missing_required_parameter', 'alice', ''],
+    ['no key', 401, 'invalid_api_key', '', 'x'],
+  ])('%s → %i %s in OpenAI shape', async (_name, status, code, key, id) => {
+    let lookup = id;
+    if (id === 'OWNED_BY_ALICE') lookup = (await stream('alice', { model: 'mock-1', max_tokens: 2 })).id;
+    const req = request(url).get('/v1/generation').query(lookup ? { id: lookup } : {});
+    if (key) void req.set('Authorization', `Bearer ${key}`);
+    const res = await req;
+    expect(res.status).toBe(status);
+    expect(res.body).toEqual({ error: { message: expect.any(String), type: 'invalid_request_error', code, param: status === 401 ? null : 'id' } });
+  });
+});
