@@ -1,7 +1,33 @@
+import fs from 'node:fs';
 import path from 'node:path';
 import express, { type Express } from 'express';
 
-/** Serves the chat page at `/` (owned by the chat-page work: see issue 3). */
+/** The first of `candidates` that exists, else the first (so error messages name the expected place). */
+function firstExisting(candidates: string[]): string {
+  return candidates.find((p) => fs.existsSync(p)) ?? candidates[0]!;
+}
+
+/**
+ * Serves the chat page: `example-app/public` at `/`, and the browser build of `lib/stream-reader.ts` at
+ * `/stream-reader.js`. Paths are resolved for both layouts: `example-app/` (ts-jest, ts-node) and
+ * `dist/example-app/` (`npm start`, where tsc does not copy `public/`).
+ */
 export function mountChatPage(app: Express): void {
-  app.use(express.static(path.join(__dirname, 'public')));
+  const publicDir = firstExisting([path.join(__dirname, 'public'), path.resolve(__dirname, '../../example-app/public')]);
+  // Looked up per request: `npm run build` may run after the app started.
+  const readerCandidates = [path.resolve(__dirname, '../browser/stream-reader.js'), path.resolve(__dirname, '../dist/browser/stream-reader.js')];
+
+  app.get('/stream-reader.js', (_req, res) => {
+    const file = readerCandidates.find((p) => fs.existsSync(p));
+    if (!file) {
+      res
+        .status(500)
+        .type('text/plain')
+        .send('dist/browser/stream-reader.js is missing: run npm run build (it compiles lib/stream-reader.ts with tsconfig.browser.json).');
+      return;
+    }
+    res.setHeader('Cache-Control', 'no-cache');
+    res.type('text/javascript').sendFile(file);
+  });
+  app.use(express.static(publicDir, { index: 'index.html', redirect: false, setHeaders: (res) => res.setHeader('Cache-Control', 'no-cache') }));
 }

@@ -7,3 +7,6 @@ export type { Usage } from './usage';
 export { InferyError } from './errors';
 export type { OpenAIErrorBody } from './errors';
 export { bearerToken } from './auth';
+export type { ShutdownOptions } from './shutdown';
+export { readGatewayStream, GatewayStreamError } from './stream-reader';
+export type { GatewayStreamResult, GatewayStreamHandlers, GatewayUsage, ToolCall } from './stream-reader';

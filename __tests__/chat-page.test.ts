@@ -1,0 +1,194 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { createApp } from '../example-app/app';
+import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
+
+/**
+ * The example chat page end to end, in Debian's headless Chromium driven by playwright-core (which never
+ * downloads a browser). `.ci/run` installs the `chromium` package.
+ */
+
+const CHROMIUM = '/usr/bin/chromium';
+const ROOT = path.resolve(__dirname, '..');
+const ARTIFACTS = path.join(__dirname, 'artifacts');
+const PROMPT = 'Write a haiku about TCP';
+/** One key per test, so each test reads its own ledger line. */
+const KEYS = { text: 'page-key-text', stop: 'page-key-stop', tools: 'page-key-tools', reference: 'page-key-reference' };
+
+let mock: MockProvider;
+let server: http.Server;
+let url: string;
+let created: ReturnType<typeof createApp>;
+let browser: Browser | undefined;
+let page: Page;
+
+const used = (key: string): number => created.ledger.balanceOf(key)!.used;
+const text = async (selector: string): Promise<string> => (await page.textContent(selector))?.trim() ?? '';
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function openPage(key: string): Promise<void> {
+  await page.goto(`${url}/?key=${encodeURIComponent(key)}`);
+  await page.waitForFunction(() => document.querySelector('#balance')?.textContent !== '');
+}
+
+beforeAll(async () => {
+  if (!fs.existsSync(CHROMIUM)) {
+    throw new Error(
+      `Chromium is not installed at ${CHROMIUM}: the chat page test needs it. Install it with ` +
+        '`apt-get update && apt-get install -y --no-install-recommends chromium` (Debian; .ci/run does this).',
+    );
+  }
+  // The page imports /stream-reader.js, the browser build of lib/stream-reader.ts.
+  execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.browser.json'], { cwd: ROOT, timeout: 30_000, stdio: 'pipe' });
+
+  mock = await startMockProvider();
+  created = createApp({ upstreamURL: mock.url, apiKeys: { [KEYS.text]: 100, [KEYS.stop]: 100, [KEYS.tools]: 100, [KEYS.reference]: 100 } });
+  server = http.createServer(created.app);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    timeout: 20_000,
+  });
+  page = await browser.newPage({ viewport: { width: 900, height: 820 } });
+  page.setDefaultTimeout(10_000);
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+}, 60_000);
+
+afterAll(async () => {
+  await browser?.close();
+  if (server) {
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+  created?.gateway.close();
+  await mock?.close();
+});
+
+test('serves the page and the browser build of the stream reader', async () => {
+  const js = await fetch(`${url}/stream-reader.js`);
+  expect(js.status).toBe(200);
+  expect(js.headers.get('content-type')).toMatch(/javascript/);
+  expect(await js.text()).toMatch(/export async function readGatewayStream/);
+  const html = await fetch(`${url}/`);
+  expect(html.status).toBe(200);
+  expect(await html.text()).toMatch(/id="output"/);
+});
+
+test('streams an answer token by token, then shows credits_used and time to first token', async () => {
+  await openPage(KEYS.text);
+  expect(await page.inputValue('#key')).toBe(KEYS.text);
+  expect(await page.inputValue('#model')).toBe('mock-1');
+  await page.fill('#prompt', PROMPT);
+  await page.click('#send');
+
+  // Sample the output's length while it streams (~60 words, 20–60 ms apart).
+  const lengths: number[] = [];
+  for (let i = 0; i < 80; i++) {
+    lengths.push((await page.textContent('#output'))?.length ?? 0);
+    if ((await text('#status')).startsWith('done')) break;
+    await sleep(60);
+  }
+  await page.waitForFunction(() => document.querySelector('#status')?.textContent?.startsWith('done'));
+  const final = await text('#output');
+  expect(final).toMatch(/^You said: "Write a haiku about TCP"\. Streaming lets a reader/);
+
+  const partial = [...new Set(lengths.filter((n) => n > 0 && n < final.length))];
+  // it grew over several moments, starting well short of the whole answer
+  expect(partial.length).toBeGreaterThanOrEqual(4);
+  expect(partial).toEqual([...partial].sort((a, b) => a - b));
+  expect(partial[0]!).toBeLessThan(final.length / 2);
+
+  const credits = Number(await text('#credits'));
+  expect(credits).toBeGreaterThan(0);
+  expect(credits).toBe(used(KEYS.text));
+  const ttft = Number(await text('#ttft'));
+  expect(Number.isFinite(ttft)).toBe(true);
+  expect(ttft).toBeGreaterThan(0);
+  await page.waitForFunction((u) => document.querySelector('#used')?.textContent === String(u), used(KEYS.text));
+  expect(Number(await text('#balance'))).toBeCloseTo(100 - credits, 6);
+  expect(await text('#error')).toBe('');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page.png'), fullPage: true });
+});
+
+test('Stop aborts a slow answer: output stops growing and only the produced tokens are charged', async () => {
+  // What the whole answer costs: the same prompt, non-streaming, on mock-1 (same words, same price as mock-slow).
+  const ref = await fetch(`${url}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${KEYS.reference}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'mock-1', messages: [{ role: 'user', content: PROMPT }] }),
+  });
+  const fullCharge = ((await ref.json()) as { credits_used: number }).credits_used;
+  expect(fullCharge).toBeGreaterThan(0);
+
+  await openPage(KEYS.stop);
+  await page.fill('#model', 'mock-slow');
+  await page.fill('#prompt', PROMPT);
+  await page.click('#send');
+  // mock-slow: first word after ~150 ms, then one per second; stop after the second word.
+  await page.waitForFunction(() => (document.querySelector('#output')?.textContent ?? '').split(' ').length >= 2, undefined, { timeout: 5_000 });
+  await page.click('#stop');
+  await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'stopped');
+  const atStop = await text('#output');
+  expect(atStop.length).toBeGreaterThan(0);
+
+  // The page polls /v1/credits until the cancelled generation is metered, then shows the charge.
+  await page.waitForFunction(() => document.querySelector('#credits')?.textContent !== '', undefined, { timeout: 5_000 });
+  const charged = used(KEYS.stop);
+  expect(charged).toBeGreaterThan(0);
+  expect(charged).toBeLessThan(fullCharge / 2);
+  expect(Number(await text('#credits'))).toBeCloseTo(charged, 6);
+  expect(Number(await text('#used'))).toBeCloseTo(charged, 6);
+  expect(Number(await text('#balance'))).toBeCloseTo(100 - charged, 6);
+  const api = (await (await fetch(`${url}/v1/credits`, { headers: { authorization: `Bearer ${KEYS.stop}` } })).json()) as { data: { used: number } };
+  expect(api.data.used).toBe(charged);
+
+  // More than a mock-slow word gap later, nothing more arrived and nothing more was charged.
+  await sleep(1_300);
+  expect(await text('#output')).toBe(atStop);
+  expect(used(KEYS.stop)).toBe(charged);
+  expect(await page.isDisabled('#stop')).toBe(true);
+  expect(await page.isEnabled('#send')).toBe(true);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page-stopped.png'), fullPage: true });
+});
+
+test('with the tools checkbox, the streamed get_weather call renders with its JSON arguments', async () => {
+  await openPage(KEYS.tools);
+  await page.fill('#prompt', 'What is the weather in Paris?');
+  await page.check('#tools');
+  await page.click('#send');
+  await page.waitForSelector('#toolcalls .toolcall');
+  await page.waitForFunction(() => document.querySelector('#status')?.textContent?.startsWith('done'));
+  expect(await text('#status')).toContain('tool_calls');
+  expect(await text('#toolcalls .toolcall .name')).toContain('get_weather');
+  const args = JSON.parse(await text('#toolcalls .toolcall .arguments')) as Record<string, unknown>;
+  expect(args).toHaveProperty('location');
+  expect(await text('#output')).toBe('');
+  expect(Number(await text('#credits'))).toBe(used(KEYS.tools));
+  await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page-tools.png'), fullPage: true });
+});
+
+test('shows a mid-stream failure with the text received before it', async () => {
+  await openPage(KEYS.tools);
+  await page.uncheck('#tools');
+  await page.fill('#model', 'mock-error'); // the mock drops the connection after a few words
+  await page.fill('#prompt', PROMPT);
+  await page.click('#send');
+  await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'failed mid-stream');
+  expect(await text('#error')).toMatch(/^The stream failed mid-answer: .+ \(upstream_connection_lost\)$/);
+  expect(await text('#output')).toMatch(/^You said/);
+});
+
+test('shows an HTTP error in OpenAI shape', async () => {
+  await page.goto(`${url}/?key=not-a-key`);
+  await page.click('#send');
+  await page.waitForFunction(() => document.querySelector('#error')?.textContent !== '');
+  expect(await text('#error')).toMatch(/^HTTP 401: .*invalid_api_key/);
+  expect(await text('#status')).toBe('error 401');
+});
