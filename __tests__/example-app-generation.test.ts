@@ -114,3 +114,43 @@ describe('example app: credits by model and generation lookup', () => {
     expect(res.body).toEqual({ error: { message: expect.any(String), type: 'invalid_request_error', code, param: status === 401 ? null : 'id' } });
   });
 });
+
+describe('example app with a shared (async) credit store', () => {
+  test('every ledger operation goes through the CreditStore interface, awaited', async () => {
+    const { CreditLedger } = await import('../example-app/ledger');
+    const inner = new CreditLedger({ shared: 50, empty: 0 });
+    const calls: string[] = [];
+    const delay = <T>(name: string, value: T): Promise<T> => {
+      calls.push(name);
+      return new Promise((r) => setTimeout(() => r(value), 5));
+    };
+    const store = {
+      has: (k: string) => delay('has', inner.has(k)),
+      canSpend: (k: string) => delay('canSpend', inner.canSpend(k)),
+      charge: (k: string, m: string, c: number) => delay('charge', inner.charge(k, m, c)),
+      balanceOf: (k: string) => delay('balanceOf', inner.balanceOf(k)),
+    };
+    const shared = createApp({ upstreamURL: mock.url, apiKeys: {}, store });
+    const srv = http.createServer(shared.app);
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+    try {
+      const res = await fetch(`${base}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer shared', 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'mock-1', stream: true, max_tokens: 3, messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      const text = await res.text();
+      const credits = (JSON.parse(parseSse(text).events.at(-2)!) as { credits_used: number }).credits_used;
+      const balance = await request(base).get('/v1/credits').set('Authorization', 'Bearer shared');
+      expect(balance.body.data.used).toBe(credits);
+      const refused = await request(base).post('/v1/chat/completions').set('Authorization', 'Bearer empty').send({ model: 'mock-1', messages: [{ role: 'user', content: 'x' }] });
+      expect(refused.status).toBe(402);
+      expect(calls).toEqual(expect.arrayContaining(['has', 'canSpend', 'charge', 'balanceOf']));
+    } finally {
+      shared.gateway.close();
+      srv.closeAllConnections();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  });
+});

@@ -3,14 +3,16 @@ import express, { type Express } from 'express';
 import { bearerToken, inferyStream, type InferyStreamMiddleware, type Logger } from '../lib';
 import { mountChatPage } from './chat-page';
 import { GenerationLog } from './generations';
-import { CreditLedger, priceOf } from './ledger';
+import { CreditLedger, priceOf, type CreditStore } from './ledger';
 
 /** What the example app needs to run; `server.ts` fills it from the environment. */
 export interface AppConfig {
   upstreamURL: string;
   upstreamKey?: string;
-  /** Client key → starting credits. */
+  /** Client key → starting credits (for the in-memory ledger). */
   apiKeys: Record<string, number>;
+  /** A shared credit store to use instead of the in-memory ledger (Redis, SQL…). */
+  store?: CreditStore;
   logger?: Logger;
 }
 
@@ -20,15 +22,17 @@ export interface AppConfig {
  */
 export function createApp(config: AppConfig): { app: Express; ledger: CreditLedger; generations: GenerationLog; gateway: InferyStreamMiddleware } {
   const ledger = new CreditLedger(config.apiKeys);
+  // everything below goes through the CreditStore interface, awaited, so a shared store drops in
+  const store: CreditStore = config.store ?? ledger;
   const generations = new GenerationLog();
   const app = express();
   app.disable('x-powered-by');
   app.use(compression());
   app.use(express.json({ limit: '10mb' }));
 
-  const keyOf = (req: express.Request): string | undefined => {
+  const keyOf = async (req: express.Request): Promise<string | undefined> => {
     const key = bearerToken(req);
-    return key !== undefined && ledger.has(key) ? key : undefined;
+    return key !== undefined && (await store.has(key)) ? key : undefined;
   };
 
   mountChatPage(app);
@@ -38,15 +42,15 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
   };
 
   /** The caller's balance, what it used, and `used` by model. */
-  app.get('/v1/credits', (req, res) => {
-    const key = keyOf(req);
+  app.get('/v1/credits', async (req, res) => {
+    const key = await keyOf(req);
     if (!key) return unauthorized(res);
-    res.json({ data: ledger.balanceOf(key) });
+    res.json({ data: await store.balanceOf(key) });
   });
 
   /** What was recorded for one of the caller's generations; `id` is the `id` of its chunks. */
-  app.get('/v1/generation', (req, res) => {
-    const key = keyOf(req);
+  app.get('/v1/generation', async (req, res) => {
+    const key = await keyOf(req);
     if (!key) return unauthorized(res);
     const id = req.query.id;
     if (typeof id !== 'string' || id === '') {
@@ -64,9 +68,9 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
   const gateway = inferyStream<string>({
     upstream: { baseURL: config.upstreamURL, apiKey: config.upstreamKey },
     authenticate: (req) => keyOf(req as express.Request),
-    preflight: ({ account }) => ledger.canSpend(account),
-    meter: (event) => {
-      const credits = ledger.charge(event.account, event.model, priceOf(event.model, event.usage));
+    preflight: ({ account }) => store.canSpend(account),
+    meter: async (event) => {
+      const credits = await store.charge(event.account, event.model, priceOf(event.model, event.usage));
       generations.record(event.account, event, credits);
       return credits;
     },
