@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import { createApp } from '../example-app/app';
+import { CreditLedger } from '../example-app/ledger';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import { jsonEvents, parseSse, waitFor } from './helpers/sse-client';
 
@@ -117,7 +118,6 @@ describe('example app: credits by model and generation lookup', () => {
 
 describe('example app with a shared (async) credit store', () => {
   test('every ledger operation goes through the CreditStore interface, awaited', async () => {
-    const { CreditLedger } = await import('../example-app/ledger');
     const inner = new CreditLedger({ shared: 50, empty: 0 });
     const calls: string[] = [];
     const delay = <T>(name: string, value: T): Promise<T> => {
