@@ -87,28 +87,29 @@ export async function handleChatCompletion<Account>(
       call.abort();
       void generation.finish('cancelled');
     };
+    // Watches the client until the SSE relay takes over, or through the whole non-streaming answer.
     res.once('close', onEarlyClose);
-    let upstream: IncomingMessage;
     try {
-      upstream = await call.response;
+      const upstream = await call.response;
+      if (gen.finished) {
+        call.abort();
+        return;
+      }
+      const status = upstream.statusCode ?? 502;
+      if (status < 200 || status > 299) {
+        const err = await upstreamHttpError(upstream, opts.upstream.apiKey);
+        call.abort();
+        throw err;
+      }
+      if (stream) {
+        res.off('close', onEarlyClose);
+        const relay = new StreamRelay(gen, upstream, call, res, opts);
+        stop = (err) => relay.fail(err);
+        relay.start();
+      } else await relayJson(gen, upstream, call, res, opts);
     } finally {
       res.off('close', onEarlyClose);
     }
-    if (gen.finished) {
-      call.abort();
-      return;
-    }
-    const status = upstream.statusCode ?? 502;
-    if (status < 200 || status > 299) {
-      const err = await upstreamHttpError(upstream, opts.upstream.apiKey);
-      call.abort();
-      throw err;
-    }
-    if (stream) {
-      const relay = new StreamRelay(gen, upstream, call, res, opts);
-      stop = (err) => relay.fail(err);
-      relay.start();
-    } else await relayJson(gen, upstream, call, res, opts);
   } catch (caught) {
     if (gen?.finished) return; // cancelled or metered already; its line is logged
     if (gen) inflight.delete(gen); // failed before the first byte: never metered, nothing left to stop

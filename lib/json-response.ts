@@ -8,8 +8,9 @@ import { isUsage } from './usage';
 
 /**
  * Answers a `"stream": false` request: reads the provider's JSON (bounded by `maxResponseBytes` and
- * `idleTimeout`), meters it, and returns it with a top-level `credits_used`. A client that leaves first
- * aborts the upstream and is metered as cancelled. Throws an InferyError for a bad upstream answer.
+ * `idleTimeout`), meters it, and returns it with a top-level `credits_used`. The caller's client-close
+ * listener stays attached until this returns: a client that leaves first aborts the upstream and is metered
+ * as cancelled, and this returns without answering. Throws an InferyError for a bad upstream answer.
  */
 export async function relayJson<Account>(
   gen: Generation<Account>,
@@ -18,12 +19,6 @@ export async function relayJson<Account>(
   res: ServerResponse,
   opts: ResolvedOptions<Account>,
 ): Promise<void> {
-  const onClientClose = (): void => {
-    if (res.writableFinished || gen.finished) return;
-    call.abort();
-    void gen.finish('cancelled');
-  };
-  res.once('close', onClientClose);
   const timer = setTimeout(() => call.abort(), opts.idleTimeout);
   let text: string;
   try {
@@ -37,7 +32,6 @@ export async function relayJson<Account>(
     throw new InferyError(502, 'upstream_connection_lost', 'The connection to the upstream provider was lost before its answer was complete.', { type: 'upstream_error' });
   } finally {
     clearTimeout(timer);
-    res.off('close', onClientClose);
   }
   if (gen.finished) return;
 

@@ -4,9 +4,10 @@ import { performance } from 'node:perf_hooks';
 import { createProxyMiddleware, fixRequestBody } from 'http-proxy-middleware';
 import { authenticateOrThrow, runPreflight, shuttingDown } from './chat-completions';
 import type { InFlight } from './shutdown';
-import { InferyError, sendError, toInferyError } from './errors';
+import { sendError, toInferyError } from './errors';
 import type { ResolvedOptions } from './options';
 import { logRequestEnd, requestIdOf } from './request-log';
+import { upstreamTimeoutError, upstreamUnreachableError } from './upstream';
 import { BODY_HEADERS, gatewayHeaders } from './upstream-headers';
 
 /** Response headers of the provider that a client of the gateway has no business receiving. */
@@ -52,9 +53,7 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
       error: (err: Error, req: IncomingMessage, res: ServerResponse | Socket) => {
         const code = (err as NodeJS.ErrnoException).code;
         const timedOut = code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT';
-        const failure = timedOut
-          ? new InferyError(504, 'upstream_timeout', `The upstream provider did not answer within ${opts.upstreamTimeout} ms.`, { type: 'upstream_error' })
-          : new InferyError(502, 'upstream_unreachable', `Could not reach the upstream provider (${code ?? err.message}).`, { type: 'upstream_error' });
+        const failure = timedOut ? upstreamTimeoutError(opts.upstreamTimeout) : upstreamUnreachableError(err);
         if ('setHeader' in res) {
           if (res.headersSent) res.destroy();
           else sendError(res, failure);

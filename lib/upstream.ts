@@ -15,6 +15,19 @@ export interface UpstreamCall {
   abort(): void;
 }
 
+/** 504: the upstream sent no response headers within `ms`. */
+export function upstreamTimeoutError(ms: number): InferyError {
+  return new InferyError(504, 'upstream_timeout', `The upstream provider did not answer within ${ms} ms.`, { type: 'upstream_error' });
+}
+
+/** 502: the upstream could not be reached (refused, DNS, reset before answering). */
+export function upstreamUnreachableError(err: NodeJS.ErrnoException): InferyError {
+  return new InferyError(502, 'upstream_unreachable', `Could not reach the upstream provider (${err.code ?? err.message}).`, {
+    type: 'upstream_error',
+    cause: err,
+  });
+}
+
 /**
  * Talks to the OpenAI-compatible provider over keep-alive sockets. One per middleware instance.
  */
@@ -44,11 +57,7 @@ export class UpstreamClient {
     let timer: NodeJS.Timeout | undefined;
     const response = new Promise<IncomingMessage>((resolve, reject) => {
       timer = setTimeout(() => {
-        reject(
-          new InferyError(504, 'upstream_timeout', `The upstream provider did not answer within ${this.opts.upstreamTimeout} ms.`, {
-            type: 'upstream_error',
-          }),
-        );
+        reject(upstreamTimeoutError(this.opts.upstreamTimeout));
         request.destroy();
       }, this.opts.upstreamTimeout);
       request.once('response', (res) => {
@@ -58,12 +67,7 @@ export class UpstreamClient {
       });
       request.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
-        reject(
-          new InferyError(502, 'upstream_unreachable', `Could not reach the upstream provider (${err.code ?? err.message}).`, {
-            type: 'upstream_error',
-            cause: err,
-          }),
-        );
+        reject(upstreamUnreachableError(err));
       });
     });
     request.end(body);
