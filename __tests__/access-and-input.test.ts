@@ -131,7 +131,7 @@ describe('what goes upstream', () => {
       expect(text).not.toContain(KEY);
       expect(text).not.toContain('secret prompt');
       const line = gw.logs.find((l) => l.msg === 'infery-stream request')!;
-      expect(line).toMatchObject({ generationId: 'chatcmpl-test123', model: 'test-model', status: 200, stream: true, cancelled: false, credits: 13 });
+      expect(line).toMatchObject({ providerId: 'chatcmpl-test123', generationId: expect.stringMatching(/^gen-/), model: 'test-model', status: 200, stream: true, cancelled: false, credits: 13 });
       expect(line).toHaveProperty('ttftMs');
       expect(line).toHaveProperty('durationMs');
       expect(line).toHaveProperty('usage');

@@ -46,17 +46,17 @@ describe('cancellation', () => {
     expect(event.usage.completion_tokens).toBeLessThan(30);
     expect(gw.logs.some((l) => l.msg === 'infery-stream client disconnected; upstream request aborted')).toBe(true);
     const line = gw.logs.find((l) => l.msg === 'infery-stream request' && l.cancelled === true)!;
-    expect(line).toMatchObject({ status: 499, outcome: 'cancelled', generationId: 'chatcmpl-test123' });
+    expect(line).toMatchObject({ status: 499, outcome: 'cancelled', providerId: 'chatcmpl-test123', generationId: expect.stringMatching(/^gen-/) });
     // metered once, and stays once
     await new Promise((r) => setTimeout(r, 100));
     expect(gw.meterCalls).toHaveLength(1);
   });
 
-  test('keeps the provider usage for a cancelled stream when it had already arrived', async () => {
+  test('a client that leaves after the provider usage arrived leaves a completed generation, billed at that usage', async () => {
     provider.reply = () => ({ steps: [...textSteps(['a', 'b'], { usage: [7, 2], done: false }), { wait: 2000 }, { data: '[DONE]' }] });
     await postStream(gw.url, request, { onEvent: (data) => (data.includes('"usage":{') ? 'abort' : undefined) });
     await waitFor(() => gw.meterCalls.length === 1, 2000, 'meter');
-    expect(gw.meterCalls[0]).toMatchObject({ cancelled: true, usage: { prompt_tokens: 7, completion_tokens: 2, total_tokens: 9 } });
+    expect(gw.meterCalls[0]).toMatchObject({ outcome: 'completed', cancelled: false, usage: { prompt_tokens: 7, completion_tokens: 2, total_tokens: 9 } });
   });
 
   test('aborts the upstream when the client leaves before the provider answered, metering the prompt only', async () => {

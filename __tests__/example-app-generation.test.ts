@@ -26,7 +26,7 @@ afterAll(async () => {
 });
 
 /** Streams a chat completion with fetch, optionally aborting after `abortAfter` content events. */
-async function stream(key: string, body: object, abortAfter?: number): Promise<{ id: string; credits?: number; events: string[] }> {
+async function stream(key: string, body: object, abortAfter?: number): Promise<{ id: string; generationId: string; credits?: number; events: string[] }> {
   const controller = new AbortController();
   const res = await fetch(`${url}/v1/chat/completions`, {
     method: 'POST',
@@ -51,7 +51,7 @@ async function stream(key: string, body: object, abortAfter?: number): Promise<{
   }
   const { events } = parseSse(raw.slice(0, raw.lastIndexOf('\n\n') + 2));
   const chunks = jsonEvents({ events } as never);
-  return { id: chunks[0]!.id as string, credits: chunks.at(-1)?.credits_used as number | undefined, events };
+  return { id: chunks[0]!.id as string, generationId: res.headers.get('x-generation-id') ?? '', credits: chunks.at(-1)?.credits_used as number | undefined, events };
 }
 
 describe('example app: credits by model and generation lookup', () => {
@@ -69,10 +69,14 @@ describe('example app: credits by model and generation lookup', () => {
     const res = await request(url).get('/v1/generation').query({ id: s.id }).set('Authorization', 'Bearer alice');
     expect(res.status).toBe(200);
     const gatewayChunk = JSON.parse(s.events.at(-2)!) as { usage: object; credits_used: number };
+    expect(s.generationId).toMatch(/^gen-/);
     expect(res.body.data).toEqual({
-      id: s.id,
+      id: s.generationId,
+      provider_id: s.id,
       model: 'mock-1',
       stream: true,
+      outcome: 'completed',
+      unpaid: 0,
       usage: gatewayChunk.usage,
       credits_used: gatewayChunk.credits_used,
       cancelled: false,
@@ -83,6 +87,9 @@ describe('example app: credits by model and generation lookup', () => {
       created_at: expect.any(String),
     });
     expect(res.body.data.time_to_first_token_ms).toBeGreaterThan(100); // the mock's first token comes after 150 ms
+    // the X-Generation-Id finds the same record
+    const byGatewayId = await request(url).get('/v1/generation').query({ id: s.generationId }).set('Authorization', 'Bearer alice');
+    expect(byGatewayId.body.data).toEqual(res.body.data);
   });
 
   test('a cancelled generation is recorded as cancelled, with the smaller charge', async () => {
@@ -126,8 +133,8 @@ describe('example app with a shared (async) credit store', () => {
     };
     const store = {
       has: (k: string) => delay('has', inner.has(k)),
-      canSpend: (k: string) => delay('canSpend', inner.canSpend(k)),
-      charge: (k: string, m: string, c: number) => delay('charge', inner.charge(k, m, c)),
+      reserve: (k: string, h: string, c: number) => delay('reserve', inner.reserve(k, h, c)),
+      settle: (k: string, h: string, m: string, c: number) => delay('settle', inner.settle(k, h, m, c)),
       balanceOf: (k: string) => delay('balanceOf', inner.balanceOf(k)),
     };
     const shared = createApp({ upstreamURL: mock.url, apiKeys: {}, store });
@@ -146,7 +153,7 @@ describe('example app with a shared (async) credit store', () => {
       expect(balance.body.data.used).toBe(credits);
       const refused = await request(base).post('/v1/chat/completions').set('Authorization', 'Bearer empty').send({ model: 'mock-1', messages: [{ role: 'user', content: 'x' }] });
       expect(refused.status).toBe(402);
-      expect(calls).toEqual(expect.arrayContaining(['has', 'canSpend', 'charge', 'balanceOf']));
+      expect(calls).toEqual(expect.arrayContaining(['has', 'reserve', 'settle', 'balanceOf']));
     } finally {
       shared.gateway.close();
       srv.closeAllConnections();

@@ -4,6 +4,7 @@ import request from 'supertest';
 import { createApp, parseApiKeys, type AppConfig } from '../example-app/app';
 import { CreditLedger, PRICES, priceOf, type Price } from '../example-app/ledger';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
+import type { Usage } from '../lib';
 
 // ---------------------------------------------------------------------------------------------------------
 // helpers
@@ -198,8 +199,18 @@ describe('priceOf', () => {
     expect(priceOf(model, usage(prompt, completion))).toBe(expected);
   });
 
-  test('never negative', () => {
-    expect(priceOf('gpt-4o', usage(-1000, -1000))).toBe(0);
+  test.each([
+    ['negative', -1000, 10],
+    ['NaN', NaN, 10],
+    ['Infinity', 10, Infinity],
+    ['1e308 (not a safe integer)', 1e308, 0],
+    ['fractional', 1.5, 2],
+  ])('bad counts (%s) throw a RangeError, never price as 0', (_name, prompt, completion) => {
+    expect(() => priceOf('gpt-4o', usage(prompt, completion))).toThrow(RangeError);
+  });
+
+  test('a missing completion count throws instead of pricing the prompt alone', () => {
+    expect(() => priceOf('gpt-4o', { prompt_tokens: 5000 } as unknown as Usage)).toThrow(RangeError);
   });
 
   test('results are whole thousandths', () => {
@@ -237,80 +248,106 @@ describe('priceOf', () => {
   });
 });
 
-describe('CreditLedger', () => {
+describe('CreditLedger (reserve, then settle)', () => {
   test('knows its keys', () => {
     const ledger = new CreditLedger({ a: 10, z: 0 });
     expect(ledger.has('a')).toBe(true);
     expect(ledger.has('z')).toBe(true);
     expect(ledger.has('nope')).toBe(false);
-    expect(ledger.balanceOf('a')).toMatchObject({ balance: 10, used: 0 });
+    expect(ledger.balanceOf('a')).toEqual({ balance: 10, held: 0, used: 0, by_model: {} });
     expect(ledger.balanceOf('nope')).toBeUndefined();
-    expect(ledger.canSpend('a')).toBe(true);
-    expect(ledger.canSpend('z')).toBe(false);
-    expect(ledger.canSpend('nope')).toBe(false);
-    expect(() => ledger.charge('nope', 'm', 1)).toThrow(/unknown key/);
+    expect(() => ledger.reserve('nope', 'h', 1)).toThrow(/unknown key/);
+    expect(() => ledger.settle('nope', 'h', 'm', 1)).toThrow(/unknown key/);
   });
 
-  test('balance + used equals the starting credits after many charges, fractional ones included', () => {
+  test('a hold comes out of the available balance; settling charges the real cost and releases the rest', () => {
+    const ledger = new CreditLedger({ a: 10 });
+    expect(ledger.reserve('a', 'g1', 4)).toBe(true);
+    expect(ledger.balanceOf('a')).toMatchObject({ balance: 6, held: 4, used: 0 });
+    expect(ledger.reserve('a', 'g2', 6.001)).toBe(false); // more than is available: nothing held
+    expect(ledger.balanceOf('a')).toMatchObject({ balance: 6, held: 4, used: 0 });
+    expect(ledger.settle('a', 'g1', 'm', 1.25)).toEqual({ charged: 1.25, unpaid: 0 });
+    expect(ledger.balanceOf('a')).toEqual({ balance: 8.75, held: 0, used: 1.25, by_model: { m: 1.25 } });
+  });
+
+  test('settling is idempotent by hold id: a retried settle never charges twice', () => {
+    const ledger = new CreditLedger({ a: 10 });
+    ledger.reserve('a', 'g1', 2);
+    expect(ledger.settle('a', 'g1', 'm', 1)).toEqual({ charged: 1, unpaid: 0 });
+    expect(ledger.settle('a', 'g1', 'm', 1)).toEqual({ charged: 1, unpaid: 0 });
+    expect(ledger.settle('a', 'g1', 'm', 5)).toEqual({ charged: 1, unpaid: 0 });
+    expect(ledger.balanceOf('a')).toMatchObject({ balance: 9, held: 0, used: 1 });
+    expect(() => ledger.reserve('a', 'g1', 1)).toThrow(/exists already/);
+  });
+
+  test('an unserved request (charge 0) only releases its hold', () => {
+    const ledger = new CreditLedger({ a: 3 });
+    ledger.reserve('a', 'g1', 3);
+    expect(ledger.balanceOf('a')).toMatchObject({ balance: 0, held: 3 });
+    expect(ledger.settle('a', 'g1', 'm', 0)).toEqual({ charged: 0, unpaid: 0 });
+    expect(ledger.balanceOf('a')).toEqual({ balance: 3, held: 0, used: 0, by_model: {} });
+  });
+
+  test('a cost above the hold takes what is available, never below zero, and reports the rest as unpaid', () => {
+    const ledger = new CreditLedger({ a: 1 });
+    ledger.reserve('a', 'g1', 0.5);
+    expect(ledger.settle('a', 'g1', 'm', 0.8)).toEqual({ charged: 0.8, unpaid: 0 }); // the hold plus what was free
+    ledger.reserve('a', 'g2', 0.2);
+    expect(ledger.settle('a', 'g2', 'm', 2.5)).toEqual({ charged: 0.2, unpaid: 2.3 });
+    expect(ledger.balanceOf('a')).toMatchObject({ balance: 0, held: 0, used: 1 });
+    expect(ledger.reserve('a', 'g3', 0.001)).toBe(false);
+  });
+
+  test('balance + held + used equals the starting credits after many holds and settles, fractional ones included', () => {
     const start = 5000;
     const ledger = new CreditLedger({ a: start, b: 1 });
     let chargedMilli = 0;
     const fixed = [0.001, 0.007, 0.1, 0.2, 0.3, 1.5, 0.333, 2.999];
+    const open: string[] = [];
     for (let i = 0; i < 2000; i++) {
       const credits =
         i % 3 === 0
           ? fixed[i % fixed.length]!
           : priceOf(['gpt-4o', 'gpt-4o-mini', 'mock-1'][i % 3]!, { prompt_tokens: (i * 37) % 513, completion_tokens: (i * 11) % 97 });
-      expect(ledger.charge('a', 'm', credits)).toBe(credits);
-      chargedMilli += milli(credits);
-      if (i % 250 === 0) {
-        const mid = ledger.balanceOf('a')!;
-        expect(milli(mid.balance) + milli(mid.used)).toBe(start * 1000);
+      expect(ledger.reserve('a', `g${i}`, credits + 0.5)).toBe(true);
+      open.push(`g${i}`);
+      if (i % 2 === 1) {
+        // settle two at a time, the older one first
+        for (const id of open.splice(0, 2)) {
+          const n = Number(id.slice(1));
+          const cost = n === i ? credits : credits / 2;
+          const { charged } = ledger.settle('a', id, 'm', Math.round(cost * 1000) / 1000);
+          chargedMilli += milli(charged);
+        }
       }
+      const mid = ledger.balanceOf('a')!;
+      expect(milli(mid.balance) + milli(mid.held) + milli(mid.used)).toBe(start * 1000);
+      expect(mid.balance).toBeGreaterThanOrEqual(0);
     }
-    const { balance, used } = ledger.balanceOf('a')!;
+    const { balance, held, used } = ledger.balanceOf('a')!;
+    expect(held).toBe(0);
     expect(milli(used)).toBe(chargedMilli);
     expect(milli(balance) + milli(used)).toBe(start * 1000);
-    expect(balance + used).toBeCloseTo(start, 9);
-    // The ledger stores thousandths as integers, so what it reports is exact to the thousandth.
-    expect(Math.abs(used * 1000 - chargedMilli)).toBeLessThan(1e-6);
-    // Other keys are untouched.
-    expect(ledger.balanceOf('b')).toMatchObject({ balance: 1, used: 0 });
+    expect(ledger.balanceOf('b')).toMatchObject({ balance: 1, held: 0, used: 0 });
   });
 
   test('0.1 + 0.2 style charges do not drift', () => {
     const ledger = new CreditLedger({ a: 1 });
-    for (let i = 0; i < 10; i++) ledger.charge('a', 'm', 0.1);
-    expect(ledger.balanceOf('a')).toMatchObject({ balance: 0, used: 1 });
-    expect(ledger.canSpend('a')).toBe(false);
+    for (let i = 0; i < 10; i++) {
+      ledger.reserve('a', `g${i}`, 0.1);
+      ledger.settle('a', `g${i}`, 'm', 0.1);
+    }
+    expect(ledger.balanceOf('a')).toMatchObject({ balance: 0, held: 0, used: 1 });
+    expect(ledger.reserve('a', 'more', 0.001)).toBe(false);
   });
 
-  test('a charge bigger than the balance is applied whole and canSpend becomes false', () => {
+  test('bad amounts are refused, never turned into 0', () => {
     const ledger = new CreditLedger({ a: 1 });
-    expect(ledger.charge('a', 'm', 0.6)).toBe(0.6);
-    expect(ledger.canSpend('a')).toBe(true);
-    expect(ledger.balanceOf('a')).toMatchObject({ balance: 0.4, used: 0.6 });
-
-    expect(ledger.charge('a', 'm', 2.5)).toBe(2.5);
-    const after = ledger.balanceOf('a')!;
-    expect(after.balance).toBeCloseTo(-2.1, 9);
-    expect(after.used).toBeCloseTo(3.1, 9);
-    expect(milli(after.balance)).toBe(-2100);
-    expect(milli(after.used)).toBe(3100);
-    expect(milli(after.balance) + milli(after.used)).toBe(1000);
-    expect(ledger.canSpend('a')).toBe(false);
-
-    // Further charges still count in full (e.g. generations already running when the balance ran out).
-    ledger.charge('a', 'm', 0.001);
-    expect(milli(ledger.balanceOf('a')!.used)).toBe(3101);
-    expect(milli(ledger.balanceOf('a')!.balance)).toBe(-2101);
-  });
-
-  test('a balance of exactly zero cannot spend', () => {
-    const ledger = new CreditLedger({ a: 0.5 });
-    ledger.charge('a', 'm', 0.5);
-    expect(ledger.balanceOf('a')).toMatchObject({ balance: 0, used: 0.5 });
-    expect(ledger.canSpend('a')).toBe(false);
+    for (const bad of [NaN, Infinity, -1]) {
+      expect(() => ledger.reserve('a', 'h', bad)).toThrow(RangeError);
+      expect(() => ledger.settle('a', 'h', 'm', bad)).toThrow(RangeError);
+    }
+    expect(ledger.balanceOf('a')).toMatchObject({ balance: 1, held: 0, used: 0 });
   });
 });
 
@@ -365,7 +402,7 @@ describe('example app against the built-in mock provider', () => {
 
       // The other key was not charged.
       const other = await request(gw.app).get('/v1/credits').set('Authorization', 'Bearer other');
-      expect(other.body).toEqual({ data: { balance: 7, used: 0, by_model: {} } });
+      expect(other.body).toEqual({ data: { balance: 7, held: 0, used: 0, by_model: {} } });
     } finally {
       await gw.close();
     }
@@ -381,7 +418,7 @@ describe('example app against the built-in mock provider', () => {
       expect(creditsChunk.credits_used).toBe(priceOf('mock-1', creditsChunk.usage!));
       const credits = await request(gw.app).get('/v1/credits').set('Authorization', 'Bearer k');
       expect(credits.body.data.used).toBe(creditsChunk.credits_used);
-      expect(gw.ledger.canSpend('k')).toBe(true);
+      expect(gw.ledger.balanceOf('k')!.balance).toBeGreaterThan(0);
     } finally {
       await gw.close();
     }
@@ -410,21 +447,21 @@ describe('example app against the built-in mock provider', () => {
 
       const credits = await request(gw.app).get('/v1/credits').set('Authorization', 'Bearer k0');
       expect(credits.status).toBe(200);
-      expect(credits.body).toEqual({ data: { balance: 0, used: 0, by_model: {} } });
+      expect(credits.body).toEqual({ data: { balance: 0, held: 0, used: 0, by_model: {} } });
     } finally {
       gw.gateway.close();
       await counter.close();
     }
   });
 
-  test('a key whose balance went negative is refused too, against the real mock', async () => {
+  test('a key whose balance is all used or held is refused too, against the real mock', async () => {
     const gw = await startExampleApp({ upstreamURL: mock.url, apiKeys: { k: 1 } });
     try {
-      gw.ledger.charge('k', 'm', 1.5); // e.g. an earlier generation cost more than was left
+      gw.ledger.reserve('k', 'elsewhere', 1); // e.g. a generation under way holds everything
       const res = await request(gw.app).post('/v1/chat/completions').set('Authorization', 'Bearer k').send(chatBody('Hi'));
       expect(res.status).toBe(402);
       expectOpenAIError(res.body, 'insufficient_quota');
-      expect(gw.ledger.balanceOf('k')).toMatchObject({ balance: -0.5, used: 1.5 });
+      expect(gw.ledger.balanceOf('k')).toMatchObject({ balance: 0, held: 1, used: 0 });
     } finally {
       await gw.close();
     }
@@ -445,7 +482,7 @@ describe('example app against the built-in mock provider', () => {
       expect(chat.status).toBe(401);
       expectOpenAIError(chat.body, 'invalid_api_key');
 
-      expect(gw.ledger.balanceOf('k1')).toEqual({ balance: 10, used: 0, by_model: {} });
+      expect(gw.ledger.balanceOf('k1')).toEqual({ balance: 10, held: 0, used: 0, by_model: {} });
     } finally {
       gw.gateway.close();
     }
@@ -479,7 +516,7 @@ describe('example app against the built-in mock provider', () => {
       expect(balance + used).toBeCloseTo(start, 9);
 
       const credits = await request(gw.app).get('/v1/credits').set('Authorization', 'Bearer k');
-      expect(credits.body).toEqual({ data: { balance, used, by_model: { 'mock-1': used } } });
+      expect(credits.body).toEqual({ data: { balance, held: 0, used, by_model: { 'mock-1': used } } });
     } finally {
       await gw.close();
     }

@@ -1,6 +1,6 @@
 import request from 'supertest';
 import { ScriptedProvider, textSteps } from './helpers/provider';
-import { KEY, startGateway, type TestGateway } from './helpers/gateway';
+import { expectNothingBilled, KEY, startGateway, type TestGateway } from './helpers/gateway';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
 
 const chat = { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] };
@@ -102,7 +102,7 @@ describe('non-streaming', () => {
       expect(res.body).toEqual({ ...completion({ prompt_tokens: 9, completion_tokens: 2, total_tokens: 11 }), credits_used: 11 });
       expect(provider.last.json).not.toHaveProperty('stream_options');
       expect(gw.meterCalls).toHaveLength(1);
-      expect(gw.meterCalls[0]).toMatchObject({ generationId: 'chatcmpl-json1', stream: false, cancelled: false, finishReason: 'stop' });
+      expect(gw.meterCalls[0]).toMatchObject({ providerId: 'chatcmpl-json1', stream: false, cancelled: false, finishReason: 'stop' });
     });
   });
 
@@ -115,13 +115,13 @@ describe('non-streaming', () => {
     });
   });
 
-  test('an answer that is not JSON is a 502 and nothing is metered', async () => {
+  test('an answer that is not JSON is a 502 and nothing is billed', async () => {
     provider.reply = () => ({ steps: [{ raw: 'not json' }], headers: { 'content-type': 'application/json' } });
     await withGateway({}, async (gw) => {
       const res = await request(gw.url).post('/v1/chat/completions').set('Authorization', `Bearer ${KEY}`).send({ ...chat, stream: false });
       expect(res.status).toBe(502);
       expect(res.body.error.code).toBe('upstream_invalid_response');
-      expect(gw.meterCalls).toHaveLength(0);
+      expectNothingBilled(gw.meterCalls);
     });
   });
 

@@ -4,7 +4,7 @@
  */
 import OpenAI, { APIError, APIUserAbortError } from 'openai';
 import type { ChatCompletionChunk, ChatCompletionTool } from 'openai/resources/chat/completions';
-import { KEY, startGateway, type TestGateway } from './helpers/gateway';
+import { expectNothingBilled, KEY, startGateway, type TestGateway } from './helpers/gateway';
 import { BASE, ScriptedProvider, sleep, textSteps, type Step } from './helpers/provider';
 import { waitFor } from './helpers/sse-client';
 
@@ -56,7 +56,7 @@ test('plain stream iteration: the text is what the provider sent, and the credit
   expect(creditsChunk.created).toBe(BASE.created);
   expect(creditsChunk.model).toBe(BASE.model);
   expect(creditsChunk.choices).toEqual([]);
-  expect(gateway.meterCalls[0]!.generationId).toBe(BASE.id);
+  expect(gateway.meterCalls[0]!.providerId).toBe(BASE.id);
   // the gateway always asks the provider for usage on a stream
   expect(provider.last.json?.stream_options).toEqual({ include_usage: true });
 });
@@ -229,7 +229,7 @@ test('an upstream 429 before the first byte makes create() reject with RateLimit
   expect(err.code).toBe('rate_limit_exceeded');
   expect(provider.requests).toHaveLength(1);
   await settle();
-  expect(gateway.meterCalls).toHaveLength(0);
+  expectNothingBilled(gateway.meterCalls, 1);
 });
 
 test('a non-streaming create() returns the completion with a top-level credits_used; meter runs once', async () => {
@@ -252,7 +252,7 @@ test('a non-streaming create() returns the completion with a top-level credits_u
   await settle();
   expect(gateway.meterCalls).toHaveLength(1);
   expect(gateway.meterCalls[0]!.stream).toBe(false);
-  expect(gateway.meterCalls[0]!.generationId).toBe('chatcmpl-json1');
+  expect(gateway.meterCalls[0]!.providerId).toBe('chatcmpl-json1');
   expect(gateway.meterCalls[0]!.usage.total_tokens).toBe(12);
 });
 

@@ -11,7 +11,7 @@ afterAll(() => provider.stop());
 describe.each([false, true])('pass-through of other /v1 routes (host ran express.json(): %s)', (json) => {
   let gw: TestGateway;
   beforeAll(async () => {
-    gw = await startGateway(provider.url, {}, { json, compression: true });
+    gw = await startGateway(provider.url, { passThrough: ['GET /models', 'GET /models/{id}', 'POST /embeddings'] }, { json, compression: true });
   });
   afterAll(() => gw.close());
 
@@ -27,7 +27,7 @@ describe.each([false, true])('pass-through of other /v1 routes (host ran express
     expect(res.headers['x-request-id']).toBeDefined();
   });
 
-  test('POST /v1/embeddings reaches the upstream with its body intact', async () => {
+  test('POST /v1/embeddings, once added to the allow-list, reaches the upstream with its body intact', async () => {
     provider.reply = () => ({ json: { object: 'list', data: [{ embedding: [0.1] }] } });
     const res = await request(gw.url).post('/v1/embeddings').set('Authorization', `Bearer ${KEY}`).send({ model: 'e', input: 'hello' });
     expect(res.status).toBe(200);
@@ -63,11 +63,14 @@ test('an unreachable upstream is a 502 in OpenAI shape on pass-through routes to
   }
 });
 
-test('passThrough: false leaves other /v1 routes to the host app', async () => {
+test('passThrough: false forwards nothing: GET /v1/models is 404 unknown_route, nothing upstream', async () => {
   const gw = await startGateway(provider.url, { passThrough: false });
   try {
+    const seen = provider.requests.length;
     const res = await request(gw.url).get('/v1/models').set('Authorization', `Bearer ${KEY}`);
     expect(res.status).toBe(404);
+    expect(res.body.error.code).toBe('unknown_route');
+    expect(provider.requests.length).toBe(seen);
   } finally {
     await gw.close();
   }

@@ -1,6 +1,6 @@
 import request from 'supertest';
 import { ScriptedProvider, textSteps } from './helpers/provider';
-import { KEY, startGateway, type TestGateway } from './helpers/gateway';
+import { expectNothingBilled, KEY, startGateway, type TestGateway } from './helpers/gateway';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
 
 const chat = { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] };
@@ -59,7 +59,7 @@ describe('graceful shutdown', () => {
     await waitFor(() => provider.requests.slice(-2).every((r) => r.closedEarlyAt !== undefined), 1000, 'upstreams aborted');
   });
 
-  test('a request still waiting for the provider at the deadline gets a 503 and is metered once', async () => {
+  test('a request still waiting for the provider at the deadline gets a 503 and is released, never charged', async () => {
     provider.reply = () => ({ delay: Infinity });
     // supertest sends on then(): start it now
     const pending = request(gw.url).post('/v1/chat/completions').set('Authorization', `Bearer ${KEY}`).send({ ...chat, stream: false }).then((r) => r);
@@ -70,16 +70,17 @@ describe('graceful shutdown', () => {
     expect(res.body.error.code).toBe('shutting_down');
     expect(gw.meterCalls).toHaveLength(1);
     expect(gw.meterCalls[0]!.error?.code).toBe('shutting_down');
+    expectNothingBilled(gw.meterCalls, 1); // released, never charged
   });
 
-  test('requests that failed before the first byte do not hold up shutdown and are not metered', async () => {
+  test('requests that failed before the first byte do not hold up shutdown and are never charged', async () => {
     provider.reply = () => ({ status: 500, json: { error: { message: 'boom' } } });
     await request(gw.url).post('/v1/chat/completions').set('Authorization', `Bearer ${KEY}`).send(chat);
     expect(gw.gateway.inFlight).toBe(0);
     const started = Date.now();
     await gw.gateway.shutdown({ deadlineMs: 2000 });
     expect(Date.now() - started).toBeLessThan(100);
-    expect(gw.meterCalls).toHaveLength(0);
+    expectNothingBilled(gw.meterCalls);
   });
 
   test('rejects a bad deadline', async () => {

@@ -38,7 +38,7 @@ describe('streaming relay', () => {
     const text = chunks.flatMap((c) => (c.choices as Array<{ delta?: { content?: string } }>).map((ch) => ch.delta?.content ?? '')).join('');
     expect(text).toBe('Hello world');
     expect(gw.meterCalls).toHaveLength(1);
-    expect(gw.meterCalls[0]).toMatchObject({ generationId: BASE.id, model: 'test-model', cancelled: false, error: undefined, stream: true, finishReason: 'stop' });
+    expect(gw.meterCalls[0]).toMatchObject({ providerId: BASE.id, generationId: expect.stringMatching(/^gen-/), model: 'test-model', cancelled: false, error: undefined, stream: true, finishReason: 'stop' });
   });
 
   test('forwards each provider chunk byte for byte, without re-serialising it', async () => {

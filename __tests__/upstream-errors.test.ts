@@ -1,6 +1,6 @@
 import request from 'supertest';
 import { contentChunk, refusedURL, ScriptedProvider, textSteps, type Step } from './helpers/provider';
-import { startGateway, UPSTREAM_KEY, KEY, type TestGateway } from './helpers/gateway';
+import { expectNothingBilled, startGateway, UPSTREAM_KEY, KEY, type TestGateway } from './helpers/gateway';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
 
 const chat = { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] };
@@ -41,7 +41,7 @@ describe('errors before the first byte', () => {
       expect(res.text).not.toMatch(/sk-[a-z]/);
       expect(res.text).not.toMatch(/\bat .*\.ts:\d+/); // no stack trace
     }
-    expect(gw.meterCalls).toHaveLength(0);
+    expectNothingBilled(gw.meterCalls);
   });
 
   test('a refused connection is 502 upstream_unreachable', async () => {
@@ -50,7 +50,7 @@ describe('errors before the first byte', () => {
       const res = await request(dead.url).post('/v1/chat/completions').set('Authorization', `Bearer ${KEY}`).send(chat);
       expect(res.status).toBe(502);
       expectOpenAIError(res.body, 'upstream_unreachable');
-      expect(dead.meterCalls).toHaveLength(0);
+      expectNothingBilled(dead.meterCalls, 1);
     } finally {
       await dead.close();
     }
@@ -62,7 +62,7 @@ describe('errors before the first byte', () => {
     expect(res.status).toBe(504);
     expectOpenAIError(res.body, 'upstream_timeout');
     await waitFor(() => provider.last.closedEarlyAt !== undefined, 1000, 'upstream abort');
-    expect(gw.meterCalls).toHaveLength(0);
+    expectNothingBilled(gw.meterCalls);
   });
 });
 

@@ -1,9 +1,12 @@
 import compression from 'compression';
 import express, { type Express } from 'express';
-import { bearerToken, inferyStream, type InferyStreamMiddleware, type Logger } from '../lib';
+import { bearerToken, InferyError, inferyStream, type InferyStreamMiddleware, type Logger, type ReserveContext } from '../lib';
 import { mountChatPage } from './chat-page';
 import { GenerationLog } from './generations';
-import { CreditLedger, priceOf, type CreditStore } from './ledger';
+import { CreditLedger, priceFor, priceOf, type CreditStore } from './ledger';
+
+/** The smallest completion cap the app lowers a default cap to before it refuses with 402. */
+const MIN_LOWERED_CAP = 16;
 
 /** What the example app needs to run; `server.ts` fills it from the environment. */
 export interface AppConfig {
@@ -13,6 +16,12 @@ export interface AppConfig {
   apiKeys: Record<string, number>;
   /** A shared credit store to use instead of the in-memory ledger (Redis, SQL…). */
   store?: CreditStore;
+  /** Open generations per key (`0`: no limit). Default: 32. */
+  maxConcurrent?: number;
+  /** Requests per minute per key (`0`: no limit). Default: 600. */
+  requestsPerMinute?: number;
+  /** Completion cap when a client sets none. Default: the library's (4096). */
+  defaultMaxTokens?: number;
   logger?: Logger;
 }
 
@@ -41,7 +50,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
     res.status(401).json({ error: { message: 'Missing or invalid API key. Send it as `Authorization: Bearer <key>`.', type: 'invalid_request_error', code: 'invalid_api_key', param: null } });
   };
 
-  /** The caller's balance, what it used, and `used` by model. */
+  /** The caller's available balance, what is held for generations under way, what it used, and `used` by model. */
   app.get('/v1/credits', async (req, res) => {
     const key = await keyOf(req);
     if (!key) return unauthorized(res);
@@ -57,7 +66,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
       res.status(400).json({ error: { message: 'Pass the generation id: GET /v1/generation?id=<id>.', type: 'invalid_request_error', code: 'missing_required_parameter', param: 'id' } });
       return;
     }
-    const record = generations.find(key, id);
+    const record = generations.find(key, id.slice(0, 256));
     if (!record) {
       res.status(404).json({ error: { message: `No generation ${id} for this key.`, type: 'invalid_request_error', code: 'generation_not_found', param: 'id' } });
       return;
@@ -65,15 +74,54 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
     res.json({ data: record });
   });
 
+  /**
+   * Holds the worst case of a generation (its id is the hold id). When the client set no cap and the default
+   * one does not fit, the cap is lowered to what the balance covers; otherwise a 402 says what it would take.
+   */
+  const reserve = async ({ account, generationId, model, worstCase, maxCompletionTokens, capSource, choices }: ReserveContext<string>) => {
+    const worst = priceOf(model, worstCase);
+    if (await store.reserve(account, generationId, worst)) return { hold: generationId };
+    const available = (await store.balanceOf(account))?.balance ?? 0;
+    const price = priceFor(model);
+    if (capSource === 'default' && price.completion > 0) {
+      const promptCost = priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: 0 });
+      const affordable = Math.floor(((available - promptCost) * 1000) / (price.completion * choices));
+      const cap = Math.min(maxCompletionTokens, affordable);
+      if (cap >= MIN_LOWERED_CAP) {
+        const lowered = priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: cap * choices });
+        if (await store.reserve(account, generationId, lowered)) return { hold: generationId, maxCompletionTokens: cap };
+      }
+    }
+    throw new InferyError(
+      402,
+      'insufficient_quota',
+      `This request can cost up to ${worst} credits (${worstCase.prompt_tokens} prompt and ${worstCase.completion_tokens} completion tokens of ${model}); ` +
+        `${available} are available. Lower max_completion_tokens or top up your balance.`,
+    );
+  };
+
   const gateway = inferyStream<string>({
     upstream: { baseURL: config.upstreamURL, apiKey: config.upstreamKey },
     authenticate: (req) => keyOf(req as express.Request),
-    preflight: ({ account }) => store.canSpend(account),
+    reserve,
+    // Settles the hold: the real charge (nothing for an unserved request). A usage that cannot be priced is
+    // charged at the reserved worst case rather than for free.
     meter: async (event) => {
-      const credits = await store.charge(event.account, event.model, priceOf(event.model, event.usage));
-      generations.record(event.account, event, credits);
-      return credits;
+      let credits = 0;
+      if (event.outcome !== 'unserved') {
+        try {
+          credits = priceOf(event.model, event.usage);
+        } catch (err) {
+          config.logger?.error({ generationId: event.generationId, err: (err as Error).message }, 'could not price a generation; charging its worst case');
+          credits = priceOf(event.model, event.worstCase);
+        }
+      }
+      const settlement = await store.settle(event.account, event.generationId, event.model, credits);
+      generations.record(event.account, event, settlement);
+      return settlement.charged;
     },
+    limits: { maxConcurrent: config.maxConcurrent ?? 32, requestsPerMinute: config.requestsPerMinute ?? 600 },
+    defaultMaxTokens: config.defaultMaxTokens,
     logger: config.logger,
   });
   app.use(gateway);

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
@@ -54,6 +55,11 @@ function toolCallFor(body: Record<string, unknown>): { name: string; args: strin
   return { name: fn.name, args: JSON.stringify(args) };
 }
 
+/** A unique completion id, as OpenAI's are (`chatcmpl-` and 24 random characters). */
+function completionId(): string {
+  return `chatcmpl-mock${randomBytes(12).toString('base64url')}`;
+}
+
 function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
@@ -67,7 +73,7 @@ async function readBody(req: IncomingMessage): Promise<Record<string, unknown>> 
 }
 
 function streamCompletion(req: IncomingMessage, res: ServerResponse, body: Record<string, unknown>, model: string): void {
-  const id = `chatcmpl-mock${Date.now().toString(36)}`;
+  const id = completionId();
   const created = Math.floor(Date.now() / 1000);
   const base = { id, object: 'chat.completion.chunk', created, model, system_fingerprint: 'fp_mock' };
   const includeUsage = (body.stream_options as { include_usage?: boolean } | undefined)?.include_usage === true && model !== 'mock-no-usage';
@@ -121,7 +127,7 @@ function completion(body: Record<string, unknown>, model: string): Record<string
   const prompt = promptTokens(body);
   const completionTokens = tool ? Math.ceil(tool.args.length / 6) : (text ?? '').split(' ').length;
   return {
-    id: `chatcmpl-mock${Date.now().toString(36)}`,
+    id: completionId(),
     object: 'chat.completion',
     created: Math.floor(Date.now() / 1000),
     model,

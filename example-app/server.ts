@@ -10,9 +10,20 @@ import { startMockProvider, type MockProvider } from './mock-provider';
  * - INFERY_UPSTREAM_URL: an OpenAI-compatible base URL; unset, a built-in mock provider starts in-process
  * - INFERY_UPSTREAM_KEY: the key sent upstream
  * - INFERY_API_KEYS: accepted client keys, `key` or `key:credits`, comma-separated; unset, one demo key
+ * - INFERY_MAX_CONCURRENT: open generations per key (default 32; 0 disables)
+ * - INFERY_RPM: requests per minute per key (default 600; 0 disables)
  * - LOG_LEVEL: pino level (default info)
  * - SHUTDOWN_DEADLINE_MS: how long open streams may run on after SIGTERM/SIGINT (default 10000)
  */
+/** A whole number ≥ 0 from the environment, or `fallback` when unset. */
+function wholeEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${name} must be a whole number ≥ 0 (0 disables the limit), got ${JSON.stringify(raw)}`);
+  return value;
+}
+
 async function main(): Promise<void> {
   const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' });
   let mock: MockProvider | undefined;
@@ -23,7 +34,16 @@ async function main(): Promise<void> {
   }
   const demoKey = `demo-${randomBytes(9).toString('base64url')}`;
   const apiKeys = process.env.INFERY_API_KEYS ? parseApiKeys(process.env.INFERY_API_KEYS) : { [demoKey]: 1000 };
-  const { app, gateway } = createApp({ upstreamURL, upstreamKey: process.env.INFERY_UPSTREAM_KEY || undefined, apiKeys, logger });
+  const maxConcurrent = wholeEnv('INFERY_MAX_CONCURRENT', 32);
+  const requestsPerMinute = wholeEnv('INFERY_RPM', 600);
+  const { app, gateway } = createApp({
+    upstreamURL,
+    upstreamKey: process.env.INFERY_UPSTREAM_KEY || undefined,
+    apiKeys,
+    maxConcurrent,
+    requestsPerMinute,
+    logger,
+  });
 
   const port = process.env.PORT === undefined || process.env.PORT === '' ? 3000 : Number(process.env.PORT);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be a port number, got ${process.env.PORT}`);

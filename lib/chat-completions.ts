@@ -1,43 +1,15 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import { admitGeneration, authenticateOrThrow, checkRequestRate, runPreflight } from './admission';
 import { InferyError, sendError, toInferyError } from './errors';
 import { Generation } from './generation';
 import { relayJson } from './json-response';
 import type { ResolvedOptions } from './options';
 import { readJsonBody, validateChatRequest } from './request-body';
 import { logRequestEnd, requestIdOf } from './request-log';
-import type { InFlight } from './shutdown';
+import { responseDone, shuttingDown, type InFlight } from './shutdown';
 import { StreamRelay } from './sse-relay';
 import { upstreamHttpError, type UpstreamClient } from './upstream';
-
-/** The caller's account after `authenticate`; throws 401 when there is none. */
-export async function authenticateOrThrow<Account>(opts: ResolvedOptions<Account>, req: IncomingMessage): Promise<Account> {
-  const account = await opts.authenticate(req);
-  if (account === null || account === undefined) {
-    throw new InferyError(401, 'invalid_api_key', 'Missing or invalid API key. Send it as `Authorization: Bearer <key>`.');
-  }
-  return account;
-}
-
-/** Runs the pre-flight hook; `false` becomes 402 insufficient_quota. */
-export async function runPreflight<Account>(
-  opts: ResolvedOptions<Account>,
-  account: Account,
-  req: IncomingMessage,
-  path: string,
-  body: Record<string, unknown> | undefined,
-): Promise<void> {
-  if (!opts.preflight) return;
-  const allowed = await opts.preflight({ account, req, path, body });
-  if (allowed === false) {
-    throw new InferyError(402, 'insufficient_quota', 'You have no credits left for this request. Top up your balance and try again.');
-  }
-}
-
-/** The 503 a request gets while the gateway drains. */
-export function shuttingDown(): InferyError {
-  return new InferyError(503, 'shutting_down', 'The gateway is shutting down; retry on another instance.', { type: 'server_error' });
-}
 
 /** The body sent upstream: a stream always asks for usage, whatever the client sent. */
 function upstreamBody(body: Record<string, unknown>, stream: boolean): string {
@@ -46,10 +18,14 @@ function upstreamBody(body: Record<string, unknown>, stream: boolean): string {
   return JSON.stringify({ ...body, stream_options: { ...streamOptions, include_usage: true } });
 }
 
+/** The request ended before anything went upstream because its client left. */
+const clientLeft = (): InferyError => new InferyError(499, 'client_closed_request', 'The client closed the connection before the request was sent upstream.');
+
 /**
- * Handles `POST {basePath}/chat/completions`: authenticate, read and check the body, pre-flight, then call the
- * upstream and hand its answer to the SSE relay or the JSON relay. Never rejects: every failure before the
- * first byte becomes an OpenAI-shaped HTTP error, and nothing is metered for those.
+ * Handles `POST {basePath}/chat/completions`: admission (authenticate, rate limit, body, preflight, concurrency
+ * slot, reservation), then the upstream call, whose answer goes to the SSE relay or the JSON relay. Never
+ * rejects. From the reservation on, every path settles the generation exactly once: a failure before the first
+ * byte becomes an OpenAI-shaped HTTP error and is settled as `unserved` (the hold released, nothing charged).
  */
 export async function handleChatCompletion<Account>(
   opts: ResolvedOptions<Account>,
@@ -63,25 +39,31 @@ export async function handleChatCompletion<Account>(
   res.setHeader('X-Request-Id', reqId);
   let gen: Generation<Account> | undefined;
   try {
+    if (inflight.draining) throw shuttingDown();
     const account = await authenticateOrThrow(opts, req);
+    await checkRequestRate(opts, account);
     const body = await readJsonBody(req, opts.bodyLimit);
     const { model, stream } = validateChatRequest(body);
     await runPreflight(opts, account, req, '/chat/completions', body);
-    if (res.destroyed) return; // the client left before anything went upstream: nothing to meter
-
-    if (inflight.draining) throw shuttingDown();
-
-    gen = new Generation(opts, req, account, body, model, stream, reqId);
+    const ticket = await admitGeneration(opts, account, req, res, '/chat/completions', body, model);
+    gen = new Generation(opts, req, ticket, body, model, stream, reqId);
     const generation = gen;
-    const call = client.postJson('/chat/completions', upstreamBody(body, stream), req, stream);
-    // Until the SSE relay takes over, shutting down ends the request with a 503 and meters it as failed.
+    // Until the upstream call starts, shutting down ends the request with a 503, settled as unserved.
     let stop = (err: InferyError): void => {
-      call.abort();
-      void generation.finish('failed', err);
+      void generation.finish('unserved', err);
       sendError(res, err);
     };
-    inflight.add(generation, (err) => stop(err));
-    void generation.settled.then(() => inflight.delete(generation));
+    inflight.add(generation, (err) => stop(err), Promise.all([generation.settled, responseDone(res)]));
+    if (res.destroyed) throw clientLeft();
+    if (inflight.draining) throw shuttingDown();
+
+    const call = client.postJson('/chat/completions', upstreamBody(ticket.upstreamBody, stream), req, stream);
+    // While waiting for the provider's headers, shutting down answers 503 and releases the hold.
+    stop = (err) => {
+      call.abort();
+      void generation.finish('unserved', err);
+      sendError(res, err);
+    };
     const onEarlyClose = (): void => {
       if (res.writableFinished) return;
       call.abort();
@@ -111,20 +93,23 @@ export async function handleChatCompletion<Account>(
       res.off('close', onEarlyClose);
     }
   } catch (caught) {
-    if (gen?.finished) return; // cancelled or metered already; its line is logged
-    if (gen) inflight.delete(gen); // failed before the first byte: never metered, nothing left to stop
+    if (gen?.finished) return; // cancelled or settled already; its line is logged
     const err = toInferyError(caught);
     if (err.status >= 500 && err.code === 'internal_error') {
       const cause = caught instanceof Error ? { name: caught.name, message: caught.message } : { value: String(caught) };
       opts.logger?.error({ reqId, err: cause }, 'infery-stream hook or handler threw');
     }
     sendError(res, err, err.status === 413);
+    if (gen) {
+      // failed before the first byte: the hold is released, nothing is charged; settlement logs the line
+      void gen.finish('unserved', err);
+      return;
+    }
     logRequestEnd(opts.logger, {
       reqId,
       path: '/chat/completions',
       status: err.status,
       durationMs: Math.round(performance.now() - startedAt),
-      model: gen?.model,
       errorCode: err.code,
     });
   }

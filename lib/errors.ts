@@ -14,6 +14,8 @@ export class InferyError extends Error {
   readonly type: string;
   readonly code: string;
   readonly param: string | null;
+  /** Extra response headers sent with this error before the first byte (e.g. `Retry-After`). */
+  headers: Record<string, string> | undefined;
 
   constructor(
     status: number,
@@ -64,5 +66,6 @@ export function sendError(res: ServerResponse, err: InferyError, closeConnection
   res.setHeader('Content-Length', Buffer.byteLength(body));
   res.setHeader('Cache-Control', 'no-store');
   if (closeConnection) res.setHeader('Connection', 'close');
+  if (err.headers) for (const [name, value] of Object.entries(err.headers)) res.setHeader(name, value);
   res.end(body);
 }

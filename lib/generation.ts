@@ -1,40 +1,55 @@
-import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import type { Ticket } from './admission';
 import type { InferyError } from './errors';
-import { callMeter } from './metering';
+import type { Outcome } from './metering';
 import type { ResolvedOptions } from './options';
-import { logRequestEnd } from './request-log';
-import { CompletionTally, defaultCountTokens, estimatedUsage, estimatePromptTokens, type TokenCounter, type Usage } from './usage';
+import { settle } from './settlement';
+import {
+  CompletionTally,
+  defaultCountTokens,
+  describeRawUsage,
+  estimatedUsage,
+  estimatePromptTokens,
+  mergeUsage,
+  parseUsage,
+  type TokenCounter,
+  type Usage,
+} from './usage';
 
-/** How a generation ended. */
-export type Outcome = 'completed' | 'cancelled' | 'failed';
+export type { Outcome } from './metering';
+
+const ZERO_USAGE: Usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
 
 /**
- * One chat generation from the moment it goes upstream: its ids, timings, usage and the single place where it
- * is metered and logged. `finish()` runs its work exactly once, whatever path calls it first.
+ * One generation from admission to settlement: its ids, what the provider reported, what was produced, and the
+ * single place where it is settled (metered, hold released, slot given back, logged). `finish()` does that work
+ * exactly once, whatever path calls it first.
  */
 export class Generation<Account> {
   /** The provider's id once a chunk or body carried one. */
-  id: string | undefined;
+  providerId: string | undefined;
   object = 'chat.completion.chunk';
   created: number = Math.floor(Date.now() / 1000);
   /** The model name the provider reported (falls back to the requested one). */
   providerModel: string;
   finishReason: string | null = null;
+  /** The provider's usage, when it sent a valid one (merged so a later one never lowers it). */
   providerUsage: Usage | undefined;
   ttftMs: number | null = null;
   readonly tally: CompletionTally;
 
   private readonly startedAt = performance.now();
   private readonly count: TokenCounter;
+  private readonly finishedChoices = new Set<number>();
   private finishing: Promise<number | undefined> | undefined;
   private meteredUsage: Usage | undefined;
+  private warnedUsage = false;
 
   constructor(
     private readonly opts: ResolvedOptions<Account>,
     private readonly req: IncomingMessage,
-    private readonly account: Account,
+    readonly ticket: Ticket<Account>,
     private readonly body: Record<string, unknown>,
     readonly model: string,
     readonly stream: boolean,
@@ -45,10 +60,14 @@ export class Generation<Account> {
     this.tally = new CompletionTally(this.count, model);
   }
 
-  /** The id clients see; a gateway id when the provider never sent one. */
+  /** The gateway-unique id (`X-Generation-Id`). */
   get generationId(): string {
-    this.id ??= `gen-${randomUUID()}`;
-    return this.id;
+    return this.ticket.generationId;
+  }
+
+  /** The `id` clients see on the chunks the gateway adds: the provider's, else the gateway's. */
+  get chunkId(): string {
+    return this.providerId ?? this.ticket.generationId;
   }
 
   get finished(): boolean {
@@ -60,74 +79,82 @@ export class Generation<Account> {
     if (this.ttftMs === null) this.ttftMs = Math.round(performance.now() - this.startedAt);
   }
 
+  /** Notes that choice `index` sent its `finish_reason`. */
+  markChoiceFinished(index: unknown, reason: string): void {
+    this.finishReason = reason;
+    this.finishedChoices.add(typeof index === 'number' ? index : 0);
+  }
+
+  /** True once every choice asked for (`n`) sent its `finish_reason`: the provider finished generating. */
+  get generationFinished(): boolean {
+    return this.finishedChoices.size >= this.ticket.choices;
+  }
+
   /**
-   * The provider's usage when it sent one (zero included), else the tokenizer's count of what was produced.
-   * Fixed once the generation is finishing, so the credits chunk shows exactly what was metered.
+   * Takes a `usage` the provider sent. One that cannot be billed (bad counts, no `completion_tokens`) is
+   * ignored with a warning, so the estimate is billed instead; a later valid one never lowers an earlier one.
+   */
+  recordUsage(raw: unknown): void {
+    const usage = parseUsage(raw);
+    if (usage === undefined) return;
+    if (usage === 'invalid') {
+      if (!this.warnedUsage) {
+        this.warnedUsage = true;
+        this.opts.logger?.warn(
+          { reqId: this.reqId, generationId: this.generationId, usage: describeRawUsage(raw) },
+          'infery-stream ignored an unusable provider usage; the estimate is billed',
+        );
+      }
+      return;
+    }
+    this.providerUsage = mergeUsage(this.providerUsage, usage);
+  }
+
+  /**
+   * The provider's valid usage when it sent one, else the tokenizer's count of the prompt and of what was
+   * produced, neither above the reserved worst case. Fixed once settling began, so the credits chunk shows
+   * exactly what was metered.
    */
   usage(): Usage {
     if (this.meteredUsage) return this.meteredUsage;
     if (this.providerUsage) return this.providerUsage;
-    return estimatedUsage(estimatePromptTokens(this.body, this.count, this.model), this.tally.tokens());
+    const worst = this.ticket.worstCase;
+    return estimatedUsage(
+      Math.min(worst.prompt_tokens, estimatePromptTokens(this.body, this.count, this.model)),
+      Math.min(worst.completion_tokens, this.tally.tokens()),
+    );
   }
 
   /**
-   * Meters and logs the generation, once. Later calls return the first call's promise. Resolves to the
-   * credits `meter` returned, or `undefined` when it threw, timed out or returned something invalid.
+   * Settles the generation, once. Later calls return the first call's promise. Resolves to the credits `meter`
+   * returned, or `undefined` when it threw, timed out or returned something invalid.
    */
   finish(outcome: Outcome, error?: InferyError): Promise<number | undefined> {
-    this.finishing ??= this.run(outcome, error).finally(() => this.settle());
-    return this.finishing;
-  }
-
-  private settle: () => void = () => {};
-  /** Resolves once the generation has been metered and logged, whatever the outcome. */
-  readonly settled: Promise<void> = new Promise((resolve) => {
-    this.settle = resolve;
-  });
-
-  private async run(outcome: Outcome, error: InferyError | undefined): Promise<number | undefined> {
-    const usage = this.usage();
-    this.meteredUsage = usage;
-    const durationMs = Math.round(performance.now() - this.startedAt);
-    const result = await callMeter(
-      this.opts.meter,
-      {
-        account: this.account,
-        generationId: this.generationId,
+    if (!this.finishing) {
+      const usage = outcome === 'unserved' ? { ...ZERO_USAGE } : this.usage();
+      this.meteredUsage = usage;
+      this.finishing = settle(this.opts, {
+        ticket: this.ticket,
+        req: this.req,
+        reqId: this.reqId,
+        path: '/chat/completions',
+        providerId: this.providerId,
         model: this.model,
+        outcome,
         usage,
-        cancelled: outcome === 'cancelled',
         error,
         stream: this.stream,
         finishReason: this.finishReason,
-        timings: { ttftMs: this.ttftMs, durationMs },
-        req: this.req,
-      },
-      this.opts.meterTimeout,
-    );
-    if (result.credits === undefined) {
-      const err = result.error instanceof Error ? { name: result.error.name, message: result.error.message } : undefined;
-      this.opts.logger?.error(
-        { reqId: this.reqId, generationId: this.generationId, failure: result.failure, err },
-        `infery-stream meter ${result.failure === 'timeout' ? 'timed out' : result.failure === 'invalid' ? 'returned an invalid value' : 'threw'}`,
-      );
+        ttftMs: this.ttftMs,
+        durationMs: Math.round(performance.now() - this.startedAt),
+      }).finally(() => this.settleDone());
     }
-    logRequestEnd(this.opts.logger, {
-      reqId: this.reqId,
-      path: '/chat/completions',
-      // The status line already went out as 200 for streams; 499 is the usual mark of a client that left.
-      status: outcome === 'cancelled' ? 499 : 200,
-      durationMs,
-      generationId: this.generationId,
-      model: this.model,
-      stream: this.stream,
-      ttftMs: this.ttftMs,
-      usage,
-      credits: result.credits ?? null,
-      cancelled: outcome === 'cancelled',
-      outcome,
-      errorCode: error?.code,
-    });
-    return result.credits;
+    return this.finishing;
   }
+
+  private settleDone: () => void = () => {};
+  /** Resolves once the generation has been settled and logged, whatever the outcome. */
+  readonly settled: Promise<void> = new Promise((resolve) => {
+    this.settleDone = resolve;
+  });
 }

@@ -1,8 +1,11 @@
 export { inferyStream } from './middleware';
 export type { InferyStreamMiddleware, GatewayHandler, GatewayErrorHandler, GatewayRequest, NextFunction } from './middleware';
-export type { Options, UpstreamOptions, PreflightContext, Logger } from './options';
+export type { Options, UpstreamOptions, PreflightContext, LimitOptions, Logger } from './options';
 export { InferyOptionsError } from './options';
-export type { MeterEvent } from './metering';
+export type { MeterEvent, Outcome } from './metering';
+export type { ReserveContext, ReserveResult, WorstCase } from './billing/reservation';
+export { MemoryLimitStore } from './billing/limits';
+export type { LimitStore } from './billing/limits';
 export type { Usage } from './usage';
 export { InferyError } from './errors';
 export type { OpenAIErrorBody } from './errors';

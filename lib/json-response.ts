@@ -4,7 +4,6 @@ import type { Generation } from './generation';
 import type { ResolvedOptions } from './options';
 import { readText } from './request-body';
 import type { UpstreamCall } from './upstream';
-import { isUsage } from './usage';
 
 /**
  * Answers a `"stream": false` request: reads the provider's JSON (bounded by `maxResponseBytes` and
@@ -42,16 +41,17 @@ export async function relayJson<Account>(
   } catch {
     throw new InferyError(502, 'upstream_invalid_response', 'The upstream provider answered with something that is not a JSON object.', { type: 'upstream_error' });
   }
-  if (typeof json.id === 'string' && json.id !== '') gen.id = json.id;
-  if (isUsage(json.usage)) gen.providerUsage = json.usage;
+  if (typeof json.id === 'string' && json.id !== '') gen.providerId = json.id;
+  gen.recordUsage(json.usage);
   if (Array.isArray(json.choices)) {
     for (const choice of json.choices as Array<Record<string, unknown> | null>) {
       gen.tally.addMessage(choice?.message);
-      if (typeof choice?.finish_reason === 'string') gen.finishReason = choice.finish_reason;
+      if (typeof choice?.finish_reason === 'string') gen.markChoiceFinished(choice.index, choice.finish_reason);
     }
   }
-  if (!isUsage(json.usage)) json.usage = gen.usage();
   const credits = await gen.finish('completed');
+  // the answer shows exactly the usage that was billed (the estimate, marked, when the provider's was unusable)
+  json.usage = gen.usage();
   if (res.destroyed || res.writableEnded) return;
   const body = JSON.stringify(credits === undefined ? json : { ...json, credits_used: credits });
   res.statusCode = upstream.statusCode ?? 200;

@@ -1,20 +1,42 @@
 import type { IncomingMessage } from 'node:http';
 import type { InferyError } from './errors';
+import type { WorstCase } from './billing/reservation';
 import type { Usage } from './usage';
 
-/** What `meter` receives, once per generation. */
+/**
+ * How a request that passed `reserve` ended: `completed` (the provider finished; usage is the provider's when it
+ * sent a valid one), `cancelled` (the client left mid-generation), `failed` (the upstream failed after streaming
+ * began, or the gateway shut down mid-stream), `unserved` (nothing was generated: the upstream refused or
+ * failed before the first byte, or the gateway shut down first; usage is zero: release the hold, charge nothing).
+ */
+export type Outcome = 'completed' | 'cancelled' | 'failed' | 'unserved';
+
+/** What `meter` receives, exactly once for every request that passed `reserve`. */
 export interface MeterEvent<Account = unknown> {
   /** What `authenticate` returned for the caller. */
   account: Account;
-  /** The provider's completion id, the `id` the client saw in its chunks (a gateway id when none came). */
+  /** The gateway-unique id of this generation, also sent as the `X-Generation-Id` response header. */
   generationId: string;
+  /** The provider's id: the `id` the client saw in its chunks or body (`undefined` if the provider sent none). */
+  providerId: string | undefined;
+  /** The route below the base path, e.g. `/chat/completions`. */
+  path: string;
   /** The model the client asked for. */
   model: string;
-  /** The provider's usage when it sent one, otherwise the gateway's tokenizer count (`usage.estimated`). */
+  /** How the request ended; see {@link Outcome}. */
+  outcome: Outcome;
+  /**
+   * The provider's usage when it sent a valid one, otherwise the gateway's tokenizer count (`usage.estimated`),
+   * never above the reserved worst case. All zero for `unserved`.
+   */
   usage: Usage;
+  /** What `reserve` returned as the hold (`undefined` without a `reserve` hook). */
+  reservation: unknown;
+  /** The worst case that was reserved for, in tokens. */
+  worstCase: WorstCase;
   /** True when the client went away before the generation finished. */
   cancelled: boolean;
-  /** Set when the upstream failed after streaming began (the tokens already produced are in `usage`). */
+  /** Why it failed: the upstream's error mid-stream or before the first byte, or `shutting_down`. */
   error: InferyError | undefined;
   /** Whether the client asked for a stream. */
   stream: boolean;

@@ -3,6 +3,9 @@ import { handleChatCompletion } from './chat-completions';
 import { InferyError, sendError } from './errors';
 import { parseOptions, type Options } from './options';
 import { createPassThrough } from './pass-through';
+import { logRequestEnd, requestIdOf } from './request-log';
+import { classifyPath, rawPathOf } from './routing/canonical-path';
+import { RouteTable, type Route } from './routing/routes';
 import { InFlight, type ShutdownOptions } from './shutdown';
 import { UpstreamClient } from './upstream';
 
@@ -33,15 +36,15 @@ export type InferyStreamMiddleware = [GatewayHandler, GatewayErrorHandler] & {
   readonly inFlight: number;
 };
 
-function pathOf(req: GatewayRequest): string {
-  const path = req.path ?? (req.url ?? '/').split('?')[0] ?? '/';
-  return path.length > 1 && path.endsWith('/') ? path.slice(0, -1) : path;
-}
+/** Where a request stands: outside the base path, refused (400/404/405), or matched to a route. */
+type Located = { kind: 'outside' } | { kind: 'refused'; error: InferyError } | { kind: 'route'; route: Route; subPath: string };
 
 /**
  * Creates the gateway middleware. Mount it with `app.use(inferyStream(options))`: it serves
- * `POST {basePath}/chat/completions` (streaming or not) and proxies every other `{basePath}/*` request to the
- * upstream. Options are validated here: a bad one throws at start-up.
+ * `POST {basePath}/chat/completions` (streaming or not, metered), forwards the `passThrough` allow-list (by
+ * default `GET {basePath}/models` and `GET {basePath}/models/{id}`) to the upstream, and answers every other
+ * path under the base path itself: 400 `invalid_path` for a path that is not canonical, 404 `unknown_route`,
+ * 405 `method_not_allowed`. Options are validated here: a bad one throws at start-up.
  *
  * @example
  * app.use(inferyStream({
@@ -57,38 +60,62 @@ export function inferyStream<Account = unknown>(options: Options<Account>): Infe
   const opts = parseOptions<Account>(options);
   const client = new UpstreamClient(opts);
   const inflight = new InFlight();
-  const passThrough = opts.passThrough ? createPassThrough(opts, inflight) : undefined;
+  const passThrough = createPassThrough(opts, inflight);
   const base = opts.basePath;
+  const routes = new RouteTable(opts.passThrough);
+  for (const route of opts.passThrough) {
+    if (route.method !== 'GET' && route.method !== 'HEAD' && route.method !== 'OPTIONS') {
+      opts.logger?.warn({ route: `${route.method} ${base}${route.pattern}` }, 'infery-stream passThrough forwards a route that is not metered');
+    }
+  }
 
-  const subPathOf = (req: GatewayRequest): string | undefined => {
-    const path = pathOf(req);
-    if (path === base) return '/';
-    if (!path.startsWith(`${base}/`)) return undefined;
-    return path.slice(base.length);
+  const locate = (req: GatewayRequest): Located => {
+    const verdict = classifyPath(rawPathOf(req.url ?? '/'), base);
+    if (verdict.kind === 'outside') return verdict;
+    const method = req.method ?? 'GET';
+    if (verdict.kind === 'invalid') {
+      return {
+        kind: 'refused',
+        error: new InferyError(400, 'invalid_path', `The request path is not canonical (${verdict.reason}). Send the exact path, e.g. POST ${base}/chat/completions.`),
+      };
+    }
+    const match = routes.match(method, verdict.subPath);
+    if (match === undefined) {
+      const shown = `${base}${verdict.subPath}`;
+      return {
+        kind: 'refused',
+        error: new InferyError(404, 'unknown_route', `Unknown route: ${method} ${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}. This gateway serves ${routes.describe(base)}.`),
+      };
+    }
+    if ('allow' in match) {
+      const error = new InferyError(405, 'method_not_allowed', `${method} is not allowed on ${base}${verdict.subPath}; use ${match.allow.join(' or ')}.`);
+      error.headers = { Allow: match.allow.join(', ') };
+      return { kind: 'refused', error };
+    }
+    return { kind: 'route', route: match.route, subPath: verdict.subPath };
+  };
+
+  const refuse = (req: GatewayRequest, res: ServerResponse, error: InferyError): void => {
+    const reqId = requestIdOf(req);
+    res.setHeader('X-Request-Id', reqId);
+    sendError(res, error);
+    logRequestEnd(opts.logger, { reqId, path: rawPathOf(req.url ?? '/').slice(0, 200), status: error.status, durationMs: 0, errorCode: error.code });
   };
 
   const handler: GatewayHandler = (req, res, next) => {
-    const sub = subPathOf(req);
-    if (sub === undefined) return next();
-    if (sub === '/chat/completions') {
-      if (req.method !== 'POST') {
-        res.setHeader('Allow', 'POST');
-        sendError(res, new InferyError(405, 'method_not_allowed', `${req.method} is not allowed here; use POST ${base}/chat/completions.`));
-        return;
-      }
-      void handleChatCompletion(opts, client, inflight, req, res);
-      return;
-    }
-    if (passThrough) {
-      void passThrough(req, res, sub);
-      return;
-    }
-    next();
+    const where = locate(req);
+    if (where.kind === 'outside') return next();
+    if (where.kind === 'refused') return refuse(req, res, where.error);
+    if (where.route.kind === 'chat') void handleChatCompletion(opts, client, inflight, req, res);
+    else void passThrough(req, res, where.subPath);
   };
 
   const errorHandler: GatewayErrorHandler = (err, req, res, next) => {
     const e = err as { type?: unknown; status?: unknown; statusCode?: unknown; message?: unknown };
-    if (subPathOf(req) === undefined || res.headersSent || typeof e !== 'object' || e === null) return next(err);
+    if (res.headersSent || typeof e !== 'object' || e === null) return next(err);
+    const where = locate(req);
+    if (where.kind === 'outside') return next(err);
+    if (where.kind === 'refused') return refuse(req, res, where.error);
     const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : 0;
     if (e.type === 'entity.parse.failed') {
       sendError(res, new InferyError(400, 'invalid_json', `The request body is not valid JSON: ${String(e.message)}`));

@@ -1,5 +1,8 @@
 import type { IncomingMessage } from 'node:http';
+import type { ReserveContext, ReserveResult } from './billing/reservation';
+import { MemoryLimitStore, type LimitStore } from './billing/limits';
 import type { MeterEvent } from './metering';
+import { DEFAULT_PASS_THROUGH, parseRoute, type Route } from './routing/routes';
 
 /** The subset of a pino logger infery-stream uses. Pass `pino()` or any child of it. */
 export interface Logger {
@@ -44,14 +47,41 @@ export interface Options<Account = unknown> {
    */
   preflight?: (ctx: PreflightContext<Account>) => boolean | void | Promise<boolean | void>;
   /**
-   * Called exactly once per chat generation (completed, cancelled or failed mid-stream) with its usage;
-   * returns the credits charged, sent to the client as `credits_used`. `undefined` means 0. Default: returns 0.
+   * Runs after `preflight`, before the upstream call, with the request's worst case (prompt estimate plus
+   * completion cap). Hold credits for it and return the hold (any value; it comes back as
+   * `MeterEvent.reservation`), or `{ hold, maxCompletionTokens }` to lower the cap sent upstream so the worst
+   * case fits. Return `false` to refuse with 402 `insufficient_quota`, or throw an `InferyError`. Every request
+   * that passes this hook is settled by exactly one `meter` call. Default: no hold.
+   */
+  reserve?: (ctx: ReserveContext<Account>) => ReserveResult | Promise<ReserveResult>;
+  /**
+   * Called exactly once for every request that passed `reserve`: completed, cancelled, failed mid-stream, or
+   * `unserved` (the upstream refused or failed before the first byte, or the gateway shut down: usage is zero;
+   * release the hold, charge nothing). Returns the credits charged, sent to the client as `credits_used`.
+   * `undefined` means 0. Default: returns 0.
    */
   meter?: (event: MeterEvent<Account>) => number | void | Promise<number | void>;
+  /**
+   * Completion cap per choice when the client sets neither `max_completion_tokens` nor `max_tokens`; sent
+   * upstream as `max_completion_tokens`, so the provider enforces the worst case the gateway reserved for.
+   * Default: `4096`.
+   */
+  defaultMaxTokens?: number;
+  /** Per-account limits on concurrent generations and requests per minute (429 `rate_limit_exceeded`). Default: none. */
+  limits?: LimitOptions<Account>;
   /** Path the gateway serves under. Default: `'/v1'`. */
   basePath?: string;
-  /** Proxy every other request under the base path (models, embeddings, …) to the upstream. Default: `true`. */
-  passThrough?: boolean;
+  /**
+   * The routes below the base path forwarded to the upstream as they are, authenticated but **not metered**:
+   * `"METHOD /path/{param}"` strings. `true` means the default list, `false` none. Every other route gets 404
+   * `unknown_route`. Default: `['GET /models', 'GET /models/{id}']`.
+   */
+  passThrough?: boolean | readonly string[];
+  /**
+   * Milliseconds the gateway keeps reading a finished stream (every choice sent its `finish_reason`) after the
+   * client left, waiting for the provider's usage so the generation is billed at it. Default: `5_000`.
+   */
+  usageGraceTimeout?: number;
   /** Largest accepted request body in bytes; larger ones get 413. Default: `10 * 1024 * 1024` (10 MiB). */
   bodyLimit?: number;
   /** Milliseconds to wait for the upstream's response headers; then 504. Default: `60_000`. */
@@ -78,14 +108,41 @@ export interface Options<Account = unknown> {
   countTokens?: (text: string, model: string) => number;
 }
 
+/** Per-account limits; `0` disables one. */
+export interface LimitOptions<Account> {
+  /** Generations one account may have open at once; more get 429. Default: `0` (no limit). */
+  maxConcurrent?: number;
+  /** Requests (every route) one account may start per minute, as a token bucket; more get 429. Default: `0` (no limit). */
+  requestsPerMinute?: number;
+  /** Where the counters live. Default: an in-memory store (one process). */
+  store?: LimitStore;
+  /**
+   * The account's key in the store. Default: the account itself when it is a string, else its `id` property
+   * (string or number); any other account needs this option.
+   */
+  key?: (account: Account) => string;
+}
+
+/** Limits after validation. */
+export interface ResolvedLimits<Account> {
+  maxConcurrent: number;
+  requestsPerMinute: number;
+  store: LimitStore;
+  key: (account: Account) => string;
+}
+
 /** Options after validation and defaults: nothing optional. */
 export interface ResolvedOptions<Account> {
   upstream: { baseURL: URL; apiKey: string | undefined; headers: Record<string, string> };
   authenticate: Options<Account>['authenticate'];
   preflight: NonNullable<Options<Account>['preflight']> | undefined;
+  reserve: NonNullable<Options<Account>['reserve']> | undefined;
   meter: NonNullable<Options<Account>['meter']> | undefined;
+  defaultMaxTokens: number;
+  limits: ResolvedLimits<Account> | undefined;
   basePath: string;
-  passThrough: boolean;
+  passThrough: Route[];
+  usageGraceTimeout: number;
   bodyLimit: number;
   upstreamTimeout: number;
   idleTimeout: number;
@@ -101,9 +158,11 @@ export interface ResolvedOptions<Account> {
 export type UpstreamSettings = Pick<ResolvedOptions<unknown>, 'upstream' | 'forwardHeaders' | 'upstreamTimeout'>;
 
 const KNOWN_KEYS = new Set([
-  'upstream', 'authenticate', 'preflight', 'meter', 'basePath', 'passThrough', 'bodyLimit', 'upstreamTimeout',
-  'idleTimeout', 'heartbeatInterval', 'meterTimeout', 'maxResponseBytes', 'forwardHeaders', 'logger', 'countTokens',
+  'upstream', 'authenticate', 'preflight', 'reserve', 'meter', 'defaultMaxTokens', 'limits', 'basePath', 'passThrough',
+  'usageGraceTimeout', 'bodyLimit', 'upstreamTimeout', 'idleTimeout', 'heartbeatInterval', 'meterTimeout',
+  'maxResponseBytes', 'forwardHeaders', 'logger', 'countTokens',
 ]);
+const LIMIT_KEYS = new Set(['maxConcurrent', 'requestsPerMinute', 'store', 'key']);
 const FORBIDDEN_FORWARD = new Set(['authorization', 'cookie', 'proxy-authorization', 'host', 'content-length']);
 
 /** Thrown at creation when an option is wrong; the message says how to fix it. */
@@ -219,7 +278,8 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
     if (FORBIDDEN_FORWARD.has(h)) fail(`\`forwardHeaders\` cannot include "${h}": the gateway never forwards it.`);
   }
 
-  if (opts.passThrough !== undefined && typeof opts.passThrough !== 'boolean') fail('`passThrough` must be a boolean.');
+  const passThrough = parsePassThrough(opts.passThrough, basePath.replace(/\/$/, ''));
+  const limits = parseLimits<Account>(opts.limits);
 
   const logger = opts.logger as Logger | undefined;
   if (logger !== undefined && (typeof logger !== 'object' || logger === null || typeof logger.info !== 'function')) {
@@ -230,9 +290,13 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
     upstream: { baseURL, apiKey: upstream.apiKey as string | undefined, headers },
     authenticate: fn<Options<Account>['authenticate']>('authenticate', opts.authenticate, true)!,
     preflight: fn('preflight', opts.preflight, false),
+    reserve: fn('reserve', opts.reserve, false),
     meter: fn('meter', opts.meter, false),
+    defaultMaxTokens: count('defaultMaxTokens', opts.defaultMaxTokens, 4096),
+    limits,
     basePath: basePath.replace(/\/$/, ''),
-    passThrough: (opts.passThrough as boolean | undefined) ?? true,
+    passThrough,
+    usageGraceTimeout: amount('usageGraceTimeout', opts.usageGraceTimeout, 5_000, 'milliseconds', true),
     bodyLimit: amount('bodyLimit', opts.bodyLimit, 10 * 1024 * 1024, 'bytes'),
     upstreamTimeout: amount('upstreamTimeout', opts.upstreamTimeout, 60_000, 'milliseconds'),
     idleTimeout: amount('idleTimeout', opts.idleTimeout, 120_000, 'milliseconds'),
@@ -242,5 +306,65 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
     forwardHeaders,
     logger,
     countTokens: fn('countTokens', opts.countTokens, false),
+  };
+}
+
+/** A positive whole number (token counts). */
+function count(name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value <= 0) fail(`\`${name}\` must be a positive whole number, got ${String(value)}.`);
+  return value;
+}
+
+function parsePassThrough(value: unknown, basePath: string): Route[] {
+  if (value === undefined || value === true) return DEFAULT_PASS_THROUGH.map((spec) => parseRoute(spec, 'pass-through'));
+  if (value === false) return [];
+  if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) {
+    fail('`passThrough` must be a list of routes such as ["GET /models", "GET /models/{id}"], or true/false.');
+  }
+  return (value as string[]).map((spec) => {
+    let route: Route;
+    try {
+      route = parseRoute(spec, 'pass-through');
+    } catch (err) {
+      fail(`\`passThrough\`: ${(err as Error).message}.`);
+    }
+    if (basePath !== '' && (route.pattern === basePath || route.pattern.startsWith(`${basePath}/`))) {
+      fail(`\`passThrough\`: "${spec}" starts with the base path; routes are relative to it ("${route.method} ${route.pattern.slice(basePath.length) || '/'}").`);
+    }
+    if (route.pattern === '/chat/completions') fail(`\`passThrough\`: "${spec}" is served (and metered) by the gateway itself.`);
+    return route;
+  });
+}
+
+/** The default account key: a string account, or its `id`. */
+function defaultAccountKey(account: unknown): string {
+  if (typeof account === 'string') return account;
+  const id = typeof account === 'object' && account !== null ? (account as { id?: unknown }).id : undefined;
+  if (typeof id === 'string' || typeof id === 'number') return String(id);
+  throw new InferyOptionsError('`limits` need an account key: `authenticate` returned an account that is not a string and has no `id`; pass `limits.key(account)`.');
+}
+
+function parseLimits<Account>(value: unknown): ResolvedLimits<Account> | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail('`limits` must be an object: { maxConcurrent, requestsPerMinute }.');
+  const limits = value as Record<string, unknown>;
+  for (const key of Object.keys(limits)) {
+    if (!LIMIT_KEYS.has(key)) fail(`unknown option \`limits.${key}\`; it takes ${[...LIMIT_KEYS].join(', ')}.`);
+  }
+  const whole = (name: string, v: unknown): number => {
+    if (v === undefined) return 0;
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) fail(`\`limits.${name}\` must be a whole number ≥ 0 (0 disables it), got ${String(v)}.`);
+    return v;
+  };
+  const store = limits.store as LimitStore | undefined;
+  if (store !== undefined && (typeof store !== 'object' || store === null || ['acquire', 'release', 'hit'].some((m) => typeof (store as unknown as Record<string, unknown>)[m] !== 'function'))) {
+    fail('`limits.store` must implement acquire(key, max), release(key) and hit(key, perMinute).');
+  }
+  return {
+    maxConcurrent: whole('maxConcurrent', limits.maxConcurrent),
+    requestsPerMinute: whole('requestsPerMinute', limits.requestsPerMinute),
+    store: store ?? new MemoryLimitStore(),
+    key: fn<(account: Account) => string>('limits.key', limits.key, false) ?? defaultAccountKey,
   };
 }

@@ -2,8 +2,8 @@ import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createProxyMiddleware, fixRequestBody } from 'http-proxy-middleware';
-import { authenticateOrThrow, runPreflight, shuttingDown } from './chat-completions';
-import type { InFlight } from './shutdown';
+import { authenticateOrThrow, checkRequestRate, runPreflight } from './admission';
+import { responseDone, shuttingDown, type InFlight } from './shutdown';
 import { sendError, toInferyError } from './errors';
 import type { ResolvedOptions } from './options';
 import { logRequestEnd, requestIdOf } from './request-log';
@@ -14,12 +14,14 @@ import { BODY_HEADERS, gatewayHeaders } from './upstream-headers';
 const DROPPED_RESPONSE_HEADERS = ['set-cookie', 'openai-organization', 'openai-project'];
 
 /**
- * Every other request under the base path (`GET /v1/models`, `POST /v1/embeddings`, …), authenticated and
- * pre-flighted like chat completions, then proxied by http-proxy-middleware with the same header policy:
- * the gateway's key in, the client's Authorization and cookies out. These routes are not metered.
+ * The allow-listed routes (`passThrough`, by default `GET /v1/models` and `GET /v1/models/{id}`): admitted like
+ * chat completions (authenticate, per-minute limit, preflight), then proxied by http-proxy-middleware with the
+ * same header policy: the gateway's key in, the client's Authorization and cookies out. The path sent upstream
+ * is the canonical sub-path the route table matched, appended to the upstream's base path. Not metered.
  */
 export function createPassThrough<Account>(opts: ResolvedOptions<Account>, inflight: InFlight) {
-  const basePath = opts.basePath;
+  // The canonical sub-path the route table matched, per request: the only path ever sent upstream.
+  const subPaths = new WeakMap<IncomingMessage, string>();
   const startedAt = new WeakMap<IncomingMessage, number>();
   const log = (req: IncomingMessage, status: number, errorCode?: string): void => {
     const start = startedAt.get(req) ?? performance.now();
@@ -36,7 +38,10 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
     target: opts.upstream.baseURL.href.replace(/\/$/, ''),
     changeOrigin: true,
     xfwd: false,
-    pathRewrite: (path) => path.slice(basePath.length) || '/',
+    pathRewrite: (path, req) => {
+      const query = path.indexOf('?');
+      return (subPaths.get(req) ?? '/') + (query === -1 ? '' : path.slice(query));
+    },
     on: {
       proxyReq: (proxyReq: ClientRequest, req: IncomingMessage) => {
         for (const name of proxyReq.getHeaderNames()) {
@@ -64,14 +69,16 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
     proxyTimeout: opts.upstreamTimeout,
   });
 
-  /** Authenticates, pre-flights, then proxies. Never rejects. */
+  /** Admits, then proxies; tracked for graceful shutdown until the response is done. Never rejects. */
   return async function passThrough(req: IncomingMessage, res: ServerResponse, subPath: string): Promise<void> {
     startedAt.set(req, performance.now());
     res.setHeader('X-Request-Id', requestIdOf(req));
     try {
       if (inflight.draining) throw shuttingDown();
       const account = await authenticateOrThrow(opts, req);
+      await checkRequestRate(opts, account);
       await runPreflight(opts, account, req, subPath, undefined);
+      if (inflight.draining) throw shuttingDown();
     } catch (caught) {
       const err = toInferyError(caught);
       sendError(res, err);
@@ -79,6 +86,9 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
       return;
     }
     if (res.destroyed) return;
+    // At the shutdown deadline: a 503 if nothing was sent yet, else the connection is closed.
+    inflight.add(res, (err) => (res.headersSent ? res.destroy() : sendError(res, err, true)), responseDone(res));
+    subPaths.set(req, subPath);
     await proxy(req, res, (err?: unknown) => {
       if (err) sendError(res, toInferyError(err));
     });

@@ -23,6 +23,7 @@ export interface RequestLogLine {
   status: number;
   durationMs: number;
   generationId?: string;
+  providerId?: string;
   model?: string;
   stream?: boolean;
   ttftMs?: number | null;

@@ -5,7 +5,6 @@ import type { Generation } from './generation';
 import type { ResolvedOptions } from './options';
 import type { UpstreamCall } from './upstream';
 import { redact } from './upstream-headers';
-import { isUsage } from './usage';
 
 const HEARTBEAT = ': keep-alive\n\n';
 const DONE = 'data: [DONE]\n\n';
@@ -40,7 +39,11 @@ export function errorChunk(err: InferyError): string {
  * `detach()`, which removes every listener and timer the relay added.
  */
 export class StreamRelay<Account> {
-  private state: 'streaming' | 'finishing' | 'done' = 'streaming';
+  /**
+   * `streaming`: relaying. `draining`: the client left after every choice finished; reading on (bounded by
+   * `usageGraceTimeout`) for the provider's usage, writing nothing. `finishing`/`done`: settled or settling.
+   */
+  private state: 'streaming' | 'draining' | 'finishing' | 'done' = 'streaming';
   private paused = false;
   private lastUpstreamAt = Date.now();
   private lastWriteAt = Date.now();
@@ -75,7 +78,7 @@ export class StreamRelay<Account> {
   };
 
   private readonly onEvent = (event: EventSourceMessage): void => {
-    if (this.state !== 'streaming') return;
+    if (this.state !== 'streaming' && this.state !== 'draining') return;
     const data = event.data;
     if (data === '[DONE]') {
       void this.complete();
@@ -94,6 +97,11 @@ export class StreamRelay<Account> {
       return;
     }
     this.inspect(chunk);
+    if (this.state === 'draining') {
+      // the client is gone: the usage is all that was still awaited
+      if (this.gen.providerUsage) void this.complete();
+      return;
+    }
     // A chunk that passes through unchanged is not re-serialised, unless it spanned several data: lines.
     this.write(data.indexOf('\n') === -1 ? `data: ${data}\n\n` : `data: ${JSON.stringify(chunk)}\n\n`, this.lastUpstreamAt);
   };
@@ -101,19 +109,19 @@ export class StreamRelay<Account> {
   /** Reads what metering needs from a chunk: ids, usage, produced text, finish reason. */
   private inspect(chunk: Record<string, unknown>): void {
     const gen = this.gen;
-    if (gen.id === undefined && typeof chunk.id === 'string' && chunk.id !== '') {
-      gen.id = chunk.id;
+    if (gen.providerId === undefined && typeof chunk.id === 'string' && chunk.id !== '') {
+      gen.providerId = chunk.id;
       if (typeof chunk.object === 'string') gen.object = chunk.object;
       if (typeof chunk.created === 'number') gen.created = chunk.created;
       if (typeof chunk.model === 'string') gen.providerModel = chunk.model;
     }
-    if (isUsage(chunk.usage)) gen.providerUsage = chunk.usage;
+    if (chunk.usage !== undefined && chunk.usage !== null) gen.recordUsage(chunk.usage);
     const choices = chunk.choices;
     if (!Array.isArray(choices)) return;
     for (const choice of choices as Array<Record<string, unknown> | null>) {
       if (!choice) continue;
       if (gen.tally.addMessage(choice.delta)) gen.markFirstToken();
-      if (typeof choice.finish_reason === 'string') gen.finishReason = choice.finish_reason;
+      if (typeof choice.finish_reason === 'string') gen.markChoiceFinished(choice.index, choice.finish_reason);
     }
   }
 
@@ -170,6 +178,10 @@ export class StreamRelay<Account> {
   };
 
   private readonly onUpstreamEnd = (): void => {
+    if (this.state === 'draining') {
+      void this.complete();
+      return;
+    }
     if (this.state !== 'streaming') return;
     if (this.gen.finishReason !== null) {
       // Some providers end the stream after the finish chunk without sending [DONE].
@@ -180,12 +192,22 @@ export class StreamRelay<Account> {
   };
 
   private readonly onUpstreamClose = (): void => {
-    if (this.state !== 'streaming' || this.upstream.readableEnded) return;
+    if (this.upstream.readableEnded) return;
+    if (this.state === 'draining') {
+      // the generation had finished; only the usage was missing: bill the estimate
+      void this.complete();
+      return;
+    }
+    if (this.state !== 'streaming') return;
     this.fail(new InferyError(502, 'upstream_connection_lost', 'The connection to the upstream provider was lost mid-stream.', { type: 'upstream_error' }));
   };
 
   private readonly onClientClose = (): void => {
     if (this.state !== 'streaming' || this.res.writableFinished) return;
+    if (this.gen.generationFinished) {
+      this.drain();
+      return;
+    }
     this.state = 'done';
     this.detach();
     this.call.abort();
@@ -196,8 +218,32 @@ export class StreamRelay<Account> {
     void this.gen.finish('cancelled');
   };
 
+  /**
+   * The client left after every choice sent its `finish_reason`: the generation is complete and is billed at
+   * the provider's usage, so keep reading for it, for at most `usageGraceTimeout`, without writing.
+   */
+  private drain(): void {
+    this.state = 'draining';
+    clearTimeout(this.timer);
+    this.res.off('close', this.onClientClose);
+    this.res.off('drain', this.onDrain);
+    if (this.paused) {
+      this.paused = false;
+      this.upstream.resume();
+    }
+    this.timer = setTimeout(() => {
+      this.call.abort();
+      void this.complete();
+    }, this.opts.usageGraceTimeout);
+    this.opts.logger?.info(
+      { reqId: this.gen.reqId, generationId: this.gen.generationId },
+      'infery-stream client disconnected after the finish; reading on for the provider usage',
+    );
+  }
+
   /** The generation finished: meter it, then send the credits chunk and [DONE]. */
   private async complete(): Promise<void> {
+    if (this.state !== 'streaming' && this.state !== 'draining') return;
     this.state = 'finishing';
     this.detach();
     this.release();
@@ -212,7 +258,7 @@ export class StreamRelay<Account> {
   private creditsChunk(credits: number): string {
     const gen = this.gen;
     const chunk = {
-      id: gen.generationId,
+      id: gen.chunkId,
       object: gen.object,
       created: gen.created,
       model: gen.providerModel,
@@ -228,6 +274,12 @@ export class StreamRelay<Account> {
    * streaming began, or the gateway is shutting down. Does nothing once the stream is finishing.
    */
   fail(err: InferyError): void {
+    if (this.state === 'draining') {
+      // the generation had finished before the client left: bill it as completed with what is known
+      this.call.abort();
+      void this.complete();
+      return;
+    }
     if (this.state !== 'streaming') return;
     this.state = 'done';
     this.detach();

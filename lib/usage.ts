@@ -44,17 +44,34 @@ export class CompletionTally {
   }
 
   /**
-   * Adds what a chunk's `choices[].delta` (or a full `message`) carries: content, reasoning, refusal, tool
-   * calls. Returns true when it carried any generated text.
+   * Adds every kind of generated text a chunk's `choices[].delta` (or a full `message`) carries: content
+   * (string or text parts), reasoning (`reasoning_content`, `reasoning` or `reasoning_details`), refusal, audio
+   * transcript, tool calls and legacy function calls. Returns true when it carried any.
    */
   addMessage(message: unknown): boolean {
     if (typeof message !== 'object' || message === null) return false;
     const m = message as Record<string, unknown>;
     let added = false;
     if (typeof m.content === 'string') added = this.add(m.content) || added;
+    else if (Array.isArray(m.content)) {
+      for (const part of m.content as Array<Record<string, unknown> | null>) {
+        if (typeof part?.text === 'string') added = this.add(part.text) || added;
+      }
+    }
     if (typeof m.reasoning_content === 'string') added = this.add(m.reasoning_content) || added;
     else if (typeof m.reasoning === 'string') added = this.add(m.reasoning) || added;
+    else if (Array.isArray(m.reasoning_details)) {
+      for (const detail of m.reasoning_details as Array<Record<string, unknown> | null>) {
+        if (typeof detail?.text === 'string') added = this.add(detail.text) || added;
+        else if (typeof detail?.summary === 'string') added = this.add(detail.summary) || added;
+      }
+    }
     if (typeof m.refusal === 'string') added = this.add(m.refusal) || added;
+    const audio = m.audio as Record<string, unknown> | undefined;
+    if (typeof audio?.transcript === 'string') added = this.add(audio.transcript) || added;
+    const legacyCall = m.function_call as Record<string, unknown> | undefined;
+    if (typeof legacyCall?.name === 'string') added = this.add(legacyCall.name) || added;
+    if (typeof legacyCall?.arguments === 'string') added = this.add(legacyCall.arguments) || added;
     if (Array.isArray(m.tool_calls)) {
       for (const call of m.tool_calls as Array<Record<string, unknown> | null>) {
         const f = call?.function as Record<string, unknown> | undefined;
@@ -104,13 +121,43 @@ export function estimatePromptTokens(body: Record<string, unknown>, count: Token
   return tokens;
 }
 
-/** True when `value` looks like a usage object a provider sent (zero counts included). */
-export function isUsage(value: unknown): value is Usage {
-  return (
-    typeof value === 'object' &&
-    value !== null &&
-    (typeof (value as Usage).prompt_tokens === 'number' || typeof (value as Usage).completion_tokens === 'number')
-  );
+/** A token count a provider may report: a whole, non-negative, exactly representable number. */
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}
+
+/**
+ * Reads a provider's `usage`: `undefined` when there is none (`null`, absent), `'invalid'` when it is there but
+ * cannot be billed (counts that are not whole non-negative numbers, or no `completion_tokens`), else the usage
+ * with `total_tokens` made consistent.
+ */
+export function parseUsage(value: unknown): Usage | 'invalid' | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'object' || Array.isArray(value)) return 'invalid';
+  const u = value as Record<string, unknown>;
+  if (!isCount(u.prompt_tokens) || !isCount(u.completion_tokens)) return 'invalid';
+  if (u.total_tokens !== undefined && u.total_tokens !== null && !isCount(u.total_tokens)) return 'invalid';
+  const total = u.prompt_tokens + u.completion_tokens;
+  return { ...u, prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: Math.max(total, (u.total_tokens as number | undefined) ?? 0) } as Usage;
+}
+
+/** Combines two usages of one generation so that a later one never lowers what is billed. */
+export function mergeUsage(previous: Usage | undefined, next: Usage): Usage {
+  if (!previous) return next;
+  const prompt = Math.max(previous.prompt_tokens, next.prompt_tokens);
+  const completion = Math.max(previous.completion_tokens, next.completion_tokens);
+  return { ...previous, ...next, prompt_tokens: prompt, completion_tokens: completion, total_tokens: Math.max(previous.total_tokens, next.total_tokens, prompt + completion) };
+}
+
+/** A usage's raw value for a log line: JSON, at most 300 characters. */
+export function describeRawUsage(value: unknown): string {
+  let text: string;
+  try {
+    text = JSON.stringify(value) ?? String(value);
+  } catch {
+    text = String(value);
+  }
+  return text.length > 300 ? `${text.slice(0, 300)}…` : text;
 }
 
 /** Builds an estimated usage object. */

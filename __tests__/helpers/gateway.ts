@@ -63,3 +63,14 @@ export async function startGateway(
     },
   };
 }
+
+/**
+ * Asserts that nothing was billed: every `meter` call (one per request that reached the upstream call) settled
+ * an `unserved` request with zero usage, so its hold is released and nothing is charged.
+ */
+export function expectNothingBilled(calls: ReadonlyArray<MeterEvent<Account>>, expectedCalls?: number): void {
+  if (expectedCalls !== undefined) expect(calls).toHaveLength(expectedCalls);
+  for (const call of calls) {
+    expect(call).toMatchObject({ outcome: 'unserved', usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } });
+  }
+}

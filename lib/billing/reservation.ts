@@ -1,0 +1,126 @@
+import type { IncomingMessage } from 'node:http';
+import { InferyError } from '../errors';
+
+/** Tokens counted for one image, audio clip or file part (a data: URL or an `image_url` part), whatever its size. */
+export const MEDIA_PART_TOKENS = 1_105;
+/** OpenAI's largest `n`. */
+const MAX_CHOICES = 128;
+
+/** The most a request can cost, in tokens. */
+export interface WorstCase {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** What `reserve` sees: the account, the request and its worst case. */
+export interface ReserveContext<Account> {
+  account: Account;
+  /** The gateway-unique id of the generation this reservation is for (also `MeterEvent.generationId`). */
+  generationId: string;
+  /** The route below the base path, e.g. `/chat/completions`. */
+  path: string;
+  /** The model the client asked for. */
+  model: string;
+  /** The parsed request body (read only). */
+  body: Readonly<Record<string, unknown>>;
+  /**
+   * The worst case: `prompt_tokens` is a cheap, deliberately generous estimate (never below the tokens the text
+   * can make for OpenAI's tokenizers; media parts at a fixed figure), `completion_tokens` is the cap times `n`.
+   */
+  worstCase: WorstCase;
+  /** The completion cap per choice that will be sent upstream. */
+  maxCompletionTokens: number;
+  /** Where the cap came from: the client's `max_completion_tokens` / `max_tokens`, or `defaultMaxTokens`. */
+  capSource: 'max_completion_tokens' | 'max_tokens' | 'default';
+  /** Number of choices asked for (`n`). */
+  choices: number;
+  req: IncomingMessage;
+}
+
+/**
+ * What `reserve` returns: `false` refuses (402); `true`/`undefined` admits without a hold; any other value is
+ * the hold, handed back in `MeterEvent.reservation`; `{ hold, maxCompletionTokens }` also lowers the cap sent
+ * upstream (to a whole number between 1 and the cap in the context).
+ */
+export type ReserveResult = boolean | void | { hold: unknown; maxCompletionTokens?: number } | string | number | object;
+
+/** The completion cap of a chat request, as validated. */
+export interface CompletionCap {
+  perChoice: number;
+  source: ReserveContext<unknown>['capSource'];
+  choices: number;
+}
+
+function wholeParam(body: Record<string, unknown>, name: string, max: number): number | undefined {
+  const value = body[name];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) {
+    throw new InferyError(400, 'invalid_value', `\`${name}\` must be a whole number from 1 to ${max}, got ${JSON.stringify(value)}.`, { param: name });
+  }
+  return value;
+}
+
+/** The cap per choice the provider will be held to, and the number of choices. Throws 400 on bad values. */
+export function completionCap(body: Record<string, unknown>, defaultMaxTokens: number): CompletionCap {
+  const choices = wholeParam(body, 'n', MAX_CHOICES) ?? 1;
+  const mct = wholeParam(body, 'max_completion_tokens', Number.MAX_SAFE_INTEGER);
+  const mt = wholeParam(body, 'max_tokens', Number.MAX_SAFE_INTEGER);
+  if (mct !== undefined && (mt === undefined || mct >= mt)) return { perChoice: mct, source: 'max_completion_tokens', choices };
+  if (mt !== undefined) return { perChoice: mt, source: 'max_tokens', choices };
+  return { perChoice: defaultMaxTokens, source: 'default', choices };
+}
+
+/**
+ * The body sent upstream with the cap the provider must enforce: the client's own field when it set one (both
+ * when it set both), else `max_completion_tokens` (what OpenAI's reasoning models require).
+ */
+export function withCap(body: Record<string, unknown>, cap: CompletionCap, perChoice: number): Record<string, unknown> {
+  if (cap.source === 'default') return { ...body, max_completion_tokens: perChoice };
+  if (perChoice === cap.perChoice) return body;
+  const out: Record<string, unknown> = { ...body };
+  if (out.max_completion_tokens !== undefined && out.max_completion_tokens !== null) out.max_completion_tokens = perChoice;
+  if (out.max_tokens !== undefined && out.max_tokens !== null) out.max_tokens = perChoice;
+  return out;
+}
+
+const DATA_URL = /^data:[^,]{0,200};base64,/;
+
+/**
+ * A generous, linear-time bound on the prompt tokens of a request: every string in the prompt-bearing fields
+ * counts one token per 3 UTF-8 bytes plus one (BPE tokens of real text average 3.5–4.5 bytes), each object,
+ * array and key adds one, a media part (an `image_url`, `input_audio` or `file` part, or any base64 data: URL)
+ * counts {@link MEDIA_PART_TOKENS}. Walks iteratively, so deep nesting cannot overflow the stack.
+ */
+export function promptTokenBound(body: Record<string, unknown>): number {
+  let tokens = 3;
+  const stack: unknown[] = [body.messages, body.tools, body.functions, body.response_format, body.tool_choice];
+  while (stack.length > 0) {
+    const value = stack.pop();
+    if (typeof value === 'string') {
+      tokens += DATA_URL.test(value) ? MEDIA_PART_TOKENS : Math.ceil(Buffer.byteLength(value) / 3) + 1;
+    } else if (typeof value === 'number' || typeof value === 'boolean') {
+      tokens += 1;
+    } else if (Array.isArray(value)) {
+      tokens += 1;
+      for (const item of value) stack.push(item);
+    } else if (typeof value === 'object' && value !== null) {
+      const obj = value as Record<string, unknown>;
+      if (obj.type === 'image_url' || obj.type === 'input_audio' || obj.type === 'file' || obj.type === 'input_image') {
+        tokens += MEDIA_PART_TOKENS;
+        continue;
+      }
+      tokens += 2; // per-message and per-object overhead
+      for (const key of Object.keys(obj)) {
+        tokens += Math.ceil(key.length / 3);
+        stack.push(obj[key]);
+      }
+    }
+  }
+  return tokens;
+}
+
+/** Whether `value` is the `{ hold, maxCompletionTokens }` form of a reserve result. */
+export function isHoldWithCap(value: unknown): value is { hold: unknown; maxCompletionTokens?: number } {
+  return typeof value === 'object' && value !== null && !Array.isArray(value) && 'hold' in value;
+}

@@ -1,0 +1,91 @@
+import type { IncomingMessage } from 'node:http';
+import type { Ticket } from './admission';
+import type { InferyError } from './errors';
+import { callMeter, type Outcome } from './metering';
+import type { ResolvedOptions } from './options';
+import { logRequestEnd } from './request-log';
+import type { Usage } from './usage';
+
+/** Everything settlement needs to know about how a request ended. */
+export interface Ending<Account> {
+  ticket: Ticket<Account>;
+  req: IncomingMessage;
+  reqId: string;
+  path: string;
+  providerId: string | undefined;
+  model: string;
+  outcome: Outcome;
+  usage: Usage;
+  error: InferyError | undefined;
+  stream: boolean;
+  finishReason: string | null;
+  ttftMs: number | null;
+  durationMs: number;
+}
+
+const HTTP_STATUS: Record<Outcome, (error: InferyError | undefined) => number> = {
+  completed: () => 200,
+  // The status line already went out as 200 for streams; 499 is the usual mark of a client that left.
+  cancelled: () => 499,
+  failed: () => 200,
+  unserved: (error) => error?.status ?? 502,
+};
+
+/**
+ * Settlement: the one place a request that passed admission ends. Calls `meter` once (which settles the real
+ * charge and releases the hold; zero usage for `unserved`), gives the concurrency slot back, and logs the
+ * request's line. Never rejects; resolves to the credits, or `undefined` when `meter` failed (logged).
+ */
+export async function settle<Account>(opts: ResolvedOptions<Account>, end: Ending<Account>): Promise<number | undefined> {
+  const { ticket } = end;
+  let result: Awaited<ReturnType<typeof callMeter>>;
+  try {
+    result = await callMeter(
+      opts.meter,
+      {
+        account: ticket.account,
+        generationId: ticket.generationId,
+        providerId: end.providerId,
+        path: end.path,
+        model: end.model,
+        outcome: end.outcome,
+        usage: end.usage,
+        reservation: ticket.reservation,
+        worstCase: ticket.worstCase,
+        cancelled: end.outcome === 'cancelled',
+        error: end.error,
+        stream: end.stream,
+        finishReason: end.finishReason,
+        timings: { ttftMs: end.ttftMs, durationMs: end.durationMs },
+        req: end.req,
+      },
+      opts.meterTimeout,
+    );
+  } finally {
+    await ticket.lease?.release();
+  }
+  if (result.credits === undefined) {
+    const err = result.error instanceof Error ? { name: result.error.name, message: result.error.message } : undefined;
+    opts.logger?.error(
+      { reqId: end.reqId, generationId: ticket.generationId, failure: result.failure, err },
+      `infery-stream meter ${result.failure === 'timeout' ? 'timed out' : result.failure === 'invalid' ? 'returned an invalid value' : 'threw'}`,
+    );
+  }
+  logRequestEnd(opts.logger, {
+    reqId: end.reqId,
+    path: end.path,
+    status: HTTP_STATUS[end.outcome](end.error),
+    durationMs: end.durationMs,
+    generationId: ticket.generationId,
+    providerId: end.providerId,
+    model: end.model,
+    stream: end.stream,
+    ttftMs: end.ttftMs,
+    usage: end.usage,
+    credits: result.credits ?? null,
+    cancelled: end.outcome === 'cancelled',
+    outcome: end.outcome,
+    errorCode: end.error?.code,
+  });
+  return result.credits;
+}
