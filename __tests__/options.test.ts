@@ -23,6 +23,13 @@ describe('options are validated when the middleware is created', () => {
     ['a logger that is not a logger', { ...valid, logger: console.log }, /pino logger/],
     ['a meter that is not a function', { ...valid, meter: 3 }, /`meter` must be a function/],
     ['a wrongly cased option', { ...valid, basepath: '/v2' }, /did you mean `basePath`\?/],
+    ['a zero defaultMaxTokens', { ...valid, defaultMaxTokens: 0 }, /`defaultMaxTokens` must be a positive whole number/],
+    ['a fractional defaultMaxTokens', { ...valid, defaultMaxTokens: 1.5 }, /`defaultMaxTokens` must be a positive whole number/],
+    ['a string defaultMaxTokens', { ...valid, defaultMaxTokens: '4096' }, /`defaultMaxTokens` must be a positive whole number/],
+    ['a negative usageGraceTimeout', { ...valid, usageGraceTimeout: -1 }, /`usageGraceTimeout` must be a non-negative number of milliseconds/],
+    ['a reserve that is not a function', { ...valid, reserve: 3 }, /`reserve` must be a function/],
+    ['a misspelled reserve', { ...valid, reserv: () => true }, /did you mean `reserve`\?/],
+    ['passThrough as a route string', { ...valid, passThrough: 'GET /models' }, /`passThrough` must be a list of routes/],
   ])('%s throws a message that says how to fix it', (_name, options, message) => {
     expect(() => inferyStream(options as Options)).toThrow(InferyOptionsError);
     expect(() => inferyStream(options as Options)).toThrow(message);

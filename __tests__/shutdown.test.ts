@@ -83,6 +83,53 @@ describe('graceful shutdown', () => {
     expectNothingBilled(gw.meterCalls);
   });
 
+  test('streams that complete during the drain get credits_used and [DONE] before shutdown() resolves', async () => {
+    await gw.close();
+    // an async meter widens the gap between settling and writing the last chunks
+    const outcomes: string[] = [];
+    gw = await startGateway(provider.url, {
+      meter: (e) => new Promise((r) => setTimeout(() => r(e.usage.total_tokens), 5 + (outcomes.push(e.outcome) % 7))),
+    });
+    provider.reply = () => ({ steps: textSteps(words(3), { gap: 100 }) });
+    const pending = Array.from({ length: 40 }, () => postStream(gw.url, chat));
+    await waitFor(() => gw.gateway.inFlight >= 20, 3000, 'the streams to start');
+    await gw.gateway.shutdown({ deadlineMs: 5000 });
+    // what a process does next: close every connection at once
+    await gw.close();
+    const results = await Promise.all(pending);
+    const served = results.filter((r) => r.status === 200);
+    expect(served.length).toBeGreaterThanOrEqual(20);
+    expect(served.length + results.filter((r) => r.status === 503).length).toBe(40); // the late ones were refused
+    for (const result of served) {
+      expect(result.events.at(-1)).toBe('[DONE]');
+      expect(jsonEvents(result).at(-1)).toHaveProperty('credits_used');
+    }
+    expect(outcomes.filter((o) => o === 'completed')).toHaveLength(served.length);
+    expect(outcomes).toHaveLength(served.length);
+  });
+
+  test('a pass-through request under way is waited for, and answered in full', async () => {
+    provider.reply = () => ({ delay: 300, json: { object: 'list', data: [] } });
+    const pending = request(gw.url).get('/v1/models').set('Authorization', `Bearer ${KEY}`).then((r) => r);
+    await waitFor(() => gw.gateway.inFlight === 1, 2000, 'the request to go upstream');
+    await gw.gateway.shutdown({ deadlineMs: 5000 });
+    await gw.close();
+    const res = await pending;
+    expect(res.status).toBe(200);
+    expect(res.body).toEqual({ object: 'list', data: [] });
+  });
+
+  test('a pass-through request still waiting for the provider at the deadline gets a 503', async () => {
+    provider.reply = () => ({ delay: Infinity });
+    const pending = request(gw.url).get('/v1/models').set('Authorization', `Bearer ${KEY}`).then((r) => r);
+    await waitFor(() => gw.gateway.inFlight === 1, 2000, 'the request to go upstream');
+    await gw.gateway.shutdown({ deadlineMs: 50 });
+    const res = await pending;
+    expect(res.status).toBe(503);
+    expect(res.body.error.code).toBe('shutting_down');
+    expect(gw.gateway.inFlight).toBe(0);
+  });
+
   test('rejects a bad deadline', async () => {
     await expect(gw.gateway.shutdown({ deadlineMs: -1 })).rejects.toThrow(/deadlineMs/);
   });
