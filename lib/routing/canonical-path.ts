@@ -24,6 +24,13 @@ function segmentProblem(segment: string): string | undefined {
     if (ch === '/' || ch === '\\' || ch === '%') return `a percent-encoded "${ch}"`;
     if (code < 0x20 || code === 0x7f) return 'a percent-encoded control character';
   }
+  if (segment.includes('%')) {
+    try {
+      decodeURIComponent(segment); // rejects invalid and overlong UTF-8 (%C0%AE is an old spelling of ".")
+    } catch {
+      return 'a percent-encoding that is not valid UTF-8';
+    }
+  }
   return undefined;
 }
 

@@ -67,9 +67,11 @@ export class RouteTable {
   match(method: string, subPath: string): RouteMatch {
     const parts = subPath.slice(1).split('/');
     const candidates = this.routes.filter((route) => matches(route, parts));
-    const route = candidates.find((r) => r.method === method);
+    // HEAD is answered wherever GET is, as HTTP expects
+    const route = candidates.find((r) => r.method === method) ?? (method === 'HEAD' ? candidates.find((r) => r.method === 'GET') : undefined);
     if (route) return { route };
-    return candidates.length > 0 ? { allow: [...new Set(candidates.map((r) => r.method))] } : undefined;
+    const allow = new Set(candidates.flatMap((r) => (r.method === 'GET' ? ['GET', 'HEAD'] : [r.method])));
+    return candidates.length > 0 ? { allow: [...allow] } : undefined;
   }
 
   /** `"POST /v1/chat/completions, GET /v1/models, …"` for error messages. */
