@@ -116,7 +116,6 @@ export async function admitGeneration<Account>(
   const lease = await acquireSlot(opts, account);
   try {
     const generationId = `gen-${randomUUID()}`;
-    res.setHeader('X-Generation-Id', generationId);
     const prompt = promptTokenBound(body);
     const worstCase = (perChoice: number): WorstCase => ({
       prompt_tokens: prompt,
@@ -154,6 +153,7 @@ export async function admitGeneration<Account>(
         }
       } else if (result !== true) reservation = result;
     }
+    res.setHeader('X-Generation-Id', generationId);
     return {
       account,
       generationId,

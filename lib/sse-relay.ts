@@ -223,6 +223,12 @@ export class StreamRelay<Account> {
    * the provider's usage, so keep reading for it, for at most `usageGraceTimeout`, without writing.
    */
   private drain(): void {
+    if (this.gen.providerUsage) {
+      // the usage came already: nothing left to wait for
+      this.state = 'draining';
+      void this.complete();
+      return;
+    }
     this.state = 'draining';
     clearTimeout(this.timer);
     this.res.off('close', this.onClientClose);
