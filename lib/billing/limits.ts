@@ -1,3 +1,5 @@
+import { performance } from 'node:perf_hooks';
+
 /**
  * Where per-account limit counters live. The in-memory store below serves one process; a shared store (Redis)
  * implements the same three calls atomically so the limits hold across instances.
@@ -31,7 +33,8 @@ export class MemoryLimitStore implements LimitStore {
   private readonly buckets = new Map<string, Bucket>();
   private hits = 0;
 
-  constructor(private readonly now: () => number = Date.now) {}
+  /** `now` is a clock in milliseconds; the default is monotonic, so a wall-clock step never blocks an account. */
+  constructor(private readonly now: () => number = () => performance.now()) {}
 
   acquire(key: string, max: number): boolean {
     const held = this.open.get(key) ?? 0;
@@ -51,7 +54,7 @@ export class MemoryLimitStore implements LimitStore {
     if (++this.hits % 1024 === 0) this.sweep(now, perMinute);
     const bucket = this.buckets.get(key) ?? { tokens: perMinute, at: now };
     const rate = perMinute / MINUTE;
-    bucket.tokens = Math.min(perMinute, bucket.tokens + (now - bucket.at) * rate);
+    bucket.tokens = Math.min(perMinute, bucket.tokens + Math.max(0, now - bucket.at) * rate);
     bucket.at = now;
     this.buckets.set(key, bucket);
     if (bucket.tokens >= 1) {
