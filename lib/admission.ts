@@ -1,8 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { completionCap, isHoldWithCap, promptTokenBound, withCap, type WorstCase } from './billing/reservation';
+import { estimatePrompt } from './billing/prompt-estimate';
+import { completionCap, isHoldWithCap, withCap, type WorstCase } from './billing/reservation';
 import { InferyError } from './errors';
 import type { ResolvedOptions } from './options';
+import { defaultCountTokens } from './usage';
 
 /**
  * Admission: what every route passes before anything goes upstream, in this order — `authenticate` (401), the
@@ -23,6 +25,8 @@ export interface Ticket<Account> {
   /** What `reserve` returned as the hold. */
   reservation: unknown;
   worstCase: WorstCase;
+  /** The prompt's estimated tokens (billed when the provider sends no usage). */
+  promptTokens: number;
   /** The completion cap per choice sent upstream. */
   maxCompletionTokens: number;
   choices: number;
@@ -113,10 +117,12 @@ export async function admitGeneration<Account>(
   model: string,
 ): Promise<Ticket<Account>> {
   const cap = completionCap(body, opts.defaultMaxTokens);
+  const count = opts.countTokens ?? defaultCountTokens;
+  const estimate = await estimatePrompt(body, (text) => count(text, model));
   const lease = await acquireSlot(opts, account);
   try {
     const generationId = `gen-${randomUUID()}`;
-    const prompt = promptTokenBound(body);
+    const prompt = estimate.bound;
     const worstCase = (perChoice: number): WorstCase => ({
       prompt_tokens: prompt,
       completion_tokens: perChoice * cap.choices,
@@ -159,6 +165,7 @@ export async function admitGeneration<Account>(
       generationId,
       reservation,
       worstCase: worstCase(perChoice),
+      promptTokens: estimate.tokens,
       maxCompletionTokens: perChoice,
       choices: cap.choices,
       upstreamBody: withCap(body, cap, perChoice),

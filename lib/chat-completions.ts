@@ -46,7 +46,7 @@ export async function handleChatCompletion<Account>(
     const { model, stream } = validateChatRequest(body);
     await runPreflight(opts, account, req, '/chat/completions', body);
     const ticket = await admitGeneration(opts, account, req, res, '/chat/completions', body, model);
-    gen = new Generation(opts, req, ticket, body, model, stream, reqId);
+    gen = new Generation(opts, req, ticket, model, stream, reqId);
     const generation = gen;
     // Until the upstream call starts, shutting down ends the request with a 503, settled as unserved.
     let stop = (err: InferyError): void => {

@@ -10,10 +10,8 @@ import {
   defaultCountTokens,
   describeRawUsage,
   estimatedUsage,
-  estimatePromptTokens,
   mergeUsage,
   parseUsage,
-  type TokenCounter,
   type Usage,
 } from './usage';
 
@@ -40,7 +38,6 @@ export class Generation<Account> {
   readonly tally: CompletionTally;
 
   private readonly startedAt = performance.now();
-  private readonly count: TokenCounter;
   private readonly finishedChoices = new Set<number>();
   private finishing: Promise<number | undefined> | undefined;
   private meteredUsage: Usage | undefined;
@@ -50,14 +47,12 @@ export class Generation<Account> {
     private readonly opts: ResolvedOptions<Account>,
     private readonly req: IncomingMessage,
     readonly ticket: Ticket<Account>,
-    private readonly body: Record<string, unknown>,
     readonly model: string,
     readonly stream: boolean,
     readonly reqId: string,
   ) {
     this.providerModel = model;
-    this.count = opts.countTokens ?? defaultCountTokens;
-    this.tally = new CompletionTally(this.count, model);
+    this.tally = new CompletionTally(opts.countTokens ?? defaultCountTokens, model);
   }
 
   /** The gateway-unique id (`X-Generation-Id`). */
@@ -120,7 +115,7 @@ export class Generation<Account> {
     if (this.providerUsage) return this.providerUsage;
     const worst = this.ticket.worstCase;
     return estimatedUsage(
-      Math.min(worst.prompt_tokens, estimatePromptTokens(this.body, this.count, this.model)),
+      Math.min(worst.prompt_tokens, this.ticket.promptTokens),
       Math.min(worst.completion_tokens, this.tally.tokens()),
     );
   }

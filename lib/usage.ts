@@ -1,4 +1,5 @@
 import { countTokens as o200kCount } from 'gpt-tokenizer';
+import { countInSlices } from './billing/token-count';
 
 /** Token usage as OpenAI reports it; `estimated: true` when the gateway counted the tokens itself. */
 export interface Usage {
@@ -14,8 +15,13 @@ export type TokenCounter = (text: string, model: string) => number;
 
 const NO_SPECIAL = { disallowedSpecial: new Set<string>() };
 
-/** Counts tokens with gpt-tokenizer's o200k_base encoding; special-token text counts as plain text. */
-export const defaultCountTokens: TokenCounter = (text) => (text === '' ? 0 : o200kCount(text, NO_SPECIAL));
+const o200k = (text: string): number => o200kCount(text, NO_SPECIAL);
+
+/**
+ * Counts tokens with gpt-tokenizer's o200k_base encoding, special-token text as plain text, in slices so the
+ * cost stays linear in the text's length.
+ */
+export const defaultCountTokens: TokenCounter = (text) => (text === '' ? 0 : countInSlices(text, o200k));
 
 /** Flushes pending completion text to the tokenizer past this many characters, so memory stays bounded. */
 const FLUSH_AT = 64 * 1024;
@@ -93,32 +99,6 @@ export class CompletionTally {
     this.pending = [];
     this.pendingLength = 0;
   }
-}
-
-/**
- * Estimates the prompt tokens of a chat request the way OpenAI's cookbook does for chat models: 3 tokens per
- * message, the tokens of its role, content and name, 3 to prime the reply, plus the tools' JSON.
- */
-export function estimatePromptTokens(body: Record<string, unknown>, count: TokenCounter, model: string): number {
-  let tokens = 3;
-  const messages = Array.isArray(body.messages) ? body.messages : [];
-  for (const message of messages as Array<Record<string, unknown>>) {
-    if (typeof message !== 'object' || message === null) continue;
-    tokens += 3;
-    if (typeof message.role === 'string') tokens += count(message.role, model);
-    if (typeof message.name === 'string') tokens += 1 + count(message.name, model);
-    const content = message.content;
-    if (typeof content === 'string') tokens += count(content, model);
-    else if (Array.isArray(content)) {
-      for (const part of content as Array<Record<string, unknown>>) {
-        if (typeof part?.text === 'string') tokens += count(part.text, model);
-        else if (part?.type === 'image_url') tokens += 85;
-      }
-    }
-    if (Array.isArray(message.tool_calls)) tokens += count(JSON.stringify(message.tool_calls), model);
-  }
-  if (Array.isArray(body.tools) && body.tools.length > 0) tokens += count(JSON.stringify(body.tools), model);
-  return tokens;
 }
 
 /** A token count a provider may report: a whole, non-negative, exactly representable number. */

@@ -1,8 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { InferyError } from '../errors';
 
-/** Tokens counted for one image, audio clip or file part (a data: URL or an `image_url` part), whatever its size. */
-export const MEDIA_PART_TOKENS = 1_105;
 /** OpenAI's largest `n`. */
 const MAX_CHOICES = 128;
 
@@ -25,8 +23,8 @@ export interface ReserveContext<Account> {
   /** The parsed request body (read only). */
   body: Readonly<Record<string, unknown>>;
   /**
-   * The worst case: `prompt_tokens` is a cheap, deliberately generous estimate (never below the tokens the text
-   * can make for OpenAI's tokenizers; media parts at a fixed figure), `completion_tokens` is the cap times `n`.
+   * The worst case: `prompt_tokens` is the prompt's token count plus 10% and 16, never above a strict bound of a
+   * token per UTF-8 byte (media parts at a fixed figure); `completion_tokens` is the cap times `n`.
    */
   worstCase: WorstCase;
   /** The completion cap per choice that will be sent upstream. */
@@ -78,46 +76,13 @@ export function completionCap(body: Record<string, unknown>, defaultMaxTokens: n
 export function withCap(body: Record<string, unknown>, cap: CompletionCap, perChoice: number): Record<string, unknown> {
   if (cap.source === 'default') return { ...body, max_completion_tokens: perChoice };
   if (perChoice === cap.perChoice) return body;
+  // a lowered cap lowers each field the client set, and never raises one it set lower
   const out: Record<string, unknown> = { ...body };
-  if (out.max_completion_tokens !== undefined && out.max_completion_tokens !== null) out.max_completion_tokens = perChoice;
-  if (out.max_tokens !== undefined && out.max_tokens !== null) out.max_tokens = perChoice;
-  return out;
-}
-
-const DATA_URL = /^data:[^,]{0,200};base64,/;
-
-/**
- * A generous, linear-time bound on the prompt tokens of a request: every string in the prompt-bearing fields
- * counts one token per 3 UTF-8 bytes plus one (BPE tokens of real text average 3.5–4.5 bytes), each object,
- * array and key adds one, a media part (an `image_url`, `input_audio` or `file` part, or any base64 data: URL)
- * counts {@link MEDIA_PART_TOKENS}. Walks iteratively, so deep nesting cannot overflow the stack.
- */
-export function promptTokenBound(body: Record<string, unknown>): number {
-  let tokens = 3;
-  const stack: unknown[] = [body.messages, body.tools, body.functions, body.response_format, body.tool_choice];
-  while (stack.length > 0) {
-    const value = stack.pop();
-    if (typeof value === 'string') {
-      tokens += DATA_URL.test(value) ? MEDIA_PART_TOKENS : Math.ceil(Buffer.byteLength(value) / 3) + 1;
-    } else if (typeof value === 'number' || typeof value === 'boolean') {
-      tokens += 1;
-    } else if (Array.isArray(value)) {
-      tokens += 1;
-      for (const item of value) stack.push(item);
-    } else if (typeof value === 'object' && value !== null) {
-      const obj = value as Record<string, unknown>;
-      if (obj.type === 'image_url' || obj.type === 'input_audio' || obj.type === 'file' || obj.type === 'input_image') {
-        tokens += MEDIA_PART_TOKENS;
-        continue;
-      }
-      tokens += 2; // per-message and per-object overhead
-      for (const key of Object.keys(obj)) {
-        tokens += Math.ceil(key.length / 3);
-        stack.push(obj[key]);
-      }
-    }
+  for (const field of ['max_completion_tokens', 'max_tokens'] as const) {
+    const value = out[field];
+    if (typeof value === 'number') out[field] = Math.min(value, perChoice);
   }
-  return tokens;
+  return out;
 }
 
 /** Whether `value` is the `{ hold, maxCompletionTokens }` form of a reserve result. */
