@@ -6,7 +6,7 @@ import { priceOf, type Balance } from '../example-app/ledger';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import { InferyError, type ReserveContext, type ReserveResult } from '../lib';
 import { estimatePrompt } from '../lib/billing/prompt-estimate';
-import { defaultCountTokens } from '../lib/usage';
+import { defaultCountTokens } from '../lib/core/usage';
 
 /** The prompt bound the gateway reserves for `body` (o200k count plus 10% and 16, within the strict bound). */
 const promptTokenBound = async (body: Record<string, unknown>): Promise<number> => (await estimatePrompt(body, (t) => defaultCountTokens(t, 'mock-1'))).bound;

@@ -1,13 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { handleChatCompletion } from './chat-completions';
+import { handleChatCompletion } from './chat/chat-completions';
 import { InferyError, sendError } from './errors';
 import { parseOptions, type Options } from './options';
-import { createPassThrough } from './pass-through';
+import { createPassThrough } from './upstream/pass-through';
 import { logRequestEnd, requestIdOf } from './request-log';
 import { classifyPath, rawPathOf } from './routing/canonical-path';
 import { RouteTable, type Route } from './routing/routes';
 import { InFlight, type ShutdownOptions } from './shutdown';
-import { UpstreamClient } from './upstream';
+import { UpstreamClient } from './upstream/upstream';
 
 /** The request as the middleware reads it: a Node request, with what Express adds when it is there. */
 export type GatewayRequest = IncomingMessage & { body?: unknown; path?: string; originalUrl?: string };

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import type { ReserveContext, ReserveResult } from './billing/reservation';
 import { MemoryLimitStore, type LimitStore } from './billing/limits';
-import type { MeterEvent } from './metering';
+import type { MeterEvent } from './core/metering';
 import { DEFAULT_PASS_THROUGH, parseRoute, type Route } from './routing/routes';
 
 /** The subset of a pino logger infery-stream uses. Pass `pino()` or any child of it. */

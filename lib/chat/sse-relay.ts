@@ -1,10 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createParser, type EventSourceMessage, type EventSourceParser } from 'eventsource-parser';
-import { InferyError } from './errors';
-import type { Generation } from './generation';
-import type { ResolvedOptions } from './options';
-import type { UpstreamCall } from './upstream';
-import { redact } from './upstream-headers';
+import { InferyError } from '../errors';
+import type { Generation } from '../core/generation';
+import type { ResolvedOptions } from '../options';
+import type { UpstreamCall } from '../upstream/upstream';
+import { redact } from '../upstream/upstream-headers';
 
 const HEARTBEAT = ': keep-alive\n\n';
 const DONE = 'data: [DONE]\n\n';

@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { InferyError } from './errors';
-import type { Generation } from './generation';
-import type { ResolvedOptions } from './options';
-import { readText } from './request-body';
-import type { UpstreamCall } from './upstream';
+import { InferyError } from '../errors';
+import type { Generation } from '../core/generation';
+import type { ResolvedOptions } from '../options';
+import { readText } from '../request-body';
+import type { UpstreamCall } from '../upstream/upstream';
 
 /**
  * Answers a `"stream": false` request: reads the provider's JSON (bounded by `maxResponseBytes` and

@@ -1,8 +1,8 @@
 import http, { type ClientRequest, type IncomingMessage } from 'node:http';
 import https from 'node:https';
-import { InferyError } from './errors';
-import type { UpstreamSettings } from './options';
-import { readText } from './request-body';
+import { InferyError } from '../errors';
+import type { UpstreamSettings } from '../options';
+import { readText } from '../request-body';
 import { gatewayHeaders, redact } from './upstream-headers';
 
 const noop = (): void => {};

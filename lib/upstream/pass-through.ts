@@ -2,11 +2,11 @@ import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createProxyMiddleware, fixRequestBody } from 'http-proxy-middleware';
-import { authenticateOrThrow, checkRequestRate, runPreflight } from './admission';
-import { responseDone, shuttingDown, type InFlight } from './shutdown';
-import { sendError, toInferyError } from './errors';
-import type { ResolvedOptions } from './options';
-import { logRequestEnd, requestIdOf } from './request-log';
+import { authenticateOrThrow, checkRequestRate, runPreflight } from '../core/admission';
+import { responseDone, shuttingDown, type InFlight } from '../shutdown';
+import { sendError, toInferyError } from '../errors';
+import type { ResolvedOptions } from '../options';
+import { logRequestEnd, requestIdOf } from '../request-log';
 import { upstreamTimeoutError, upstreamUnreachableError } from './upstream';
 import { BODY_HEADERS, gatewayHeaders } from './upstream-headers';
 

@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { UpstreamSettings } from './options';
+import type { UpstreamSettings } from '../options';
 
 const USER_AGENT = 'infery-stream/0.1';
 

@@ -1,15 +1,15 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { admitGeneration, authenticateOrThrow, checkRequestRate, runPreflight } from './admission';
-import { InferyError, sendError, toInferyError } from './errors';
-import { Generation } from './generation';
+import { admitGeneration, authenticateOrThrow, checkRequestRate, runPreflight } from '../core/admission';
+import { InferyError, sendError, toInferyError } from '../errors';
+import { Generation } from '../core/generation';
 import { relayJson } from './json-response';
-import type { ResolvedOptions } from './options';
-import { readJsonBody, validateChatRequest } from './request-body';
-import { logRequestEnd, requestIdOf } from './request-log';
-import { responseDone, shuttingDown, type InFlight } from './shutdown';
+import type { ResolvedOptions } from '../options';
+import { readJsonBody, validateChatRequest } from '../request-body';
+import { logRequestEnd, requestIdOf } from '../request-log';
+import { responseDone, shuttingDown, type InFlight } from '../shutdown';
 import { StreamRelay } from './sse-relay';
-import { upstreamHttpError, type UpstreamClient } from './upstream';
+import { upstreamHttpError, type UpstreamClient } from '../upstream/upstream';
 
 /** The body sent upstream: a stream always asks for usage, whatever the client sent. */
 function upstreamBody(body: Record<string, unknown>, stream: boolean): string {

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { estimatePrompt } from './billing/prompt-estimate';
-import { completionCap, isHoldWithCap, withCap, type WorstCase } from './billing/reservation';
-import { InferyError } from './errors';
-import type { ResolvedOptions } from './options';
+import { estimatePrompt } from '../billing/prompt-estimate';
+import { completionCap, isHoldWithCap, withCap, type WorstCase } from '../billing/reservation';
+import { InferyError } from '../errors';
+import type { ResolvedOptions } from '../options';
 import { defaultCountTokens } from './usage';
 
 /**
