@@ -124,6 +124,7 @@ describe.each([false, true])('routing (host ran express.json() and compression()
       const res = await raw(gw.url, 'POST', '/v1//chat/completions', { body: '{"model":"m",', partial: true });
       expect(res.status).toBe(400);
       expect(JSON.parse(res.text)).toEqual(openAIError('invalid_path'));
+      expect(res.headers.connection).toBe('close'); // the rest of the body is not waited for
     });
   }
 

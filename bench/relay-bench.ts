@@ -116,10 +116,15 @@ interface Gateway {
 }
 
 async function startGateway(upstreamURL: string): Promise<Gateway> {
+  // The whole admission and settlement path, as a billing host runs it: a per-minute and a concurrency limit,
+  // a reservation held and settled per request.
+  const holds = new Set<string>();
   const middleware = inferyStream({
     upstream: { baseURL: upstreamURL, apiKey: 'sk-bench' },
-    authenticate: () => ({}),
-    meter: () => 1,
+    authenticate: () => 'bench-account',
+    reserve: ({ generationId }) => (holds.add(generationId), generationId),
+    meter: ({ generationId }) => (holds.delete(generationId), 1),
+    limits: { maxConcurrent: 100_000, requestsPerMinute: 100_000_000 },
     heartbeatInterval: 0,
   });
   const open = new Map<string, ServerResponse>();

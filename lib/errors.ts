@@ -60,6 +60,9 @@ export function toInferyError(err: unknown): InferyError {
  */
 export function sendError(res: ServerResponse, err: InferyError, closeConnection = false): void {
   if (res.headersSent || res.writableEnded || res.destroyed) return;
+  // Answered before the body arrived (a refused path, key or limit): close rather than read the rest of it.
+  const req = res.req as ServerResponse['req'] | undefined;
+  if (req && !req.complete && (Number(req.headers['content-length']) > 0 || req.headers['transfer-encoding'] !== undefined)) closeConnection = true;
   const body = JSON.stringify(err.toJSON());
   res.statusCode = err.status;
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
