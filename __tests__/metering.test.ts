@@ -1,6 +1,6 @@
 import request from 'supertest';
 import { ScriptedProvider, textSteps } from './helpers/provider';
-import { expectNothingBilled, KEY, startGateway, type TestGateway } from './helpers/gateway';
+import { expectNothingBilled, KEY, startGateway, type TestGateway, withGateway as withGatewayOn } from './helpers/gateway';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
 
 const chat = { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] };
@@ -12,14 +12,8 @@ beforeAll(async () => {
 });
 afterAll(() => provider.stop());
 
-async function withGateway(overrides: Parameters<typeof startGateway>[1], run: (gw: TestGateway) => Promise<void>): Promise<void> {
-  const gw = await startGateway(provider.url, overrides);
-  try {
-    await run(gw);
-  } finally {
-    await gw.close();
-  }
-}
+const withGateway = (overrides: Parameters<typeof startGateway>[1], run: (gw: TestGateway) => Promise<void>): Promise<void> =>
+  withGatewayOn(provider.url, overrides ?? {}, run);
 
 describe('metering exactly once, whatever meter does', () => {
   test.each<[string, () => unknown, string]>([

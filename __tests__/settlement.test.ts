@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import { createApp } from '../example-app/app';
 import { BASE, contentChunk, finishChunk, ScriptedProvider, textSteps, usageChunk, type Step } from './helpers/provider';
-import { KEY, startGateway, type TestGateway } from './helpers/gateway';
+import { KEY, startGateway, type TestGateway, withGateway as withGatewayOn } from './helpers/gateway';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
 
 const chat = { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] };
@@ -19,14 +19,8 @@ beforeAll(async () => {
 });
 afterAll(() => provider.stop());
 
-async function withGateway(overrides: Parameters<typeof startGateway>[1], run: (gw: TestGateway) => Promise<void>): Promise<void> {
-  const gw = await startGateway(provider.url, overrides);
-  try {
-    await run(gw);
-  } finally {
-    await gw.close();
-  }
-}
+const withGateway = (overrides: Parameters<typeof startGateway>[1], run: (gw: TestGateway) => Promise<void>): Promise<void> =>
+  withGatewayOn(provider.url, overrides ?? {}, run);
 
 const abortOnFinish = (data: string): 'abort' | undefined => (data.includes('"finish_reason":"stop"') ? 'abort' : undefined);
 

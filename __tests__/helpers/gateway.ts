@@ -74,3 +74,13 @@ export function expectNothingBilled(calls: ReadonlyArray<MeterEvent<Account>>, e
     expect(call).toMatchObject({ outcome: 'unserved', usage: { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 } });
   }
 }
+
+/** Starts a gateway on `upstreamURL`, runs `run` with it, and always closes it. */
+export async function withGateway(upstreamURL: string, overrides: Partial<Options<Account>>, run: (gw: TestGateway) => Promise<void>): Promise<void> {
+  const gw = await startGateway(upstreamURL, overrides);
+  try {
+    await run(gw);
+  } finally {
+    await gw.close();
+  }
+}
