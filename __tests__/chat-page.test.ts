@@ -138,7 +138,7 @@ test('Stop aborts a slow answer: output stops growing and only the produced toke
   const atStop = await text('#output');
   expect(atStop.length).toBeGreaterThan(0);
 
-  // The page polls /v1/credits until the cancelled generation is metered, then shows the charge.
+  // The page polls /v1/generation?id=<X-Generation-Id> until the cancelled generation is settled, then shows its charge.
   await page.waitForFunction(() => document.querySelector('#credits')?.textContent !== '', undefined, { timeout: 5_000 });
   const charged = used(KEYS.stop);
   expect(charged).toBeGreaterThan(0);

@@ -102,18 +102,23 @@ function setBusy(busy) {
   els.output.classList.toggle('streaming', busy);
 }
 
-/** After a Stop (or a mid-stream failure) the gateway meters what was produced a moment later: poll until `used` moves. */
-async function balanceAfterStop(usedBefore, note) {
-  let data = null;
-  for (let i = 0; i < 15; i++) {
+/**
+ * After a Stop (or a mid-stream failure) the gateway settles what was produced a moment later: poll
+ * GET /v1/generation?id=<X-Generation-Id> until this generation's record is there, and show its charge.
+ */
+async function chargeAfterStop(generationId, note) {
+  const key = els.key.value.trim();
+  for (let i = 0; i < 20 && generationId; i++) {
     await new Promise((r) => setTimeout(r, 150));
-    data = await refreshBalance();
-    if (data && usedBefore !== null && data.used !== usedBefore) break;
+    const res = await fetch(`/v1/generation?id=${encodeURIComponent(generationId)}`, { headers: { Authorization: `Bearer ${key}` }, cache: 'no-store' });
+    if (res.ok) {
+      const { data } = await res.json();
+      els.credits.textContent = String(round(data.credits_used));
+      els.creditsNote.textContent = note;
+      break;
+    }
   }
-  if (data && usedBefore !== null) {
-    els.credits.textContent = String(round(data.used - usedBefore));
-    els.creditsNote.textContent = note;
-  }
+  await refreshBalance();
 }
 
 async function send(event) {
@@ -129,8 +134,8 @@ async function send(event) {
   };
   for (const el of [els.output, els.toolcalls, els.error, els.credits, els.ttft, els.creditsNote]) el.textContent = '';
   els.output.classList.remove('tools-only');
-  const before = await refreshBalance();
-  const usedBefore = before ? before.used : null;
+  await refreshBalance();
+  let generationId = null;
 
   controller = new AbortController();
   const signal = controller.signal;
@@ -151,6 +156,7 @@ async function send(event) {
       body: JSON.stringify(body),
       signal,
     });
+    generationId = res.headers.get('X-Generation-Id');
     if (!res.ok) {
       showError(`HTTP ${res.status}: ${await httpErrorMessage(res)}`);
       setStatus('error', `error ${res.status}`);
@@ -179,13 +185,13 @@ async function send(event) {
       setStatus('stopped', 'stopped');
       controller = null;
       setBusy(false);
-      await balanceAfterStop(usedBefore, 'Stopped: charged only for the tokens produced before Stop (read from GET /v1/credits).');
+      await chargeAfterStop(generationId, 'Stopped: charged only for the tokens produced before Stop (read from GET /v1/generation).');
       return;
     }
     if (err instanceof GatewayStreamError) {
       showError(`The stream failed mid-answer: ${err.message} (${err.code})`);
       setStatus('error', 'failed mid-stream');
-      await balanceAfterStop(usedBefore, 'Failed mid-stream: charged for the tokens produced before the failure (read from GET /v1/credits).');
+      await chargeAfterStop(generationId, 'Failed mid-stream: charged for the tokens produced before the failure (read from GET /v1/generation).');
     } else {
       showError(`Request failed: ${err instanceof Error ? err.message : String(err)}`);
       setStatus('error', 'network error');
