@@ -1,6 +1,6 @@
 import request from 'supertest';
 import { ScriptedProvider, textSteps } from './helpers/provider';
-import { expectNothingBilled, KEY, startGateway, type TestGateway, withGateway as withGatewayOn } from './helpers/gateway';
+import { KEY, startGateway, type TestGateway, withGateway as withGatewayOn } from './helpers/gateway';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
 
 const chat = { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] };
@@ -109,13 +109,36 @@ describe('non-streaming', () => {
     });
   });
 
-  test('an answer that is not JSON is a 502 and nothing is billed', async () => {
+  test('an answer that is not JSON after a 2xx is a 502, settled as failed at the prompt estimate (the provider read the prompt)', async () => {
     provider.reply = () => ({ steps: [{ raw: 'not json' }], headers: { 'content-type': 'application/json' } });
     await withGateway({}, async (gw) => {
       const res = await request(gw.url).post('/v1/chat/completions').set('Authorization', `Bearer ${KEY}`).send({ ...chat, stream: false });
       expect(res.status).toBe(502);
       expect(res.body.error.code).toBe('upstream_invalid_response');
-      expectNothingBilled(gw.meterCalls);
+      await waitFor(() => gw.meterCalls.length === 1, 2000, 'meter');
+      expect(gw.meterCalls[0]).toMatchObject({ outcome: 'failed', usage: { prompt_tokens: 8, completion_tokens: 0, estimated: true } });
+    });
+  });
+
+  test('an answer larger than maxResponseBytes was generated in full: a 502, settled as failed at the worst case', async () => {
+    provider.reply = () => ({ json: { id: 'x', choices: [{ index: 0, message: { role: 'assistant', content: 'y'.repeat(4000) }, finish_reason: 'stop' }] } });
+    await withGateway({ maxResponseBytes: 1000 }, async (gw) => {
+      const res = await request(gw.url).post('/v1/chat/completions').set('Authorization', `Bearer ${KEY}`).send({ ...chat, stream: false, max_tokens: 50 });
+      expect(res.status).toBe(502);
+      expect(res.body.error.code).toBe('upstream_response_too_large');
+      await waitFor(() => gw.meterCalls.length === 1, 2000, 'meter');
+      const call = gw.meterCalls[0]!;
+      expect(call.outcome).toBe('failed');
+      expect(call.usage).toMatchObject({ prompt_tokens: call.worstCase.prompt_tokens, completion_tokens: 50, estimated: true });
+    });
+  });
+
+  test('a provider usage of zero for text that was produced is not believed: that count is estimated', async () => {
+    provider.reply = () => ({ steps: textSteps(['Hello', ' world'], { usage: [0, 0] }) });
+    await withGateway({}, async (gw) => {
+      await postStream(gw.url, chat);
+      expect(gw.meterCalls[0]!.usage).toMatchObject({ prompt_tokens: 8, completion_tokens: 2, estimated: true });
+      expect(gw.logs.some((l) => l.level === 'warn' && String(l.msg).includes('reports zero tokens'))).toBe(true);
     });
   });
 

@@ -76,11 +76,21 @@ describe('streaming relay', () => {
     expect(gw.meterCalls[0]!.usage.estimated).toBe(true);
   });
 
-  test('never replaces a usage the provider sent, zero included', async () => {
+  test('keeps a plausible provider usage as it is, a zero completion for an empty answer included', async () => {
+    provider.reply = () => ({ steps: textSteps([], { usage: [12, 0] }) });
+    const result = await postStream(gw.url, request);
+    expect(jsonEvents(result).at(-1)!.usage).toEqual({ prompt_tokens: 12, completion_tokens: 0, total_tokens: 12 });
+    expect(gw.meterCalls[0]!.usage.estimated).toBeUndefined();
+  });
+
+  test('does not believe a zero usage for a prompt that was sent and text that was produced', async () => {
     provider.reply = () => ({ steps: textSteps(['Hello'], { usage: [0, 0] }) });
     const result = await postStream(gw.url, request);
-    expect(jsonEvents(result).at(-1)!.usage).toEqual({ prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 });
-    expect(gw.meterCalls[0]!.usage.estimated).toBeUndefined();
+    const usage = jsonEvents(result).at(-1)!.usage as { prompt_tokens: number; completion_tokens: number; estimated?: boolean };
+    expect(usage.prompt_tokens).toBeGreaterThan(0);
+    expect(usage.completion_tokens).toBeGreaterThan(0);
+    expect(usage.estimated).toBe(true);
+    expect(gw.meterCalls[0]!.usage).toEqual(usage);
   });
 
   test('does not forward upstream SSE comments or keep-alives as data', async () => {

@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { InferyError } from '../errors';
+import { InferyError, sendError } from '../errors';
 import type { Generation } from '../core/generation';
 import type { ResolvedOptions } from '../options';
 import { readText } from '../request-body';
@@ -9,7 +9,9 @@ import type { UpstreamCall } from '../upstream/upstream';
  * Answers a `"stream": false` request: reads the provider's JSON (bounded by `maxResponseBytes` and
  * `idleTimeout`), meters it, and returns it with a top-level `credits_used`. The caller's client-close
  * listener stays attached until this returns: a client that leaves first aborts the upstream and is metered
- * as cancelled, and this returns without answering. Throws an InferyError for a bad upstream answer.
+ * as cancelled, and this returns without answering. A provider that answered 2xx and then failed has processed
+ * the prompt: the answer becomes a 502 and is settled as `failed` — at the worst case when the answer was larger
+ * than `maxResponseBytes` (it was generated in full), else at the prompt estimate.
  */
 export async function relayJson<Account>(
   gen: Generation<Account>,
@@ -18,6 +20,10 @@ export async function relayJson<Account>(
   res: ServerResponse,
   opts: ResolvedOptions<Account>,
 ): Promise<void> {
+  const failed = (err: InferyError): void => {
+    sendError(res, err);
+    void gen.finish('failed', err);
+  };
   const timer = setTimeout(() => call.abort(), opts.idleTimeout);
   let text: string;
   try {
@@ -26,9 +32,12 @@ export async function relayJson<Account>(
     call.abort();
     if (gen.finished) return;
     if (err instanceof RangeError) {
-      throw new InferyError(502, 'upstream_response_too_large', `The upstream answer is larger than ${opts.maxResponseBytes} bytes.`, { type: 'upstream_error' });
+      gen.billWorstCase();
+      failed(new InferyError(502, 'upstream_response_too_large', `The upstream answer is larger than ${opts.maxResponseBytes} bytes.`, { type: 'upstream_error' }));
+      return;
     }
-    throw new InferyError(502, 'upstream_connection_lost', 'The connection to the upstream provider was lost before its answer was complete.', { type: 'upstream_error' });
+    failed(new InferyError(502, 'upstream_connection_lost', 'The connection to the upstream provider was lost before its answer was complete.', { type: 'upstream_error' }));
+    return;
   } finally {
     clearTimeout(timer);
   }
@@ -39,7 +48,8 @@ export async function relayJson<Account>(
     json = JSON.parse(text) as Record<string, unknown>;
     if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new TypeError('not an object');
   } catch {
-    throw new InferyError(502, 'upstream_invalid_response', 'The upstream provider answered with something that is not a JSON object.', { type: 'upstream_error' });
+    failed(new InferyError(502, 'upstream_invalid_response', 'The upstream provider answered with something that is not a JSON object.', { type: 'upstream_error' }));
+    return;
   }
   if (typeof json.id === 'string' && json.id !== '') gen.providerId = json.id;
   gen.recordUsage(json.usage);

@@ -42,6 +42,7 @@ export class Generation<Account> {
   private finishing: Promise<number | undefined> | undefined;
   private meteredUsage: Usage | undefined;
   private warnedUsage = false;
+  private worstCaseBilled = false;
 
   constructor(
     private readonly opts: ResolvedOptions<Account>,
@@ -112,12 +113,35 @@ export class Generation<Account> {
    */
   usage(): Usage {
     if (this.meteredUsage) return this.meteredUsage;
-    if (this.providerUsage) return this.providerUsage;
     const worst = this.ticket.worstCase;
+    if (this.worstCaseBilled) return estimatedUsage(worst.prompt_tokens, worst.completion_tokens);
+    if (this.providerUsage) return this.plausible(this.providerUsage);
     return estimatedUsage(
       Math.min(worst.prompt_tokens, this.ticket.promptTokens),
       Math.min(worst.completion_tokens, this.tally.tokens()),
     );
+  }
+
+  /** What was generated cannot be known but was generated in full (an answer too large to read): bill the worst case. */
+  billWorstCase(): void {
+    this.worstCaseBilled = true;
+  }
+
+  /**
+   * A provider usage of zero for a part that plainly was not zero (text was produced, or the prompt was not
+   * empty) is not believed: that count becomes the estimate, and a warning is logged.
+   */
+  private plausible(usage: Usage): Usage {
+    const produced = usage.completion_tokens === 0 ? Math.min(this.ticket.worstCase.completion_tokens, this.tally.tokens()) : 0;
+    const prompt = usage.prompt_tokens === 0 ? Math.min(this.ticket.worstCase.prompt_tokens, this.ticket.promptTokens) : 0;
+    if (produced === 0 && prompt === 0) return usage;
+    this.opts.logger?.warn(
+      { reqId: this.reqId, generationId: this.generationId, usage: describeRawUsage(usage) },
+      'infery-stream provider usage reports zero tokens for what was sent or produced; the estimate is billed for it',
+    );
+    const fixed = { ...usage, prompt_tokens: usage.prompt_tokens || prompt, completion_tokens: usage.completion_tokens || produced, estimated: true as const };
+    fixed.total_tokens = fixed.prompt_tokens + fixed.completion_tokens;
+    return fixed;
   }
 
   /**
