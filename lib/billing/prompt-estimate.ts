@@ -29,10 +29,21 @@ function json(value: unknown, param: string): string {
   }
 }
 
+/** Top-level request fields that are settings, not prompt text. */
+const SETTINGS = new Set([
+  'model', 'messages', 'stream', 'stream_options', 'n', 'max_tokens', 'max_completion_tokens', 'temperature', 'top_p',
+  'frequency_penalty', 'presence_penalty', 'logit_bias', 'logprobs', 'top_logprobs', 'seed', 'stop', 'user', 'metadata',
+  'store', 'service_tier', 'parallel_tool_calls', 'modalities', 'reasoning_effort', 'verbosity',
+]);
+const MEDIA_TYPES = new Set(['image_url', 'input_image', 'image', 'input_audio', 'audio', 'file', 'input_file']);
+
 /**
  * Estimates the prompt tokens of a chat request and bounds them, in time linear in its size: text is counted
  * in slices, yielding to the event loop every few milliseconds; past {@link TOKENIZE_LIMIT} bytes of text the
- * strict bound stands for both.
+ * strict bound stands for both. Every string a provider could read counts: the messages' roles, names and
+ * content (OpenAI's cookbook count), their tool calls, the tools and response format as JSON, and any other
+ * field of a message, a content part or the request (`reasoning_content`, `refusal`, `prediction`,
+ * `tool_choice`, …), keys included.
  */
 export async function estimatePrompt(body: Record<string, unknown>, count: (text: string) => number): Promise<PromptEstimate> {
   const texts: string[] = [];
@@ -48,32 +59,68 @@ export async function estimatePrompt(body: Record<string, unknown>, count: (text
     texts.push(value);
     bytes += Buffer.byteLength(value);
   };
-  const messages = Array.isArray(body.messages) ? body.messages : [];
-  for (const message of messages as Array<Record<string, unknown> | null>) {
-    if (typeof message !== 'object' || message === null) continue;
-    fixed += 3;
-    if (typeof message.role === 'string') text(message.role);
-    if (typeof message.name === 'string') {
-      fixed += 1;
-      text(message.name);
-    }
-    const content = message.content;
-    if (typeof content === 'string') text(content);
-    else if (Array.isArray(content)) {
-      for (const part of content as Array<Record<string, unknown> | null>) {
-        if (typeof part?.text === 'string') text(part.text);
-        else if (typeof part === 'object' && part !== null) {
-          media += 1;
-          if (part.type === 'image_url') images += 1;
-        }
+  /** Every string in `value` (keys too), without recursion; data: URLs are media unless `skipData`. */
+  const other = (value: unknown, skipData = false): void => {
+    const stack: unknown[] = [value];
+    while (stack.length > 0) {
+      const item = stack.pop();
+      if (typeof item === 'string') {
+        if (!(skipData && DATA_URL.test(item))) text(item);
+      } else if (typeof item === 'number' || typeof item === 'boolean') {
+        fixed += 1;
+        bytes += 1;
+      } else if (typeof item === 'object' && item !== null) {
+        fixed += 1;
+        bytes += 2;
+        if (Array.isArray(item)) stack.push(...item);
+        else
+          for (const [key, child] of Object.entries(item)) {
+            text(key);
+            stack.push(child);
+          }
       }
     }
-    if (message.tool_calls !== undefined && message.tool_calls !== null) text(json(message.tool_calls, 'messages'));
-    if (message.function_call !== undefined && message.function_call !== null) text(json(message.function_call, 'messages'));
+  };
+  const part = (value: unknown): void => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return other(value);
+    const { type, text: partText, ...rest } = value as Record<string, unknown>;
+    if (typeof partText === 'string') text(partText);
+    else if (partText !== undefined) other(partText);
+    const isMedia = typeof type === 'string' && MEDIA_TYPES.has(type);
+    if (isMedia) {
+      media += 1;
+      if (type === 'image_url' || type === 'input_image' || type === 'image') images += 1;
+    }
+    other(rest, isMedia);
+  };
+
+  const messages = Array.isArray(body.messages) ? body.messages : [];
+  for (const message of messages as unknown[]) {
+    if (typeof message !== 'object' || message === null || Array.isArray(message)) {
+      other(message);
+      continue;
+    }
+    fixed += 3;
+    for (const [key, value] of Object.entries(message as Record<string, unknown>)) {
+      if (value === undefined || value === null) continue;
+      if (key === 'role' && typeof value === 'string') text(value);
+      else if (key === 'name' && typeof value === 'string') {
+        fixed += 1;
+        text(value);
+      } else if (key === 'content' && typeof value === 'string') text(value);
+      else if (key === 'content' && Array.isArray(value)) value.forEach(part);
+      else if (key === 'tool_calls' || key === 'function_call') text(json(value, 'messages'));
+      else {
+        text(key);
+        other(value);
+      }
+    }
   }
-  for (const field of ['tools', 'functions', 'response_format'] as const) {
-    const value = body[field];
-    if (value !== undefined && value !== null && !(Array.isArray(value) && value.length === 0)) text(json(value, field));
+  for (const [key, value] of Object.entries(body)) {
+    if (SETTINGS.has(key) || value === undefined || value === null) continue;
+    if (key === 'tools' || key === 'functions' || key === 'response_format') {
+      if (!(Array.isArray(value) && value.length === 0)) text(json(value, key));
+    } else other(value);
   }
   const strict = fixed + bytes + media * MEDIA_PART_TOKENS;
   if (bytes > TOKENIZE_LIMIT) return { tokens: strict, bound: strict };

@@ -1,0 +1,77 @@
+import { countTokens } from 'gpt-tokenizer';
+import { estimatePrompt, MEDIA_PART_TOKENS, TOKENIZE_LIMIT } from '../lib/billing/prompt-estimate';
+import { slices } from '../lib/billing/token-count';
+import { defaultCountTokens } from '../lib/core/usage';
+
+const count = (text: string): number => defaultCountTokens(text, 'gpt-4o');
+const exact = (text: string): number => countTokens(text, { disallowedSpecial: new Set() });
+const SECRET = 'The quick brown fox jumps over the lazy dog, again and again. '.repeat(300); // ~3,900 tokens
+const user = (content: unknown) => ({ role: 'user', content });
+
+describe('the prompt estimate and its bound', () => {
+  test.each<[string, Record<string, unknown>]>([
+    ['content', { messages: [user(SECRET)] }],
+    ['a text part', { messages: [user([{ type: 'text', text: SECRET }])] }],
+    ['an assistant refusal', { messages: [user('hi'), { role: 'assistant', refusal: SECRET }] }],
+    ['reasoning_content', { messages: [user('hi'), { role: 'assistant', content: 'ok', reasoning_content: SECRET }] }],
+    ['tool_call_id', { messages: [{ role: 'tool', tool_call_id: SECRET, content: 'x' }] }],
+    ['content as an object', { messages: [user({ text: SECRET })] }],
+    ['a part keyed other than text', { messages: [user([{ type: 'input_text', input_text: SECRET }])] }],
+    ['a field of an image part', { messages: [user([{ type: 'image_url', image_url: { url: 'https://x/y.png', detail: SECRET } }])] }],
+    ['prediction', { messages: [user('hi')], prediction: { type: 'content', content: SECRET } }],
+    ['tool_choice', { messages: [user('hi')], tool_choice: { type: 'function', function: { name: SECRET } } }],
+    ['an unknown top-level field', { messages: [user('hi')], documents: [{ text: SECRET }] }],
+    ['tools', { messages: [user('hi')], tools: [{ type: 'function', function: { name: 'f', description: SECRET } }] }],
+  ])('text in %s counts in the estimate and the bound', async (_where, body) => {
+    const { tokens, bound } = await estimatePrompt(body, count);
+    expect(tokens).toBeGreaterThanOrEqual(exact(SECRET));
+    expect(bound).toBeGreaterThanOrEqual(tokens);
+  });
+
+  test('settings are not prompt text: a plain request estimates as OpenAI\'s cookbook does', async () => {
+    const body = { model: 'gpt-4o', stream: true, max_tokens: 5, temperature: 0.2, user: 'u', metadata: { a: 'b' }, messages: [user('Hello there')] };
+    // 3 to prime the reply, 3 for the message, its role and content
+    expect((await estimatePrompt(body, count)).tokens).toBe(3 + 3 + exact('user') + exact('Hello there'));
+  });
+
+  test('media parts and data: URLs add a fixed figure to the bound, whatever their size', async () => {
+    const image = { type: 'image_url', image_url: { url: `data:image/png;base64,${'A'.repeat(500_000)}` } };
+    const { tokens, bound } = await estimatePrompt({ messages: [user([{ type: 'text', text: 'what is it?' }, image])] }, count);
+    expect(tokens).toBeLessThan(200);
+    expect(bound).toBeGreaterThanOrEqual(tokens);
+    expect(bound).toBeLessThanOrEqual(tokens + MEDIA_PART_TOKENS + 50);
+  });
+
+  test.each<[string, string]>([
+    ['letters and digits interleaved', 'a1b2c3d4e5'.repeat(500)],
+    ['rare scripts', Array.from({ length: 2000 }, (_, i) => String.fromCodePoint(0x13000 + (i % 1000))).join('')],
+    ['CJK without spaces', '漢字仮名交じり文'.repeat(600)],
+    ['random printable ASCII', Array.from({ length: 6000 }, (_, i) => String.fromCharCode(33 + ((i * 7919) % 94))).join('')],
+  ])('the bound is never below the exact o200k count: %s', async (_name, text) => {
+    const { bound } = await estimatePrompt({ messages: [user(text)] }, count);
+    expect(bound).toBeGreaterThanOrEqual(exact(text));
+  });
+
+  test('past 1 MiB of text nothing is tokenised: the strict bound (a token per byte) stands for both', async () => {
+    const text = 'x'.repeat(TOKENIZE_LIMIT + 10);
+    let calls = 0;
+    const { tokens, bound } = await estimatePrompt({ messages: [user(text)] }, (t) => (calls++, t.length));
+    expect(calls).toBe(0);
+    expect(tokens).toBe(bound);
+    expect(bound).toBeGreaterThanOrEqual(text.length);
+  });
+
+  // Whole, gpt-tokenizer needs minutes for this (quadratic); in slices it is milliseconds (npm run bench measures it).
+  test('900 KB of one letter is counted in slices, at the exact count of its slices', async () => {
+    const text = 'a'.repeat(900_000);
+    const { tokens } = await estimatePrompt({ messages: [user(text)] }, count);
+    expect(tokens).toBe(3 + 3 + exact('user') + [...slices(text)].reduce((n, s) => n + exact(s), 0));
+  });
+
+  test('slices never split a surrogate pair and add up to the text', () => {
+    const text = `${'x'.repeat(1999)}😀${'y'.repeat(3000)}`;
+    const parts = [...slices(text)];
+    expect(parts.join('')).toBe(text);
+    for (const p of parts) expect(p.charCodeAt(0) >= 0xdc00 && p.charCodeAt(0) <= 0xdfff).toBe(false);
+  });
+});
