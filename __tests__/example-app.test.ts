@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import { createApp, parseApiKeys, type AppConfig } from '../example-app/app';
-import { CreditLedger, PRICES, priceOf, type Price } from '../example-app/ledger';
+import { CreditLedger, PRICES, priceFor, priceOf, type Price } from '../example-app/ledger';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import type { Usage } from '../lib';
 
@@ -207,6 +207,17 @@ describe('priceOf', () => {
     ['fractional', 1.5, 2],
   ])('bad counts (%s) throw a RangeError, never price as 0', (_name, prompt, completion) => {
     expect(() => priceOf('gpt-4o', usage(prompt, completion))).toThrow(RangeError);
+  });
+
+  test.each([
+    ['gpt-4o-2024-08-06', 'gpt-4o'],
+    ['GPT-4o', 'gpt-4o'],
+    [' gpt-4o ', 'gpt-4o'],
+    ['gpt-4o-mini-2024-07-18', 'gpt-4o-mini'],
+    ['gpt-4o-minix', 'gpt-4o'],
+    ['gpt-4', 'default'],
+  ])('a model named %s is priced as %s (dated versions and spellings never bill cheaper)', (model, as) => {
+    expect(priceFor(model)).toBe(PRICES[as]);
   });
 
   test('a missing completion count throws instead of pricing the prompt alone', () => {

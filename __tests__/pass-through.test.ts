@@ -1,3 +1,4 @@
+import http from 'node:http';
 import request from 'supertest';
 import { refusedURL, ScriptedProvider } from './helpers/provider';
 import { KEY, startGateway, UPSTREAM_KEY, type TestGateway } from './helpers/gateway';
@@ -70,6 +71,32 @@ test('passThrough: false forwards nothing: GET /v1/models is 404 unknown_route, 
     const res = await request(gw.url).get('/v1/models').set('Authorization', `Bearer ${KEY}`);
     expect(res.status).toBe(404);
     expect(res.body.error.code).toBe('unknown_route');
+    expect(provider.requests.length).toBe(seen);
+  } finally {
+    await gw.close();
+  }
+});
+
+test.each([
+  ['Content-Length', { 'content-type': 'application/json', 'content-length': '2' }],
+  ['chunked', { 'content-type': 'application/json', 'transfer-encoding': 'chunked' }],
+])('a GET with a body (%s) is refused with 400 invalid_body, never forwarded (no request smuggled upstream)', async (_name, headers) => {
+  const gw = await startGateway(provider.url);
+  try {
+    const seen = provider.requests.length;
+    const port = Number(new URL(gw.url).port);
+    const res = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port, path: '/v1/models', method: 'GET', agent: false, headers: { authorization: `Bearer ${KEY}`, ...headers } }, (r) => {
+        let body = '';
+        r.setEncoding('utf8');
+        r.on('data', (c: string) => (body += c));
+        r.on('end', () => resolve({ status: r.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      req.end('{}');
+    });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.body).error.code).toBe('invalid_body');
     expect(provider.requests.length).toBe(seen);
   } finally {
     await gw.close();

@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import { createApp } from '../example-app/app';
+import { priceOf } from '../example-app/ledger';
 import { BASE, contentChunk, finishChunk, ScriptedProvider, textSteps, usageChunk, type Step } from './helpers/provider';
 import { KEY, startGateway, type TestGateway, withGateway as withGatewayOn } from './helpers/gateway';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
@@ -195,6 +196,32 @@ describe('every charge can be found', () => {
       const foreign = await lookup('alice', b.headers['x-generation-id'] as string);
       expect(foreign.status).toBe(404);
       expect(foreign.body.error.code).toBe('generation_not_found');
+    } finally {
+      example.gateway.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  test('example app: a generation is priced as the dearer of the model asked for and the model the provider reports', async () => {
+    const dated = { ...BASE, model: 'gpt-4o-2024-08-06' };
+    provider.reply = () => ({
+      steps: [
+        { data: { ...dated, choices: [{ index: 0, delta: { content: 'Hi' }, finish_reason: null }] } },
+        { data: { ...dated, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] } },
+        { data: { ...dated, choices: [], usage: { prompt_tokens: 100, completion_tokens: 100, total_tokens: 200 } } },
+        { data: '[DONE]' },
+      ],
+    });
+    const example = createApp({ upstreamURL: provider.url, apiKeys: { carol: 100 } });
+    const server = http.createServer(example.app);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const result = await postStream(url, { ...chat, model: 'cheap-alias', max_tokens: 200 }, { headers: { authorization: 'Bearer carol' } });
+      const credits = jsonEvents(result).at(-1)!.credits_used;
+      expect(credits).toBe(priceOf('gpt-4o', { prompt_tokens: 100, completion_tokens: 100 }));
+      expect(credits).toBeGreaterThan(priceOf('cheap-alias', { prompt_tokens: 100, completion_tokens: 100 }));
     } finally {
       example.gateway.close();
       server.closeAllConnections();

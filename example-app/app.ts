@@ -110,7 +110,8 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
       let credits = 0;
       if (event.outcome !== 'unserved') {
         try {
-          credits = priceOf(event.model, event.usage);
+          // the dearer of the model asked for and the model the provider says it used: an alias never bills cheaper
+          credits = Math.max(priceOf(event.model, event.usage), priceOf(event.providerModel, event.usage));
         } catch (err) {
           config.logger?.error({ generationId: event.generationId, err: (err as Error).message }, 'could not price a generation; charging its worst case');
           credits = priceOf(event.model, event.worstCase);

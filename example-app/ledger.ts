@@ -16,9 +16,20 @@ export const PRICES: Record<string, Price> = {
   'gpt-4o-mini': { prompt: 1.5, completion: 6 },
 };
 
-/** The price of `model`: own properties only, so a model named "constructor" or "__proto__" gets the default. */
+/**
+ * The price of `model`: trimmed and lower-cased, an exact entry, else the longest entry it extends with a `-`
+ * (`gpt-4o-2024-08-06` is `gpt-4o`, `gpt-4o-mini-2024-07-18` is `gpt-4o-mini`), else `default`. Own properties
+ * only, so a model named "constructor" or "__proto__" gets the default.
+ */
 export function priceFor(model: string, prices = PRICES): Price {
-  return (Object.hasOwn(prices, model) ? prices[model] : prices.default) ?? { prompt: 0, completion: 0 };
+  const name = model.trim().toLowerCase();
+  let key: string | undefined = Object.hasOwn(prices, name) ? name : undefined;
+  if (key === undefined) {
+    for (const entry of Object.keys(prices)) {
+      if (entry !== 'default' && name.startsWith(`${entry}-`) && (key === undefined || entry.length > key.length)) key = entry;
+    }
+  }
+  return (key !== undefined ? prices[key] : prices.default) ?? { prompt: 0, completion: 0 };
 }
 
 function tokenCount(name: string, value: unknown): number {

@@ -52,6 +52,7 @@ export async function relayJson<Account>(
     return;
   }
   if (typeof json.id === 'string' && json.id !== '') gen.providerId = json.id;
+  if (typeof json.model === 'string' && json.model !== '') gen.providerModel = json.model;
   gen.recordUsage(json.usage);
   if (Array.isArray(json.choices)) {
     for (const choice of json.choices as Array<Record<string, unknown> | null>) {

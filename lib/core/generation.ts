@@ -159,6 +159,7 @@ export class Generation<Account> {
         path: '/chat/completions',
         providerId: this.providerId,
         model: this.model,
+        providerModel: this.providerModel,
         outcome,
         usage,
         error,

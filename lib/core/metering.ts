@@ -23,6 +23,8 @@ export interface MeterEvent<Account = unknown> {
   path: string;
   /** The model the client asked for. */
   model: string;
+  /** The model the provider said it used (its `model` field, e.g. a dated version); `model` when it said none. */
+  providerModel: string;
   /** How the request ended; see {@link Outcome}. */
   outcome: Outcome;
   /**

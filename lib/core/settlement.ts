@@ -14,6 +14,7 @@ export interface Ending<Account> {
   path: string;
   providerId: string | undefined;
   model: string;
+  providerModel: string;
   outcome: Outcome;
   usage: Usage;
   error: InferyError | undefined;
@@ -48,6 +49,7 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
         providerId: end.providerId,
         path: end.path,
         model: end.model,
+        providerModel: end.providerModel,
         outcome: end.outcome,
         usage: end.usage,
         reservation: ticket.reservation,

@@ -4,11 +4,16 @@ import { performance } from 'node:perf_hooks';
 import { createProxyMiddleware, fixRequestBody } from 'http-proxy-middleware';
 import { authenticateOrThrow, checkRequestRate, runPreflight } from '../core/admission';
 import { responseDone, shuttingDown, type InFlight } from '../shutdown';
-import { sendError, toInferyError } from '../errors';
+import { InferyError, sendError, toInferyError } from '../errors';
 import type { ResolvedOptions } from '../options';
 import { logRequestEnd, requestIdOf } from '../request-log';
 import { upstreamTimeoutError, upstreamUnreachableError } from './upstream';
 import { BODY_HEADERS, gatewayHeaders } from './upstream-headers';
+
+/** True when the request announces a body (a length above zero, or chunked). */
+function hasBody(req: IncomingMessage): boolean {
+  return Number(req.headers['content-length']) > 0 || req.headers['transfer-encoding'] !== undefined;
+}
 
 /** Response headers of the provider that a client of the gateway has no business receiving. */
 const DROPPED_RESPONSE_HEADERS = ['set-cookie', 'openai-organization', 'openai-project'];
@@ -75,6 +80,10 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
     res.setHeader('X-Request-Id', requestIdOf(req));
     try {
       if (inflight.draining) throw shuttingDown();
+      if ((req.method === 'GET' || req.method === 'HEAD') && hasBody(req)) {
+        // never forwarded: a body on a read is at best ignored upstream, at worst read as a second request
+        throw new InferyError(400, 'invalid_body', `A ${req.method} request must not have a body.`);
+      }
       const account = await authenticateOrThrow(opts, req);
       await checkRequestRate(opts, account);
       await runPreflight(opts, account, req, subPath, undefined);
