@@ -3,6 +3,7 @@ import type { ReserveContext, ReserveResult } from './billing/reservation';
 import { MemoryLimitStore, type LimitStore } from './billing/limits';
 import type { MeterEvent } from './core/metering';
 import { DEFAULT_PASS_THROUGH, parseRoute, type Route } from './routing/routes';
+import { containedCounter } from './core/usage';
 
 /** The subset of a pino logger infery-stream uses. Pass `pino()` or any child of it. */
 export interface Logger {
@@ -90,6 +91,15 @@ export interface Options<Account = unknown> {
   idleTimeout?: number;
   /** Milliseconds between SSE comment lines sent while the upstream is silent; `0` disables. Default: `10_000`. */
   heartbeatInterval?: number;
+  /** Milliseconds one generation may stream in all; then it ends with an error chunk. Default: `1_800_000` (30 min). */
+  maxDuration?: number;
+  /**
+   * Milliseconds a streaming client may accept no data while the gateway has some for it; then it is treated
+   * as gone (upstream aborted, metered as cancelled). Default: `60_000`.
+   */
+  writeTimeout?: number;
+  /** Largest single upstream SSE event, in bytes; a larger one ends the stream with an error chunk. Default: `8 * 1024 * 1024`. */
+  maxEventBytes?: number;
   /** Milliseconds to wait for `meter`; past it the stream ends without the credits chunk. Default: `10_000`. */
   meterTimeout?: number;
   /** Largest non-streaming upstream answer in bytes. Default: `50 * 1024 * 1024` (50 MiB). */
@@ -147,11 +157,15 @@ export interface ResolvedOptions<Account> {
   upstreamTimeout: number;
   idleTimeout: number;
   heartbeatInterval: number;
+  maxDuration: number;
+  writeTimeout: number;
+  maxEventBytes: number;
   meterTimeout: number;
   maxResponseBytes: number;
   forwardHeaders: ReadonlySet<string>;
   logger: Logger | undefined;
-  countTokens: ((text: string, model: string) => number) | undefined;
+  /** The host's `countTokens` or the default, contained (see `containedCounter`). */
+  countTokens: (text: string, model: string) => number;
 }
 
 /** The part of the options the upstream client and header policy read. */
@@ -159,7 +173,8 @@ export type UpstreamSettings = Pick<ResolvedOptions<unknown>, 'upstream' | 'forw
 
 const KNOWN_KEYS = new Set([
   'upstream', 'authenticate', 'preflight', 'reserve', 'meter', 'defaultMaxTokens', 'limits', 'basePath', 'passThrough',
-  'usageGraceTimeout', 'bodyLimit', 'upstreamTimeout', 'idleTimeout', 'heartbeatInterval', 'meterTimeout',
+  'usageGraceTimeout', 'bodyLimit', 'upstreamTimeout', 'idleTimeout', 'heartbeatInterval', 'maxDuration', 'writeTimeout',
+  'maxEventBytes', 'meterTimeout',
   'maxResponseBytes', 'forwardHeaders', 'logger', 'countTokens',
 ]);
 const LIMIT_KEYS = new Set(['maxConcurrent', 'requestsPerMinute', 'store', 'key']);
@@ -281,10 +296,11 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
   const passThrough = parsePassThrough(opts.passThrough, basePath.replace(/\/$/, ''));
   const limits = parseLimits<Account>(opts.limits);
 
-  const logger = opts.logger as Logger | undefined;
-  if (logger !== undefined && (typeof logger !== 'object' || logger === null || typeof logger.info !== 'function')) {
+  const given = opts.logger as Logger | undefined;
+  if (given !== undefined && (typeof given !== 'object' || given === null || typeof given.info !== 'function')) {
     fail('`logger` must be a pino logger (an object with info/warn/error/debug).');
   }
+  const logger = given === undefined ? undefined : containedLogger(given);
 
   return {
     upstream: { baseURL, apiKey: upstream.apiKey as string | undefined, headers },
@@ -301,12 +317,31 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
     upstreamTimeout: amount('upstreamTimeout', opts.upstreamTimeout, 60_000, 'milliseconds'),
     idleTimeout: amount('idleTimeout', opts.idleTimeout, 120_000, 'milliseconds'),
     heartbeatInterval: amount('heartbeatInterval', opts.heartbeatInterval, 10_000, 'milliseconds', true),
+    maxDuration: amount('maxDuration', opts.maxDuration, 30 * 60_000, 'milliseconds'),
+    writeTimeout: amount('writeTimeout', opts.writeTimeout, 60_000, 'milliseconds'),
+    maxEventBytes: amount('maxEventBytes', opts.maxEventBytes, 8 * 1024 * 1024, 'bytes'),
     meterTimeout: amount('meterTimeout', opts.meterTimeout, 10_000, 'milliseconds'),
     maxResponseBytes: amount('maxResponseBytes', opts.maxResponseBytes, 50 * 1024 * 1024, 'bytes'),
     forwardHeaders,
     logger,
-    countTokens: fn('countTokens', opts.countTokens, false),
+    countTokens: containedCounter(fn<(text: string, model: string) => number>('countTokens', opts.countTokens, false), (err) =>
+      logger?.warn({ err: err instanceof Error ? err.message : String(err) }, 'infery-stream countTokens failed; counting a token per 3 bytes instead'),
+    ),
   };
+}
+
+/** The host's logger, each call contained: a logger that throws never breaks a request. */
+function containedLogger(logger: Logger): Logger {
+  const call =
+    (level: keyof Logger) =>
+    (obj: object, msg?: string): void => {
+      try {
+        logger[level](obj, msg);
+      } catch {
+        // nothing to do: logging must not end a request, and there is nowhere else to report it
+      }
+    };
+  return { info: call('info'), warn: call('warn'), error: call('error'), debug: call('debug') };
 }
 
 /** A positive whole number (token counts). */

@@ -76,7 +76,7 @@ function nestedDeeperThan(value: unknown, max: number): boolean {
  */
 export function validateChatRequest(body: Record<string, unknown>): { model: string; stream: boolean } {
   if (nestedDeeperThan(body, MAX_BODY_DEPTH)) {
-    throw new InferyError(400, 'invalid_body', `The request body is nested more than ${MAX_BODY_DEPTH} levels deep.`);
+    throw new InferyError(400, 'invalid_json', `The request body is nested more than ${MAX_BODY_DEPTH} levels deep.`);
   }
   if (typeof body.model !== 'string' || body.model.trim() === '') {
     throw new InferyError(400, 'missing_required_parameter', 'You must provide a `model` parameter (a non-empty string).', { param: 'model' });

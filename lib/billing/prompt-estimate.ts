@@ -25,7 +25,7 @@ function json(value: unknown, param: string): string {
   try {
     return JSON.stringify(value) ?? '';
   } catch {
-    throw new InferyError(400, 'invalid_body', `\`${param}\` is nested too deeply.`, { param });
+    throw new InferyError(400, 'invalid_json', `\`${param}\` is nested too deeply.`, { param });
   }
 }
 

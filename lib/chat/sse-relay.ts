@@ -11,6 +11,16 @@ const DONE = 'data: [DONE]\n\n';
 /** How long a finished upstream response may take to end before its socket is dropped instead of reused. */
 const RELEASE_GRACE_MS = 2_000;
 
+/** Where the last blank line (an SSE event boundary) in `text` ends, or -1. */
+function lastBoundaryEnd(text: string): number {
+  let end = -1;
+  for (const sep of ['\n\n', '\n\r\n', '\r\r']) {
+    const at = text.lastIndexOf(sep);
+    if (at !== -1) end = Math.max(end, at + sep.length);
+  }
+  return end;
+}
+
 /** Sets the SSE headers that keep compression(), nginx and other proxies from holding events back. */
 export function writeStreamHead(res: ServerResponse): void {
   res.statusCode = 200;
@@ -45,8 +55,13 @@ export class StreamRelay<Account> {
    */
   private state: 'streaming' | 'draining' | 'finishing' | 'done' = 'streaming';
   private paused = false;
+  private pausedAt = 0;
+  private readonly startedAt = Date.now();
   private lastUpstreamAt = Date.now();
   private lastWriteAt = Date.now();
+  /** Characters received since the last event boundary (a blank line), to bound one upstream event. */
+  private eventChars = 0;
+  private endedWithNewline = false;
   private timer: NodeJS.Timeout | undefined;
   private readonly parser: EventSourceParser;
 
@@ -72,13 +87,28 @@ export class StreamRelay<Account> {
     this.arm();
   }
 
+  /** Feeds the parser; an event that grows past `maxEventBytes` ends the stream before it is buffered further. */
   private readonly onData = (text: string): void => {
-    this.lastUpstreamAt = Date.now();
+    const boundary = lastBoundaryEnd(text);
+    if (boundary !== -1) this.eventChars = text.length - boundary;
+    else if (this.endedWithNewline && (text.startsWith('\n') || text.startsWith('\r'))) this.eventChars = text.length - 1;
+    else this.eventChars += text.length;
+    this.endedWithNewline = text.endsWith('\n') || text.endsWith('\r');
+    if (this.eventChars > this.opts.maxEventBytes) {
+      this.fail(
+        new InferyError(502, 'upstream_event_too_large', `The upstream provider sent a stream event larger than ${this.opts.maxEventBytes} bytes.`, {
+          type: 'upstream_error',
+        }),
+      );
+      return;
+    }
     this.parser.feed(text);
   };
 
   private readonly onEvent = (event: EventSourceMessage): void => {
     if (this.state !== 'streaming' && this.state !== 'draining') return;
+    // only data events are upstream activity: comments and partial events do not keep a stream alive
+    this.lastUpstreamAt = Date.now();
     const data = event.data;
     if (data === '[DONE]') {
       void this.complete();
@@ -128,8 +158,9 @@ export class StreamRelay<Account> {
   private providerError(raw: unknown): InferyError {
     const e = (typeof raw === 'object' && raw !== null ? raw : { message: String(raw) }) as Record<string, unknown>;
     const message = typeof e.message === 'string' && e.message !== '' ? e.message : 'The upstream provider reported an error mid-stream.';
-    return new InferyError(502, typeof e.code === 'string' ? e.code : 'upstream_error', redact(message, this.opts.upstream.apiKey), {
-      type: typeof e.type === 'string' ? e.type : 'upstream_error',
+    const key = this.opts.upstream.apiKey;
+    return new InferyError(502, typeof e.code === 'string' ? redact(e.code, key) : 'upstream_error', redact(message, key), {
+      type: typeof e.type === 'string' ? redact(e.type, key) : 'upstream_error',
     });
   }
 
@@ -140,9 +171,10 @@ export class StreamRelay<Account> {
     this.lastWriteAt = now;
     if (!res.write(text) && !this.paused) {
       this.paused = true;
+      this.pausedAt = Date.now();
       this.upstream.pause();
-      clearTimeout(this.timer);
       res.once('drain', this.onDrain);
+      this.arm();
     }
   }
 
@@ -155,18 +187,46 @@ export class StreamRelay<Account> {
     this.arm();
   };
 
-  /** One timer for both the idle timeout and the heartbeat; re-armed when it fires, not on every chunk. */
+  /**
+   * One timer for every deadline, re-armed when it fires or the state changes, not on every chunk: the total
+   * `maxDuration`; while relaying, the idle timeout and the heartbeat; while the client is not reading, the
+   * `writeTimeout`.
+   */
   private arm(): void {
     clearTimeout(this.timer);
-    if (this.state !== 'streaming' || this.paused) return;
-    const idleAt = this.lastUpstreamAt + this.opts.idleTimeout;
-    const beatAt = this.opts.heartbeatInterval > 0 ? this.lastWriteAt + this.opts.heartbeatInterval : Infinity;
-    this.timer = setTimeout(this.onTimer, Math.max(0, Math.min(idleAt, beatAt) - Date.now()));
+    if (this.state !== 'streaming') return;
+    const endAt = this.startedAt + this.opts.maxDuration;
+    let at: number;
+    if (this.paused) at = Math.min(endAt, this.pausedAt + this.opts.writeTimeout);
+    else {
+      const idleAt = this.lastUpstreamAt + this.opts.idleTimeout;
+      const beatAt = this.opts.heartbeatInterval > 0 ? this.lastWriteAt + this.opts.heartbeatInterval : Infinity;
+      at = Math.min(endAt, idleAt, beatAt);
+    }
+    this.timer = setTimeout(this.onTimer, Math.max(0, at - Date.now()));
   }
 
   private readonly onTimer = (): void => {
-    if (this.state !== 'streaming' || this.paused) return;
+    if (this.state !== 'streaming') return;
     const now = Date.now();
+    if (now - this.startedAt >= this.opts.maxDuration) {
+      const paused = this.paused;
+      this.fail(
+        new InferyError(504, 'max_duration_exceeded', `The generation ran longer than ${this.opts.maxDuration} ms and was ended.`, { type: 'upstream_error' }),
+      );
+      if (paused) this.res.destroy(); // a client that is not reading would never receive the error chunk
+      return;
+    }
+    if (this.paused) {
+      if (now - this.pausedAt >= this.opts.writeTimeout) {
+        // the client accepted nothing for writeTimeout: treat it as gone (its close event settles the generation)
+        this.opts.logger?.info({ reqId: this.gen.reqId, generationId: this.gen.generationId }, 'infery-stream client stopped reading; treated as gone');
+        this.res.destroy();
+        return;
+      }
+      this.arm();
+      return;
+    }
     if (now - this.lastUpstreamAt >= this.opts.idleTimeout) {
       this.fail(
         new InferyError(504, 'upstream_timeout', `The upstream provider sent nothing for ${this.opts.idleTimeout} ms.`, { type: 'upstream_error' }),

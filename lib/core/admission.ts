@@ -4,7 +4,6 @@ import { estimatePrompt } from '../billing/prompt-estimate';
 import { completionCap, isHoldWithCap, withCap, type WorstCase } from '../billing/reservation';
 import { InferyError } from '../errors';
 import type { ResolvedOptions } from '../options';
-import { defaultCountTokens } from './usage';
 
 /**
  * Admission: what every route passes before anything goes upstream, in this order — `authenticate` (401), the
@@ -117,7 +116,7 @@ export async function admitGeneration<Account>(
   model: string,
 ): Promise<Ticket<Account>> {
   const cap = completionCap(body, opts.defaultMaxTokens);
-  const count = opts.countTokens ?? defaultCountTokens;
+  const count = opts.countTokens;
   const estimate = await estimatePrompt(body, (text) => count(text, model));
   const lease = await acquireSlot(opts, account);
   try {

@@ -7,7 +7,6 @@ import type { ResolvedOptions } from '../options';
 import { settle } from './settlement';
 import {
   CompletionTally,
-  defaultCountTokens,
   describeRawUsage,
   estimatedUsage,
   mergeUsage,
@@ -53,7 +52,7 @@ export class Generation<Account> {
     readonly reqId: string,
   ) {
     this.providerModel = model;
-    this.tally = new CompletionTally(opts.countTokens ?? defaultCountTokens, model);
+    this.tally = new CompletionTally(opts.countTokens, model);
   }
 
   /** The gateway-unique id (`X-Generation-Id`). */

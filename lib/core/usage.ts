@@ -23,6 +23,29 @@ const o200k = (text: string): number => o200kCount(text, NO_SPECIAL);
  */
 export const defaultCountTokens: TokenCounter = (text) => (text === '' ? 0 : countInSlices(text, o200k));
 
+/**
+ * The token counter the gateway uses: the host's `countTokens` (or the default), contained — a counter that
+ * throws or returns something that is not a whole number ≥ 0 counts a token per 3 UTF-8 bytes instead, with one
+ * warning. Estimating usage never throws.
+ */
+export function containedCounter(count: TokenCounter | undefined, warn: (err: unknown) => void): TokenCounter {
+  if (count === undefined) return defaultCountTokens;
+  let warned = false;
+  return (text, model) => {
+    try {
+      const n = count(text, model);
+      if (typeof n === 'number' && Number.isSafeInteger(n) && n >= 0) return n;
+      throw new TypeError(`countTokens returned ${String(n)}`);
+    } catch (err) {
+      if (!warned) {
+        warned = true;
+        warn(err);
+      }
+      return Math.ceil(Buffer.byteLength(text) / 3);
+    }
+  };
+}
+
 /** Flushes pending completion text to the tokenizer past this many characters, so memory stays bounded. */
 const FLUSH_AT = 64 * 1024;
 

@@ -1,0 +1,160 @@
+import http from 'node:http';
+import { BASE, contentChunk, ScriptedProvider, textSteps, type Step } from './helpers/provider';
+import { KEY, startGateway, withGateway as withGatewayOn, type TestGateway } from './helpers/gateway';
+import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
+
+const chat = { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] };
+
+let provider: ScriptedProvider;
+beforeAll(async () => {
+  provider = await new ScriptedProvider().start();
+});
+afterAll(() => provider.stop());
+
+const withGateway = (overrides: Parameters<typeof startGateway>[1], run: (gw: TestGateway) => Promise<void>): Promise<void> =>
+  withGatewayOn(provider.url, overrides ?? {}, run);
+
+/** The error chunk's code at the end of a stream. */
+const lastError = (events: string[]): string | undefined => (JSON.parse(events.at(-1)!) as { error?: { code: string } }).error?.code;
+
+describe('no endless streams', () => {
+  test('SSE comments are not upstream activity: a provider that only sends comments hits the idle timeout', async () => {
+    const comments: Step[] = Array.from({ length: 40 }, () => [{ raw: ': still here\n\n' }, { wait: 100 }] as Step[]).flat();
+    provider.reply = () => ({ steps: [{ data: contentChunk('a') }, ...comments] });
+    await withGateway({ idleTimeout: 400 }, async (gw) => {
+      const result = await postStream(gw.url, chat);
+      expect(lastError(result.events)).toBe('upstream_timeout');
+      expect(result.times.at(-1)!).toBeLessThan(3000); // the comments went on for 4 s
+      await waitFor(() => gw.meterCalls.length === 1, 2000, 'meter');
+      expect(gw.meterCalls[0]!.outcome).toBe('failed');
+      await waitFor(() => provider.last.closedEarlyAt !== undefined, 2000, 'the upstream to be aborted');
+    });
+  });
+
+  test('a provider that streams forever is ended at maxDuration with an error chunk, metered once', async () => {
+    const forever: Step[] = Array.from({ length: 200 }, (_, i) => [{ data: contentChunk(` w${i}`) }, { wait: 50 }] as Step[]).flat();
+    provider.reply = () => ({ steps: forever });
+    await withGateway({ maxDuration: 500 }, async (gw) => {
+      const result = await postStream(gw.url, chat);
+      expect(lastError(result.events)).toBe('max_duration_exceeded');
+      expect(result.events.length).toBeGreaterThan(3);
+      await waitFor(() => gw.meterCalls.length === 1, 2000, 'meter');
+      expect(gw.meterCalls[0]).toMatchObject({ outcome: 'failed', error: expect.objectContaining({ code: 'max_duration_exceeded' }) });
+      await waitFor(() => provider.last.closedEarlyAt !== undefined, 2000, 'the upstream to be aborted');
+    });
+  });
+
+  test('a client that accepts no data for writeTimeout while the gateway has some is treated as gone', async () => {
+    const big = 'x'.repeat(256 * 1024);
+    const flood: Step[] = Array.from({ length: 160 }, () => ({ data: contentChunk(big) })); // ~40 MiB, more than the socket buffers hold
+    provider.reply = () => ({ steps: [...flood, ...textSteps([])] });
+    await withGateway({ writeTimeout: 400 }, async (gw) => {
+      const port = Number(new URL(gw.url).port);
+      const body = JSON.stringify(chat);
+      // a client that never reads: it cannot even notice the close until it reads, so the test watches the gateway
+      const req = http.request({ host: '127.0.0.1', port, path: '/v1/chat/completions', method: 'POST', agent: false, headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => res.pause());
+      req.on('error', () => undefined);
+      req.end(body);
+      try {
+        await waitFor(() => gw.logs.some((l) => l.msg === 'infery-stream client stopped reading; treated as gone'), 8000, 'the gateway to drop the client');
+      } finally {
+        req.destroy();
+      }
+      await waitFor(() => gw.meterCalls.length === 1, 3000, 'meter');
+      expect(gw.meterCalls[0]).toMatchObject({ outcome: 'cancelled' });
+      // (the provider wrote everything into its socket buffers already, so it cannot tell an early close apart)
+      expect(gw.logs.some((l) => l.msg === 'infery-stream client disconnected; upstream request aborted')).toBe(true);
+      expect(gw.gateway.inFlight).toBe(0);
+    });
+  });
+});
+
+describe('bounded upstream events', () => {
+  test.each([
+    ['one data line', (n: number): Step[] => [{ raw: `data: {"id":"x","choices":[{"index":0,"delta":{"content":"${'y'.repeat(n)}"}}]}\n\n` }]],
+    ['a never-ending event trickled in pieces', (n: number): Step[] => [{ raw: 'data: {"a":"' }, ...Array.from({ length: 8 }, () => ({ raw: 'z'.repeat(n / 4) }))]],
+    ['many data lines of one event', (n: number): Step[] => Array.from({ length: 8 }, () => ({ raw: `data: ${'q'.repeat(n / 4)}\n` }))],
+  ])('an upstream event over maxEventBytes (%s) ends the stream with upstream_event_too_large, metered once', async (_name, steps) => {
+    provider.reply = () => ({ steps: [{ data: contentChunk('before') }, ...steps(1024 * 1024), { hang: true }] });
+    await withGateway({ maxEventBytes: 512 * 1024 }, async (gw) => {
+      const result = await postStream(gw.url, chat);
+      expect(jsonEvents(result)[0]).toMatchObject({ id: BASE.id });
+      expect(lastError(result.events)).toBe('upstream_event_too_large');
+      await waitFor(() => gw.meterCalls.length === 1, 2000, 'meter');
+      expect(gw.meterCalls[0]!.outcome).toBe('failed');
+      await waitFor(() => provider.last.closedEarlyAt !== undefined, 2000, 'the upstream to be aborted');
+    });
+  });
+
+  test('events split across reads, with CRLF line endings, are not mistaken for one big event', async () => {
+    const words = Array.from({ length: 60 }, (_, i) => ` word${i}`);
+    const crlf = words.map((w) => ({ raw: `data: ${JSON.stringify(contentChunk(w))}\r\n\r\n` }));
+    provider.reply = () => ({ steps: [...crlf, ...textSteps([]).slice(1)] });
+    await withGateway({ maxEventBytes: 200 }, async (gw) => {
+      const result = await postStream(gw.url, chat);
+      expect(result.events.at(-1)).toBe('[DONE]');
+      expect(jsonEvents(result).filter((c) => Array.isArray(c.choices) && (c.choices as unknown[]).length > 0).length).toBe(61);
+    });
+  });
+});
+
+describe('nothing in the request path can end the process', () => {
+  const throwing = (): never => {
+    throw new Error('logger down');
+  };
+
+  test('a logger whose every method throws: streams, refusals and pass-through still answer', async () => {
+    provider.reply = (req) => (req.method === 'GET' ? { json: { object: 'list', data: [] } } : { steps: textSteps(['Hello']) });
+    await withGateway({ logger: { info: throwing, warn: throwing, error: throwing, debug: throwing } }, async (gw) => {
+      const result = await postStream(gw.url, chat);
+      expect(result.events.at(-1)).toBe('[DONE]');
+      expect(jsonEvents(result).at(-1)).toHaveProperty('credits_used');
+      const models = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${KEY}` } });
+      expect(models.status).toBe(200);
+      const refused = await fetch(`${gw.url}/v1/nope`, { headers: { authorization: `Bearer ${KEY}` } });
+      expect(refused.status).toBe(404);
+    });
+  });
+
+  test.each<[string, (text: string) => number]>([
+    ['throws', () => { throw new Error('tokenizer down'); }],
+    ['returns NaN', () => NaN],
+    ['returns a negative number', () => -3],
+  ])('a countTokens that %s is contained: the request is served and estimated at a token per 3 bytes', async (_name, countTokens) => {
+    provider.reply = () => ({ steps: [...textSteps(['Hello', ' world'], { usage: false, done: false }), { data: '[DONE]' }] });
+    await withGateway({ countTokens }, async (gw) => {
+      const result = await postStream(gw.url, chat);
+      expect(result.events.at(-1)).toBe('[DONE]');
+      expect(gw.meterCalls[0]!.usage).toMatchObject({ completion_tokens: Math.ceil('Hello world'.length / 3), estimated: true });
+      expect(gw.logs.filter((l) => String(l.msg).includes('countTokens failed'))).toHaveLength(1);
+    });
+  });
+
+  test.each([false, true])('a body nested 20,000 levels deep is a 400 invalid_json, never a 500 (host ran express.json(): %s)', async (json) => {
+    const gw = await startGateway(provider.url, {}, { json });
+    try {
+      const deep = `{"model":"m","messages":[{"role":"user","content":${'['.repeat(20_000)}${']'.repeat(20_000)}}]}`;
+      const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: deep });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_json');
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('tool_calls nested 4,100 deep from the provider, then a bad chunk: an error chunk, metered once, the process lives', async () => {
+    const deep = `${'['.repeat(4100)}${']'.repeat(4100)}`;
+    provider.reply = () => ({
+      steps: [
+        { raw: `data: {"id":"x","choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"name":"f","arguments":"{}"},"extra":${deep}}]}}]}\n\n` },
+        { raw: 'data: {not json\n\n' },
+      ],
+    });
+    await withGateway({}, async (gw) => {
+      const result = await postStream(gw.url, chat);
+      expect(lastError(result.events)).toBe('upstream_invalid_response');
+      await waitFor(() => gw.meterCalls.length === 1, 2000, 'meter');
+      expect(gw.meterCalls[0]!.outcome).toBe('failed');
+    });
+  });
+});
