@@ -22,6 +22,8 @@ export interface AppConfig {
   requestsPerMinute?: number;
   /** Completion cap when a client sets none. Default: the library's (4096). */
   defaultMaxTokens?: number;
+  /** The gateway's timing options (ms); each defaults to the library's. */
+  timeouts?: { upstreamTimeout?: number; idleTimeout?: number; maxDuration?: number; writeTimeout?: number };
   logger?: Logger;
 }
 
@@ -123,6 +125,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
     },
     limits: { maxConcurrent: config.maxConcurrent ?? 32, requestsPerMinute: config.requestsPerMinute ?? 600 },
     defaultMaxTokens: config.defaultMaxTokens,
+    ...config.timeouts,
     logger: config.logger,
   });
   app.use(gateway);

@@ -12,6 +12,8 @@ import { startMockProvider, type MockProvider } from './mock-provider';
  * - INFERY_API_KEYS: accepted client keys, `key` or `key:credits`, comma-separated; unset, one demo key
  * - INFERY_MAX_CONCURRENT: open generations per key (default 32; 0 disables)
  * - INFERY_RPM: requests per minute per key (default 600; 0 disables)
+ * - INFERY_UPSTREAM_TIMEOUT_MS, INFERY_IDLE_TIMEOUT_MS, INFERY_MAX_DURATION_MS, INFERY_WRITE_TIMEOUT_MS: the gateway's
+ *   upstreamTimeout, idleTimeout, maxDuration and writeTimeout (defaults: the library's)
  * - LOG_LEVEL: pino level (default info)
  * - SHUTDOWN_DEADLINE_MS: how long open streams may run on after SIGTERM/SIGINT (default 10000)
  */
@@ -34,6 +36,17 @@ async function main(): Promise<void> {
   }
   const demoKey = `demo-${randomBytes(9).toString('base64url')}`;
   const apiKeys = process.env.INFERY_API_KEYS ? parseApiKeys(process.env.INFERY_API_KEYS) : { [demoKey]: 1000 };
+  const ms = (name: string): number | undefined => {
+    const value = wholeEnv(name, 0);
+    if (process.env[name] !== undefined && process.env[name]!.trim() !== '' && value === 0) throw new Error(`${name} must be a positive number of milliseconds`);
+    return value === 0 ? undefined : value;
+  };
+  const timeouts = {
+    upstreamTimeout: ms('INFERY_UPSTREAM_TIMEOUT_MS'),
+    idleTimeout: ms('INFERY_IDLE_TIMEOUT_MS'),
+    maxDuration: ms('INFERY_MAX_DURATION_MS'),
+    writeTimeout: ms('INFERY_WRITE_TIMEOUT_MS'),
+  };
   const maxConcurrent = wholeEnv('INFERY_MAX_CONCURRENT', 32);
   const requestsPerMinute = wholeEnv('INFERY_RPM', 600);
   const { app, gateway } = createApp({
@@ -42,6 +55,7 @@ async function main(): Promise<void> {
     apiKeys,
     maxConcurrent,
     requestsPerMinute,
+    timeouts,
     logger,
   });
 
@@ -62,6 +76,10 @@ async function main(): Promise<void> {
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
   });
+  // A client must send its headers within 10 s and its whole request within 30 s; the response has no time
+  // limit (a long stream is not cut: the gateway's own idle, write and duration limits end bad ones).
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 30_000;
   server.on('error', (err) => {
     logger.error({ err }, 'server failed');
     process.exit(1);
