@@ -1,3 +1,4 @@
+import zlib from 'node:zlib';
 import http from 'node:http';
 import { BASE, contentChunk, ScriptedProvider, textSteps, type Step } from './helpers/provider';
 import { KEY, startGateway, withGateway as withGatewayOn, type TestGateway } from './helpers/gateway';
@@ -156,5 +157,88 @@ describe('nothing in the request path can end the process', () => {
       await waitFor(() => gw.meterCalls.length === 1, 2000, 'meter');
       expect(gw.meterCalls[0]!.outcome).toBe('failed');
     });
+  });
+});
+
+describe('a provider that ignores stream: true, or compresses', () => {
+  const completion = {
+    id: 'chatcmpl-json9', object: 'chat.completion', created: 1_700_000_001, model: 'test-model',
+    choices: [{ index: 0, message: { role: 'assistant', content: 'Hello there', tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'f', arguments: '{"a":1}' } }] }, finish_reason: 'tool_calls' }],
+    usage: { prompt_tokens: 9, completion_tokens: 4, total_tokens: 13 },
+  };
+
+  test('a 200 JSON completion to a streaming request is relayed as a proper stream', async () => {
+    provider.reply = () => ({ json: completion });
+    await withGateway({}, async (gw) => {
+      const result = await postStream(gw.url, chat);
+      expect(result.headers['content-type']).toMatch(/^text\/event-stream/);
+      const chunks = jsonEvents(result);
+      expect(result.events.at(-1)).toBe('[DONE]');
+      expect(chunks[0]).toMatchObject({ id: 'chatcmpl-json9', object: 'chat.completion.chunk', choices: [{ index: 0, delta: { role: 'assistant', content: 'Hello there', tool_calls: [{ index: 0, id: 'call_1', function: { name: 'f', arguments: '{"a":1}' } }] }, finish_reason: null }] });
+      expect(chunks[1]).toMatchObject({ choices: [{ index: 0, delta: {}, finish_reason: 'tool_calls' }] });
+      expect(chunks[2]).toMatchObject({ choices: [], usage: completion.usage });
+      expect(chunks[3]).toMatchObject({ id: 'chatcmpl-json9', choices: [], usage: completion.usage, credits_used: 13 });
+      expect(gw.meterCalls).toHaveLength(1);
+      expect(gw.meterCalls[0]).toMatchObject({ outcome: 'completed', usage: completion.usage });
+    });
+  });
+
+  /** A provider that answers every request with `body` as given (bytes), for compressed answers. */
+  async function rawProvider(reply: () => { headers: Record<string, string>; body: Buffer }): Promise<{ url: string; close: () => Promise<void> }> {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        const { headers, body } = reply();
+        res.writeHead(200, headers);
+        res.end(body);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return {
+      url: `http://127.0.0.1:${(server.address() as { port: number }).port}/v1`,
+      close: () => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))),
+    };
+  }
+  const sse = textSteps(['Hello', ' world'])
+    .map((step) => `data: ${typeof (step as { data: unknown }).data === 'string' ? (step as { data: string }).data : JSON.stringify((step as { data: unknown }).data)}\n\n`)
+    .join('');
+
+  test.each([
+    ['gzip', (b: Buffer) => zlib.gzipSync(b)],
+    ['deflate', (b: Buffer) => zlib.deflateSync(b)],
+    ['br', (b: Buffer) => zlib.brotliCompressSync(b)],
+  ])('a %s-compressed stream is decoded as it arrives', async (encoding, compress) => {
+    const raw = await rawProvider(() => ({ headers: { 'content-type': 'text/event-stream', 'content-encoding': encoding }, body: compress(Buffer.from(sse)) }));
+    const gw = await startGateway(raw.url);
+    try {
+      const result = await postStream(gw.url, chat);
+      expect(result.events.at(-1)).toBe('[DONE]');
+      expect(jsonEvents(result).at(-1)).toMatchObject({ credits_used: 14 });
+    } finally {
+      await gw.close();
+      await raw.close();
+    }
+  });
+
+  test('a gzip-compressed JSON answer is decoded; corrupt data and an unknown encoding are 502s', async () => {
+    let reply = { headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: zlib.gzipSync(JSON.stringify(completion)) };
+    const raw = await rawProvider(() => reply);
+    const gw = await startGateway(raw.url);
+    const post = (body: object) => fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    try {
+      const ok = await post({ ...chat, stream: false });
+      expect(ok.status).toBe(200);
+      expect(((await ok.json()) as { credits_used: number }).credits_used).toBe(13);
+      reply = { headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: Buffer.from('not gzip at all') };
+      const corrupt = await post({ ...chat, stream: false });
+      expect(corrupt.status).toBe(502);
+      reply = { headers: { 'content-type': 'text/event-stream', 'content-encoding': 'zstd-ish' }, body: Buffer.from('xx') };
+      const unknown = await post(chat);
+      expect(unknown.status).toBe(502);
+      expect(((await unknown.json()) as { error: { code: string } }).error.code).toBe('upstream_invalid_response');
+    } finally {
+      await gw.close();
+      await raw.close();
+    }
   });
 });

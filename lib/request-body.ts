@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
 import { InferyError } from './errors';
 
 /** A request as Express hands it over: `body` is set when a body parser already ran. */
@@ -95,7 +96,7 @@ export function validateChatRequest(body: Record<string, unknown>): { model: str
 }
 
 /** Reads a whole body as text, rejecting (and pausing the stream) past `limit` bytes. */
-export function readText(stream: IncomingMessage, limit: number): Promise<string> {
+export function readText(stream: Readable, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;

@@ -1,9 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
 import { admitGeneration, authenticateOrThrow, checkRequestRate, runPreflight } from '../core/admission';
 import { InferyError, sendError, toInferyError } from '../errors';
 import { Generation } from '../core/generation';
-import { relayJson } from './json-response';
+import { relayJson, relayJsonAsStream } from './json-response';
+import { decodedBody } from '../upstream/decode';
 import type { ResolvedOptions } from '../options';
 import { readJsonBody, validateChatRequest } from '../request-body';
 import { logRequestEnd, requestIdOf } from '../request-log';
@@ -83,12 +85,22 @@ export async function handleChatCompletion<Account>(
         call.abort();
         throw err;
       }
-      if (stream) {
+      let body: Readable;
+      try {
+        body = decodedBody(upstream);
+      } catch (err) {
+        call.abort();
+        throw err;
+      }
+      // a provider that ignores `stream: true` and answers one JSON completion is relayed as a stream
+      const answeredJson = /\bjson\b/i.test(String(upstream.headers['content-type'] ?? ''));
+      if (stream && !answeredJson) {
         res.off('close', onEarlyClose);
-        const relay = new StreamRelay(gen, upstream, call, res, opts);
+        const relay = new StreamRelay(gen, body, call, res, opts);
         stop = (err) => relay.fail(err);
         relay.start();
-      } else await relayJson(gen, upstream, call, res, opts);
+      } else if (stream) await relayJsonAsStream(gen, body, call, res, opts);
+      else await relayJson(gen, body, call, res, opts);
     } finally {
       res.off('close', onEarlyClose);
     }

@@ -1,4 +1,5 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import { createParser, type EventSourceMessage, type EventSourceParser } from 'eventsource-parser';
 import { InferyError } from '../errors';
 import type { Generation } from '../core/generation';
@@ -67,7 +68,7 @@ export class StreamRelay<Account> {
 
   constructor(
     private readonly gen: Generation<Account>,
-    private readonly upstream: IncomingMessage,
+    private readonly upstream: Readable,
     private readonly call: UpstreamCall,
     private readonly res: ServerResponse,
     private readonly opts: ResolvedOptions<Account>,
