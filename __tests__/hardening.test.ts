@@ -1,5 +1,6 @@
 import zlib from 'node:zlib';
 import http from 'node:http';
+import { createApp } from '../example-app/app';
 import { BASE, contentChunk, ScriptedProvider, textSteps, type Step } from './helpers/provider';
 import { KEY, startGateway, withGateway as withGatewayOn, type TestGateway } from './helpers/gateway';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
@@ -240,5 +241,81 @@ describe('a provider that ignores stream: true, or compresses', () => {
       await gw.close();
       await raw.close();
     }
+  });
+});
+
+describe('bad framing gets a quick, clear answer', () => {
+  /** Sends headers (and `body` if given) over a raw socket; resolves with the status and how long it took. */
+  function rawPost(url: string, headers: Record<string, string>, body?: Buffer): Promise<{ status: number; ms: number; text: string; connection?: string }> {
+    const started = Date.now();
+    return new Promise((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: Number(new URL(url).port), path: '/v1/chat/completions', method: 'POST', agent: false, headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json', ...headers } }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => {
+          resolve({ status: res.statusCode ?? 0, ms: Date.now() - started, text, connection: res.headers.connection });
+          req.destroy();
+        });
+      });
+      req.on('error', (err) => ((err as NodeJS.ErrnoException).code === 'ECONNRESET' ? undefined : reject(err)));
+      req.setTimeout(5000, () => req.destroy(new Error('no answer within 5 s')));
+      if (body) req.write(body);
+      req.flushHeaders();
+    });
+  }
+
+  // (a host that runs express.json() first answers such a request itself, after reading the whole body: the
+  // example app puts a Content-Length guard before its parser; see the next test)
+  test('a Content-Length over the limit is a 413 at once, without reading the body', async () => {
+    const gw = await startGateway(provider.url, { bodyLimit: 1024 * 1024 });
+    try {
+      const res = await rawPost(gw.url, { 'content-length': String(500 * 1024 * 1024) });
+      expect(res.status).toBe(413);
+      expect(JSON.parse(res.text).error.code).toBe('request_too_large');
+      expect(res.connection).toBe('close');
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('the example app (express.json() first, behind a Content-Length guard) answers 413 at once too', async () => {
+    const example = createApp({ upstreamURL: provider.url, apiKeys: { k: 10 } });
+    const server = http.createServer(example.app);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const res = await rawPost(`http://127.0.0.1:${(server.address() as { port: number }).port}`, { 'content-length': String(500 * 1024 * 1024) });
+      expect(res.status).toBe(413);
+      expect(JSON.parse(res.text).error.code).toBe('request_too_large');
+      expect(res.connection).toBe('close');
+    } finally {
+      example.gateway.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  test('a gzip-compressed request body is decoded; a corrupt one is a 400 and an unknown encoding a 415, in OpenAI shape', async () => {
+    provider.reply = () => ({ steps: textSteps(['ok']) });
+    await withGateway({}, async (gw) => {
+      const gz = zlib.gzipSync(JSON.stringify(chat));
+      const ok = await rawPost(gw.url, { 'content-encoding': 'gzip', 'content-length': String(gz.length) }, gz);
+      expect(ok.status).toBe(200);
+      const bad = Buffer.from('this is not gzip');
+      const corrupt = await rawPost(gw.url, { 'content-encoding': 'gzip', 'content-length': String(bad.length) }, bad);
+      expect(corrupt.status).toBe(400);
+      expect(JSON.parse(corrupt.text).error).toMatchObject({ code: 'invalid_body', type: 'invalid_request_error' });
+      const unknown = await rawPost(gw.url, { 'content-encoding': 'zstd-ish', 'content-length': String(bad.length) }, bad);
+      expect(unknown.status).toBe(415);
+      expect(JSON.parse(unknown.text).error.code).toBe('unsupported_encoding');
+    });
+  });
+
+  test('a compressed body that inflates past bodyLimit is a 413', async () => {
+    await withGateway({ bodyLimit: 64 * 1024 }, async (gw) => {
+      const bomb = zlib.gzipSync(JSON.stringify({ ...chat, pad: 'x'.repeat(4 * 1024 * 1024) }));
+      const res = await rawPost(gw.url, { 'content-encoding': 'gzip', 'content-length': String(bomb.length) }, bomb);
+      expect(res.status).toBe(413);
+    });
   });
 });

@@ -5,6 +5,9 @@ import { mountChatPage } from './chat-page';
 import { GenerationLog } from './generations';
 import { CreditLedger, priceFor, priceOf, type CreditStore } from './ledger';
 
+/** The largest request body the app accepts (its express.json() limit). */
+const BODY_LIMIT = 10 * 1024 * 1024;
+
 /** The smallest completion cap the app lowers a default cap to before it refuses with 402. */
 const MIN_LOWERED_CAP = 16;
 
@@ -39,7 +42,13 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
   const app = express();
   app.disable('x-powered-by');
   app.use(compression());
-  app.use(express.json({ limit: '10mb' }));
+  // express.json() reads a body over its limit to the end before it answers 413: refuse a declared
+  // Content-Length over the limit at once instead, before any byte of the body is read
+  app.use((req, res, next) => {
+    if (Number(req.headers['content-length']) <= BODY_LIMIT || req.headers['content-length'] === undefined) return next();
+    res.status(413).set('Connection', 'close').json({ error: { message: `The request body is larger than the limit of ${BODY_LIMIT} bytes.`, type: 'invalid_request_error', code: 'request_too_large', param: null } });
+  });
+  app.use(express.json({ limit: BODY_LIMIT }));
 
   const keyOf = async (req: express.Request): Promise<string | undefined> => {
     const key = bearerToken(req);

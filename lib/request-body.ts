@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
+import { decoderFor } from './content-encoding';
 import { InferyError } from './errors';
 
 /** A request as Express hands it over: `body` is set when a body parser already ran. */
@@ -15,18 +16,27 @@ export async function readJsonBody(req: MaybeParsed, limit: number): Promise<Rec
   if (parsed === undefined || (typeof parsed === 'object' && parsed !== null && !Buffer.isBuffer(parsed) && !req.readableEnded && Object.keys(parsed).length === 0)) {
     const declared = Number(req.headers['content-length']);
     if (Number.isFinite(declared) && declared > limit) throw tooLarge(limit);
+    const body = decodedRequest(req);
     let text: string;
     try {
-      text = await readText(req, limit);
+      text = await readText(body, limit);
     } catch (err) {
       if (err instanceof RangeError) throw tooLarge(limit);
-      throw new InferyError(400, 'invalid_body', 'The request body could not be read.', { cause: err });
+      const encoding = req.headers['content-encoding'];
+      throw new InferyError(400, 'invalid_body', encoding ? `The request body could not be decoded as ${String(encoding).slice(0, 40)}.` : 'The request body could not be read.', { cause: err });
     }
     parsed = parseJson(text);
   } else if (typeof parsed === 'object' && parsed !== null && !Buffer.isBuffer(parsed)) {
     // express.json() ran before us, with its own limit: ours still applies
     const declared = Number(req.headers['content-length']);
-    const size = Number.isFinite(declared) ? declared : Buffer.byteLength(JSON.stringify(parsed));
+    let size = declared;
+    if (!Number.isFinite(declared)) {
+      try {
+        size = Buffer.byteLength(JSON.stringify(parsed));
+      } catch {
+        size = 0; // too deep to serialise: validation refuses it with a clear 400
+      }
+    }
     if (size > limit) throw tooLarge(limit);
   } else if (Buffer.isBuffer(parsed) || typeof parsed === 'string') {
     // express.raw() or express.text() ran before us
@@ -37,6 +47,20 @@ export async function readJsonBody(req: MaybeParsed, limit: number): Promise<Rec
     throw new InferyError(400, 'invalid_body', 'The request body must be a JSON object.');
   }
   return parsed as Record<string, unknown>;
+}
+
+/**
+ * The request body, decoded when the client compressed it (`Content-Encoding: gzip`, `deflate` or `br`); the
+ * size limit applies to the decoded bytes, so a compression bomb is a 413. Other encodings are a 415.
+ */
+function decodedRequest(req: IncomingMessage): Readable {
+  const decoder = decoderFor(req.headers['content-encoding']);
+  if (decoder === null) return req;
+  if (decoder === undefined) {
+    throw new InferyError(415, 'unsupported_encoding', `The request body's Content-Encoding ${String(req.headers['content-encoding']).slice(0, 40)} is not supported; send gzip, deflate, br or none.`);
+  }
+  req.on('error', (err) => decoder.destroy(err));
+  return req.pipe(decoder);
 }
 
 function parseJson(text: string): unknown {

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
-import zlib from 'node:zlib';
+import { decoderFor } from '../content-encoding';
 import { InferyError } from '../errors';
 
 /**
@@ -10,14 +10,11 @@ import { InferyError } from '../errors';
  * encoding is a 502.
  */
 export function decodedBody(res: IncomingMessage): Readable {
-  const encoding = String(res.headers['content-encoding'] ?? 'identity').trim().toLowerCase();
-  let decoder: zlib.Gunzip | zlib.Inflate | zlib.BrotliDecompress;
-  if (encoding === 'identity' || encoding === '') return res;
-  if (encoding === 'gzip' || encoding === 'x-gzip') decoder = zlib.createGunzip();
-  else if (encoding === 'deflate') decoder = zlib.createInflate();
-  else if (encoding === 'br') decoder = zlib.createBrotliDecompress();
-  else {
-    throw new InferyError(502, 'upstream_invalid_response', `The upstream provider answered with an unsupported Content-Encoding (${encoding.slice(0, 40)}).`, {
+  const decoder = decoderFor(res.headers['content-encoding']);
+  if (decoder === null) return res;
+  if (decoder === undefined) {
+    const encoding = String(res.headers['content-encoding']).slice(0, 40);
+    throw new InferyError(502, 'upstream_invalid_response', `The upstream provider answered with an unsupported Content-Encoding (${encoding}).`, {
       type: 'upstream_error',
     });
   }
