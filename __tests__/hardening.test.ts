@@ -319,3 +319,21 @@ describe('bad framing gets a quick, clear answer', () => {
     });
   });
 });
+
+describe('token counting cost', () => {
+  test('when the provider sends usage, no completion text is tokenised; without it, the text is counted once at settlement', async () => {
+    const counted: string[] = [];
+    const countTokens = (text: string): number => (counted.push(text), text.length);
+    provider.reply = () => ({ steps: textSteps(['alpha', ' beta', ' gamma']) });
+    await withGateway({ countTokens }, async (gw) => {
+      await postStream(gw.url, chat);
+      expect(counted.some((t) => t.includes('alpha') || t.includes('gamma'))).toBe(false);
+      provider.reply = () => ({ steps: textSteps(['alpha', ' beta', ' gamma'], { usage: false }) });
+      counted.length = 0;
+      await postStream(gw.url, chat);
+      await waitFor(() => gw.meterCalls.length === 2, 2000, 'meter');
+      expect(counted.filter((t) => t.includes('alpha'))).toEqual(['alpha beta gamma']);
+      expect(gw.meterCalls[1]!.usage).toMatchObject({ completion_tokens: 'alpha beta gamma'.length, estimated: true });
+    });
+  });
+});

@@ -1,7 +1,9 @@
 import { countTokens } from 'gpt-tokenizer';
 import { estimatePrompt, MEDIA_PART_TOKENS, TOKENIZE_LIMIT } from '../lib/billing/prompt-estimate';
 import { slices } from '../lib/billing/token-count';
-import { defaultCountTokens } from '../lib/core/usage';
+import fs from 'node:fs';
+import path from 'node:path';
+import { CompletionTally, defaultCountTokens } from '../lib/core/usage';
 
 const count = (text: string): number => defaultCountTokens(text, 'gpt-4o');
 const exact = (text: string): number => countTokens(text, { disallowedSpecial: new Set() });
@@ -73,5 +75,42 @@ describe('the prompt estimate and its bound', () => {
     const parts = [...slices(text)];
     expect(parts.join('')).toBe(text);
     for (const p of parts) expect(p.charCodeAt(0) >= 0xdc00 && p.charCodeAt(0) <= 0xdfff).toBe(false);
+  });
+});
+
+describe('token counting stays accurate in slices', () => {
+  // A corpus of ordinary text: English prose, Markdown, code, JSON and other scripts.
+  const corpus: Array<[string, string]> = [
+    ['the README (Markdown prose)', fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8')],
+    ['TypeScript source', fs.readFileSync(path.join(__dirname, '..', 'lib', 'chat', 'sse-relay.ts'), 'utf8')],
+    ['JSON', fs.readFileSync(path.join(__dirname, '..', 'package-lock.json'), 'utf8').slice(0, 60_000)],
+    ['French prose', 'Le traitement par flux permet au lecteur de voir les premiers mots pendant que le reste est encore écrit. '.repeat(300)],
+    ['Japanese prose', '吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。何でも薄暗いじめじめした所でニャーニャー泣いていた事だけは記憶している。'.repeat(60)],
+  ];
+  test.each(corpus)('%s: the sliced count is within 1%% of the exact count', (_name, text) => {
+    const sliced = count(text);
+    const whole = exact(text);
+    expect(Math.abs(sliced - whole) / whole).toBeLessThan(0.01);
+  });
+});
+
+describe('nothing is tokenised on the per-chunk path', () => {
+  test('a tally only keeps text until it is counted; the count equals counting the text', async () => {
+    const calls: string[] = [];
+    const tally = new CompletionTally((text) => (calls.push(text), text.length), 'm');
+    for (let i = 0; i < 1000; i++) tally.add('word ');
+    expect(calls).toHaveLength(0);
+    expect(await tally.tokens()).toBe(5000);
+    expect(tally.produced).toBe(5000);
+  });
+
+  test('past a megabyte pending, text is counted in the background, not in add()', async () => {
+    const calls: number[] = [];
+    const tally = new CompletionTally((text) => (calls.push(text.length), text.length), 'm');
+    const piece = 'z'.repeat(64 * 1024);
+    for (let i = 0; i < 20; i++) tally.add(piece);
+    expect(calls).toHaveLength(0); // nothing yet: add() never counts
+    await new Promise((r) => setImmediate(r));
+    expect(await tally.tokens()).toBe(20 * piece.length);
   });
 });

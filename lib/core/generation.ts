@@ -105,20 +105,20 @@ export class Generation<Account> {
     this.providerUsage = mergeUsage(this.providerUsage, usage);
   }
 
+  /** The usage that was settled (what the credits chunk and the JSON answer show). Only meaningful once finishing. */
+  usage(): Usage {
+    return this.meteredUsage ?? { ...ZERO_USAGE };
+  }
+
   /**
    * The provider's valid usage when it sent one, else the tokenizer's count of the prompt and of what was
-   * produced, neither above the reserved worst case. Fixed once settling began, so the credits chunk shows
-   * exactly what was metered.
+   * produced, neither above the reserved worst case.
    */
-  usage(): Usage {
-    if (this.meteredUsage) return this.meteredUsage;
+  private async measure(): Promise<Usage> {
     const worst = this.ticket.worstCase;
     if (this.worstCaseBilled) return estimatedUsage(worst.prompt_tokens, worst.completion_tokens);
     if (this.providerUsage) return this.plausible(this.providerUsage);
-    return estimatedUsage(
-      Math.min(worst.prompt_tokens, this.ticket.promptTokens),
-      Math.min(worst.completion_tokens, this.tally.tokens()),
-    );
+    return estimatedUsage(Math.min(worst.prompt_tokens, this.ticket.promptTokens), Math.min(worst.completion_tokens, await this.tally.tokens()));
   }
 
   /** What was generated cannot be known but was generated in full (an answer too large to read): bill the worst case. */
@@ -130,9 +130,10 @@ export class Generation<Account> {
    * A provider usage of zero for a part that plainly was not zero (text was produced, or the prompt was not
    * empty) is not believed: that count becomes the estimate, and a warning is logged.
    */
-  private plausible(usage: Usage): Usage {
-    const produced = usage.completion_tokens === 0 ? Math.min(this.ticket.worstCase.completion_tokens, this.tally.tokens()) : 0;
-    const prompt = usage.prompt_tokens === 0 ? Math.min(this.ticket.worstCase.prompt_tokens, this.ticket.promptTokens) : 0;
+  private async plausible(usage: Usage): Promise<Usage> {
+    const worst = this.ticket.worstCase;
+    const produced = usage.completion_tokens === 0 && this.tally.produced > 0 ? Math.min(worst.completion_tokens, await this.tally.tokens()) : 0;
+    const prompt = usage.prompt_tokens === 0 ? Math.min(worst.prompt_tokens, this.ticket.promptTokens) : 0;
     if (produced === 0 && prompt === 0) return usage;
     this.opts.logger?.warn(
       { reqId: this.reqId, generationId: this.generationId, usage: describeRawUsage(usage) },
@@ -149,26 +150,38 @@ export class Generation<Account> {
    */
   finish(outcome: Outcome, error?: InferyError): Promise<number | undefined> {
     if (!this.finishing) {
-      const usage = outcome === 'unserved' ? { ...ZERO_USAGE } : this.usage();
-      this.meteredUsage = usage;
-      this.finishing = settle(this.opts, {
-        ticket: this.ticket,
-        req: this.req,
-        reqId: this.reqId,
-        path: '/chat/completions',
-        providerId: this.providerId,
-        model: this.model,
-        providerModel: this.providerModel,
-        outcome,
-        usage,
-        error,
-        stream: this.stream,
-        finishReason: this.finishReason,
-        ttftMs: this.ttftMs,
-        durationMs: Math.round(performance.now() - this.startedAt),
-      }).finally(() => this.settleDone());
+      const durationMs = Math.round(performance.now() - this.startedAt);
+      this.finishing = this.settleAs(outcome, error, durationMs).finally(() => this.settleDone());
     }
     return this.finishing;
+  }
+
+  private async settleAs(outcome: Outcome, error: InferyError | undefined, durationMs: number): Promise<number | undefined> {
+    let usage: Usage;
+    try {
+      usage = outcome === 'unserved' ? { ...ZERO_USAGE } : await this.measure();
+    } catch {
+      // counting is contained already; this is the last line of defence: bill the worst case, never nothing
+      const worst = this.ticket.worstCase;
+      usage = estimatedUsage(worst.prompt_tokens, worst.completion_tokens);
+    }
+    this.meteredUsage = usage;
+    return settle(this.opts, {
+      ticket: this.ticket,
+      req: this.req,
+      reqId: this.reqId,
+      path: '/chat/completions',
+      providerId: this.providerId,
+      model: this.model,
+      providerModel: this.providerModel,
+      outcome,
+      usage,
+      error,
+      stream: this.stream,
+      finishReason: this.finishReason,
+      ttftMs: this.ttftMs,
+      durationMs,
+    });
   }
 
   private settleDone: () => void = () => {};

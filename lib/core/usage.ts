@@ -1,5 +1,5 @@
 import { countTokens as o200kCount } from 'gpt-tokenizer';
-import { countInSlices } from '../billing/token-count';
+import { countInSlices, countYielding } from '../billing/token-count';
 
 /** Token usage as OpenAI reports it; `estimated: true` when the gateway counted the tokens itself. */
 export interface Usage {
@@ -46,17 +46,24 @@ export function containedCounter(count: TokenCounter | undefined, warn: (err: un
   };
 }
 
-/** Flushes pending completion text to the tokenizer past this many characters, so memory stays bounded. */
-const FLUSH_AT = 64 * 1024;
+/** Pending completion text past this many characters is counted in the background, so memory stays bounded. */
+const FLUSH_AT = 1024 * 1024;
+/** Past this many pending characters (the background count falling behind), text is counted at 3 bytes a token. */
+const PENDING_MAX = 4 * FLUSH_AT;
 
 /**
- * Counts completion tokens as a stream goes by, for when the provider sends no usage. Text is kept only until
- * 64 KiB are pending, then counted, so a long generation does not grow memory.
+ * Tallies the text a generation produces, for when the provider sends no usage (or the client cancels). Adding
+ * text only keeps it: nothing is tokenised on the per-chunk path. Counting happens when the count is asked for
+ * (`tokens()`, at settlement, in slices that yield to the event loop), or in the background once a megabyte is
+ * pending, so memory stays bounded.
  */
 export class CompletionTally {
   private pending: string[] = [];
   private pendingLength = 0;
   private counted = 0;
+  private background: Promise<void> | undefined;
+  /** Characters of generated text seen in all. */
+  produced = 0;
 
   constructor(
     private readonly count: TokenCounter,
@@ -66,9 +73,21 @@ export class CompletionTally {
   /** Adds generated text; returns false for an empty string. */
   add(text: string): boolean {
     if (text.length === 0) return false;
+    this.produced += text.length;
+    if (this.pendingLength >= PENDING_MAX) {
+      this.counted += Math.ceil(Buffer.byteLength(text) / 3);
+      return true;
+    }
     this.pending.push(text);
     this.pendingLength += text.length;
-    if (this.pendingLength >= FLUSH_AT) this.flush();
+    if (this.pendingLength >= FLUSH_AT && !this.background) {
+      this.background = new Promise<void>((resolve) => setImmediate(resolve))
+        .then(() => this.flush())
+        .catch(() => undefined) // the counter is contained; nothing may go unhandled here
+        .finally(() => {
+          this.background = undefined;
+        });
+    }
     return true;
   }
 
@@ -111,16 +130,20 @@ export class CompletionTally {
     return added;
   }
 
-  tokens(): number {
-    this.flush();
+  /** The tokens of everything produced so far (counted in slices, yielding to the event loop). */
+  async tokens(): Promise<number> {
+    await this.background;
+    await this.flush();
     return this.counted;
   }
 
-  private flush(): void {
-    if (this.pendingLength === 0) return;
-    this.counted += this.count(this.pending.join(''), this.model);
-    this.pending = [];
-    this.pendingLength = 0;
+  private async flush(): Promise<void> {
+    while (this.pendingLength > 0) {
+      const text = this.pending.join('');
+      this.pending = [];
+      this.pendingLength = 0;
+      this.counted += await countYielding([text], (slice) => this.count(slice, this.model));
+    }
   }
 }
 
