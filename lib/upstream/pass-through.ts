@@ -7,6 +7,7 @@ import { responseDone, shuttingDown, type InFlight } from '../shutdown';
 import { InferyError, sendError, toInferyError } from '../errors';
 import type { ResolvedOptions } from '../options';
 import { logRequestEnd, requestIdOf } from '../request-log';
+import { relayPassThroughResponse } from './pass-through-response';
 import { upstreamTimeoutError, upstreamUnreachableError } from './upstream';
 import { BODY_HEADERS, gatewayHeaders } from './upstream-headers';
 
@@ -15,8 +16,34 @@ function hasBody(req: IncomingMessage): boolean {
   return Number(req.headers['content-length']) > 0 || req.headers['transfer-encoding'] !== undefined;
 }
 
-/** Response headers of the provider that a client of the gateway has no business receiving. */
-const DROPPED_RESPONSE_HEADERS = ['set-cookie', 'openai-organization', 'openai-project'];
+/** A consumed request body that fixRequestBody could not write again: nothing would frame what is sent. */
+class UnforwardableBody extends Error {}
+
+/**
+ * Frames the forwarded body exactly once, never with both `Transfer-Encoding` and `Content-Length`. A body still
+ * unread streams through with the client's own framing. A body a parser already read (the host's
+ * `express.json()`…) is written again with a `Content-Length` of its own, so the client's `Transfer-Encoding`
+ * goes; one that cannot be written again fails the request rather than announce bytes that never come.
+ */
+function frameBody(proxyReq: ClientRequest, req: IncomingMessage): void {
+  if (!req.readableEnded) {
+    if (proxyReq.hasHeader('transfer-encoding')) proxyReq.removeHeader('content-length');
+    return;
+  }
+  proxyReq.removeHeader('transfer-encoding');
+  const parsed = (req as { body?: unknown }).body;
+  if (Buffer.isBuffer(parsed)) {
+    // express.raw(): fixRequestBody leaves Buffers alone
+    proxyReq.setHeader('content-length', parsed.length);
+    proxyReq.write(parsed);
+    return;
+  }
+  fixRequestBody(proxyReq, req);
+  // fixRequestBody wrote nothing although there was a body: it was read and is lost
+  if (!proxyReq.headersSent && !proxyReq.destroyed && hasBody(req)) {
+    proxyReq.destroy(new UnforwardableBody('the request body was read by a body parser and cannot be forwarded'));
+  }
+}
 
 /**
  * The allow-listed routes (`passThrough`, by default `GET /v1/models` and `GET /v1/models/{id}`): admitted like
@@ -28,7 +55,10 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
   // The canonical sub-path the route table matched, per request: the only path ever sent upstream.
   const subPaths = new WeakMap<IncomingMessage, string>();
   const startedAt = new WeakMap<IncomingMessage, number>();
+  const logged = new WeakSet<IncomingMessage>();
   const log = (req: IncomingMessage, status: number, errorCode?: string): void => {
+    if (logged.has(req)) return; // a late socket error after the answer was relayed is not a second line
+    logged.add(req);
     const start = startedAt.get(req) ?? performance.now();
     logRequestEnd(opts.logger, {
       reqId: requestIdOf(req),
@@ -43,6 +73,9 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
     target: opts.upstream.baseURL.href.replace(/\/$/, ''),
     changeOrigin: true,
     xfwd: false,
+    // the gateway writes the answer itself: allow-listed headers, the key redacted, no redirect (see
+    // pass-through-response.ts)
+    selfHandleResponse: true,
     pathRewrite: (path, req) => {
       const query = path.indexOf('?');
       return (subPaths.get(req) ?? '/') + (query === -1 ? '' : path.slice(query));
@@ -54,16 +87,22 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
         }
         for (const [name, value] of Object.entries(gatewayHeaders(opts, req))) proxyReq.setHeader(name, value);
         proxyReq.setHeader('host', opts.upstream.baseURL.host);
-        fixRequestBody(proxyReq, req);
+        // a body the gateway can read, to redact the key from it (a compressed answer is decoded anyway)
+        proxyReq.setHeader('accept-encoding', 'identity');
+        frameBody(proxyReq, req);
       },
-      proxyRes: (proxyRes: IncomingMessage, req: IncomingMessage) => {
-        for (const name of DROPPED_RESPONSE_HEADERS) delete proxyRes.headers[name];
-        proxyRes.once('end', () => log(req, proxyRes.statusCode ?? 0));
+      proxyRes: (proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse) => {
+        relayPassThroughResponse(proxyRes, req, res, opts.upstream.apiKey, (end) => log(req, end.status, end.errorCode));
       },
       error: (err: Error, req: IncomingMessage, res: ServerResponse | Socket) => {
         const code = (err as NodeJS.ErrnoException).code;
         const timedOut = code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT';
-        const failure = timedOut ? upstreamTimeoutError(opts.upstreamTimeout) : upstreamUnreachableError(err);
+        const failure =
+          err instanceof UnforwardableBody
+            ? new InferyError(500, 'internal_error', 'The gateway could not forward this request body.', { type: 'server_error', cause: err })
+            : timedOut
+              ? upstreamTimeoutError(opts.upstreamTimeout)
+              : upstreamUnreachableError(err);
         if ('setHeader' in res) {
           if (res.headersSent) res.destroy();
           else sendError(res, failure);
@@ -98,6 +137,9 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
     // At the shutdown deadline: a 503 if nothing was sent yet, else the connection is closed.
     inflight.add(res, (err) => (res.headersSent ? res.destroy() : sendError(res, err, true)), responseDone(res));
     subPaths.set(req, subPath);
+    // Node already answered `100 Continue`; left in place, http-proxy would skip the `proxyReq` event, and with it
+    // the whole header policy above (the client's Authorization and cookies would go upstream, unframed).
+    delete req.headers.expect;
     await proxy(req, res, (err?: unknown) => {
       if (err) sendError(res, toInferyError(err));
     });

@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import type { UpstreamSettings } from '../options';
 
 const USER_AGENT = 'infery-stream/0.1';
@@ -18,12 +18,52 @@ export function gatewayHeaders(opts: UpstreamSettings, req: IncomingMessage): Re
   return headers;
 }
 
-/** Client headers a pass-through request keeps besides `forwardHeaders`: those that describe its body. */
-export const BODY_HEADERS = new Set(['content-type', 'content-length', 'transfer-encoding', 'accept', 'accept-encoding']);
+/**
+ * Client headers a pass-through request keeps besides `forwardHeaders`: those that describe its body, and
+ * `accept`. Not `accept-encoding`: the gateway asks for `identity`, so that it can read what it redacts.
+ */
+export const BODY_HEADERS = new Set(['content-type', 'content-length', 'transfer-encoding', 'accept']);
+
+/**
+ * Provider response headers a pass-through answer may carry to the client: what describes the body, the
+ * provider's request id and processing time, rate-limit and retry hints. Everything else (`server`, `via`,
+ * `set-cookie`, `www-authenticate`, `location`, `openai-organization`, internal headers, hop-by-hop headers) is
+ * dropped.
+ */
+const RESPONSE_HEADERS = new Set([
+  'content-type',
+  'content-length',
+  'content-encoding',
+  'cache-control',
+  'x-request-id',
+  'openai-processing-ms',
+  'openai-version',
+  'retry-after',
+  'retry-after-ms',
+]);
+const RESPONSE_HEADER_PREFIXES = ['x-ratelimit-'];
+
+/**
+ * The allow-listed headers of a provider's response, values redacted. A header the gateway already set on
+ * `res` (its own `X-Request-Id`) is kept, not overwritten.
+ */
+export function passThroughResponseHeaders(
+  headers: IncomingHttpHeaders,
+  apiKey: string | undefined,
+  alreadySet: (name: string) => boolean = () => false,
+): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined || alreadySet(name)) continue;
+    if (!RESPONSE_HEADERS.has(name) && !RESPONSE_HEADER_PREFIXES.some((prefix) => name.startsWith(prefix))) continue;
+    out[name] = redact(Array.isArray(value) ? value.join(', ') : value, apiKey);
+  }
+  return out;
+}
 
 const KEY_LIKE = /\b(sk|rk|pk)-[A-Za-z0-9_*-]{8,}/g;
 
-/** Removes the upstream key, and anything shaped like a provider key, from text a client will read. */
+/** Removes the upstream key, and anything shaped like a provider key, from text a client or a log will read. */
 export function redact(text: string, apiKey: string | undefined): string {
   let out = apiKey ? text.split(apiKey).join('[redacted]') : text;
   out = out.replace(KEY_LIKE, '[redacted]');

@@ -95,7 +95,8 @@ export class UpstreamClient {
 
 /**
  * Reads a non-2xx upstream answer (at most 64 KiB) and turns it into an InferyError with the same status,
- * keeping the provider's message, type and code when it sent OpenAI's shape, with any key redacted.
+ * keeping the provider's message, type, code and param when it sent OpenAI's shape, with any key redacted from
+ * each of them.
  */
 export async function upstreamHttpError(res: IncomingMessage, apiKey: string | undefined): Promise<InferyError> {
   const status = res.statusCode ?? 502;
@@ -121,5 +122,9 @@ export async function upstreamHttpError(res: IncomingMessage, apiKey: string | u
     // not JSON (an HTML error page, say): keep the status line only
   }
   const httpStatus = status >= 400 && status <= 599 ? status : 502;
-  return new InferyError(httpStatus, code, redact(message, apiKey), { type, param });
+  // Every field a client reads (and `code`, which is logged) may echo the key back: all of them are redacted.
+  return new InferyError(httpStatus, redact(code, apiKey), redact(message, apiKey), {
+    type: type === undefined ? undefined : redact(type, apiKey),
+    param: param === null ? null : redact(param, apiKey),
+  });
 }
