@@ -13,6 +13,7 @@ import { performance } from 'node:perf_hooks';
 import compression from 'compression';
 import express from 'express';
 import { inferyStream, type InferyStreamMiddleware } from '../lib';
+import { benchBigEvent, benchTokenizerAttack } from './attack';
 import { streamChat, type StreamResult, type Target } from './client';
 import { BenchProvider, contentEventBytes, type WriteStats } from './mock-provider';
 
@@ -443,6 +444,8 @@ async function main(): Promise<void> {
     result.throughput = await benchThroughput(direct, gateway, provider);
     result.slowReader = await benchSlowReader(direct, gateway, gw, provider);
     result.concurrency = await benchConcurrency(direct, gateway);
+    result.tokenizerAttack = await benchTokenizerAttack(gateway, Number(new URL(gw.url).port), () => chatBody(20, ' word').body);
+    result.bigEvent = await benchBigEvent();
   } catch (err) {
     failed = true;
     console.error(`\nrelay-bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
