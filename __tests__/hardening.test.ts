@@ -311,6 +311,22 @@ describe('bad framing gets a quick, clear answer', () => {
     });
   });
 
+  test('behind express.json(): a body that is not valid gzip is an OpenAI-shaped 400, an unknown encoding a 415 (not HTML)', async () => {
+    const gw = await startGateway(provider.url, {}, { json: true });
+    try {
+      const bad = Buffer.from('this is not gzip');
+      const corrupt = await rawPost(gw.url, { 'content-encoding': 'gzip', 'content-length': String(bad.length) }, bad);
+      expect(corrupt.status).toBe(400);
+      expect(JSON.parse(corrupt.text).error).toMatchObject({ code: 'invalid_body', type: 'invalid_request_error' });
+      expect(corrupt.text).not.toContain('at ');
+      const unknown = await rawPost(gw.url, { 'content-encoding': 'zstd', 'content-length': String(bad.length) }, bad);
+      expect(unknown.status).toBe(415);
+      expect(JSON.parse(unknown.text).error.code).toBe('unsupported_encoding');
+    } finally {
+      await gw.close();
+    }
+  });
+
   test('a compressed body that inflates past bodyLimit is a 413', async () => {
     await withGateway({ bodyLimit: 64 * 1024 }, async (gw) => {
       const bomb = zlib.gzipSync(JSON.stringify({ ...chat, pad: 'x'.repeat(4 * 1024 * 1024) }));

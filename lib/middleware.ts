@@ -121,8 +121,11 @@ export function inferyStream<Account = unknown>(options: Options<Account>): Infe
       sendError(res, new InferyError(400, 'invalid_json', `The request body is not valid JSON: ${String(e.message)}`));
     } else if (e.type === 'entity.too.large') {
       sendError(res, new InferyError(413, 'request_too_large', 'The request body is larger than the limit of the host app\'s body parser.'), true);
-    } else if (typeof e.type === 'string' && e.type.startsWith('entity.') || (status >= 400 && status < 500 && typeof e.type === 'string')) {
-      sendError(res, new InferyError(status >= 400 && status < 500 ? status : 400, 'invalid_body', `The request body could not be read: ${String(e.message)}`));
+    } else if (e.type === 'encoding.unsupported') {
+      sendError(res, new InferyError(415, 'unsupported_encoding', `The request body's Content-Encoding is not supported: ${String(e.message)}`), true);
+    } else if (status >= 400 && status < 500) {
+      // any other body-parser failure (a body that is not valid gzip, a charset it cannot decode, a cut-off body)
+      sendError(res, new InferyError(status, 'invalid_body', `The request body could not be read: ${String(e.message).slice(0, 200)}`), true);
     } else next(err);
   };
 
