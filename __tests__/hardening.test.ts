@@ -353,3 +353,81 @@ describe('token counting cost', () => {
     });
   });
 });
+
+describe('hostile shapes from a provider or a client never crash or hang the gateway', () => {
+  test('a gzip-compressed stream that the client leaves mid-way: cancelled and metered, the process lives, the next request is served', async () => {
+    const server = http.createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream', 'content-encoding': 'gzip' });
+        const gzip = zlib.createGzip();
+        gzip.pipe(res);
+        let i = 0;
+        const timer = setInterval(() => {
+          if (i++ === 20) {
+            clearInterval(timer);
+            gzip.end('data: [DONE]\n\n');
+            return;
+          }
+          gzip.write(`data: ${JSON.stringify(contentChunk(` w${i}`))}\n\n`);
+          gzip.flush();
+        }, 30);
+        res.on('close', () => clearInterval(timer));
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const gw = await startGateway(`http://127.0.0.1:${(server.address() as { port: number }).port}/v1`);
+    try {
+      await postStream(gw.url, chat, { onEvent: (_d, i) => (i === 2 ? 'abort' : undefined) });
+      await waitFor(() => gw.meterCalls.length === 1, 3000, 'meter');
+      expect(gw.meterCalls[0]!.outcome).toBe('cancelled');
+      await new Promise((r) => setTimeout(r, 100)); // a late 'error' on the decoder would surface here
+      const next = await postStream(gw.url, chat);
+      expect(next.status).toBe(200);
+    } finally {
+      await gw.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  const deep = (n: number): string => `${'['.repeat(n)}${']'.repeat(n)}`;
+
+  test('a deeply nested chunk split over two data: lines is relayed without re-serialising it', async () => {
+    provider.reply = () => ({ steps: [{ raw: `data: {"id":"x","choices":[{"index":0,"delta":{"content":"a"}}],\ndata: "extra":${deep(20_000)}}\n\n` }, ...textSteps([]).slice(1)] });
+    await withGateway({}, async (gw) => {
+      const result = await postStream(gw.url, chat);
+      expect(result.events.at(-1)).toBe('[DONE]');
+      expect(result.events[0]!.startsWith('{"id":"x"')).toBe(true);
+    });
+  });
+
+  test('a provider usage with a deeply nested or string extra field: counts kept, the rest dropped', async () => {
+    provider.reply = () => ({ steps: [...textSteps(['a'], { usage: false, done: false }), { raw: `data: {"id":"x","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"note":"${'n'.repeat(10)}","deep":${deep(20_000)},"cost":0.5,"completion_tokens_details":{"reasoning_tokens":0,"x":"y"}}}\n\n` }, { data: '[DONE]' }] });
+    await withGateway({}, async (gw) => {
+      const result = await postStream(gw.url, chat);
+      expect(result.events.at(-1)).toBe('[DONE]');
+      expect(jsonEvents(result).at(-1)!.usage).toEqual({ prompt_tokens: 3, completion_tokens: 1, total_tokens: 4, cost: 0.5, completion_tokens_details: { reasoning_tokens: 0 } });
+    });
+  });
+
+  test('a non-streaming answer nested 20,000 deep is a 502, answered at once (not a hang)', async () => {
+    provider.reply = () => ({ steps: [{ raw: `{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"a"},"finish_reason":"stop"}],"deep":${deep(20_000)}}` }], headers: { 'content-type': 'application/json' } });
+    await withGateway({}, async (gw) => {
+      for (const stream of [false, true]) {
+        const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...chat, stream }), signal: AbortSignal.timeout(5000) });
+        expect(res.status).toBe(502);
+        expect(((await res.json()) as { error: { code: string } }).error.code).toBe('upstream_invalid_response');
+      }
+    });
+  });
+
+  test('a wide body (a 200,000-element array in an extra field) is estimated, not a 500', async () => {
+    provider.reply = () => ({ steps: textSteps(['ok']) });
+    await withGateway({}, async (gw) => {
+      const res = await postStream(gw.url, { ...chat, documents: Array.from({ length: 200_000 }, () => 1) });
+      expect(res.status).toBe(200);
+      expect(res.events.at(-1)).toBe('[DONE]');
+    });
+  });
+});

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import { decoderFor } from './content-encoding';
 import { InferyError } from './errors';
+import { MAX_JSON_DEPTH, walkJson } from './json-walk';
 
 /** A request as Express hands it over: `body` is set when a body parser already ran. */
 type MaybeParsed = IncomingMessage & { body?: unknown };
@@ -78,31 +79,17 @@ function tooLarge(limit: number): InferyError {
   return new InferyError(413, 'request_too_large', `The request body is larger than the limit of ${limit} bytes.`);
 }
 
-/** Deepest nesting a request body may have: real requests (tool schemas included) stay far below it. */
-export const MAX_BODY_DEPTH = 100;
-
-/** True when `value` nests objects or arrays deeper than `max` levels (checked without recursion). */
-function nestedDeeperThan(value: unknown, max: number): boolean {
-  const stack: Array<[unknown, number]> = [[value, 1]];
-  while (stack.length > 0) {
-    const [item, depth] = stack.pop()!;
-    if (typeof item !== 'object' || item === null) continue;
-    if (depth > max) return true;
-    for (const child of Array.isArray(item) ? item : Object.values(item)) {
-      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
-    }
+/** 400 `invalid_json` when the body nests deeper than {@link MAX_JSON_DEPTH} (it could not be serialised again). */
+export async function checkBodyDepth(body: Record<string, unknown>): Promise<void> {
+  if (!(await walkJson(body, () => undefined))) {
+    throw new InferyError(400, 'invalid_json', `The request body is nested more than ${MAX_JSON_DEPTH} levels deep.`);
   }
-  return false;
 }
 
 /**
- * Checks the fields the gateway relies on, and that the body can be serialised again (bounded nesting). The
- * rest is the provider's to judge.
+ * Checks the fields the gateway relies on. The rest is the provider's to judge.
  */
 export function validateChatRequest(body: Record<string, unknown>): { model: string; stream: boolean } {
-  if (nestedDeeperThan(body, MAX_BODY_DEPTH)) {
-    throw new InferyError(400, 'invalid_json', `The request body is nested more than ${MAX_BODY_DEPTH} levels deep.`);
-  }
   if (typeof body.model !== 'string' || body.model.trim() === '') {
     throw new InferyError(400, 'missing_required_parameter', 'You must provide a `model` parameter (a non-empty string).', { param: 'model' });
   }

@@ -1,4 +1,5 @@
 import { InferyError } from '../errors';
+import { walkJson, Yielder } from '../json-walk';
 import { countYielding } from './token-count';
 
 /** Tokens an image part adds to the estimate (OpenAI's low-detail figure) and to the bound (its high-detail maximum). */
@@ -59,11 +60,11 @@ export async function estimatePrompt(body: Record<string, unknown>, count: (text
     texts.push(value);
     bytes += Buffer.byteLength(value);
   };
-  /** Every string in `value` (keys too), without recursion; data: URLs are media unless `skipData`. */
-  const other = (value: unknown, skipData = false): void => {
-    const stack: unknown[] = [value];
-    while (stack.length > 0) {
-      const item = stack.pop();
+  /** Every string in `value` (keys too), walked without recursion and yielding; data: URLs are media unless `skipData`. */
+  const yielder = new Yielder();
+  const other = (value: unknown, skipData = false): Promise<boolean> =>
+    walkJson(value, (item, _depth, key) => {
+      if (key !== undefined) text(key);
       if (typeof item === 'string') {
         if (!(skipData && DATA_URL.test(item))) text(item);
       } else if (typeof item === 'number' || typeof item === 'boolean') {
@@ -72,55 +73,60 @@ export async function estimatePrompt(body: Record<string, unknown>, count: (text
       } else if (typeof item === 'object' && item !== null) {
         fixed += 1;
         bytes += 2;
-        if (Array.isArray(item)) stack.push(...item);
-        else
-          for (const [key, child] of Object.entries(item)) {
-            text(key);
-            stack.push(child);
-          }
       }
+    }, Infinity, yielder);
+  const part = async (value: unknown): Promise<void> => {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      await other(value);
+      return;
     }
-  };
-  const part = (value: unknown): void => {
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) return other(value);
     const { type, text: partText, ...rest } = value as Record<string, unknown>;
     if (typeof partText === 'string') text(partText);
-    else if (partText !== undefined) other(partText);
+    else if (partText !== undefined) await other(partText);
     const isMedia = typeof type === 'string' && MEDIA_TYPES.has(type);
     if (isMedia) {
       media += 1;
       if (type === 'image_url' || type === 'input_image' || type === 'image') images += 1;
     }
-    other(rest, isMedia);
+    await other(rest, isMedia);
   };
 
   const messages = Array.isArray(body.messages) ? body.messages : [];
   for (const message of messages as unknown[]) {
+    await yielder.tick();
     if (typeof message !== 'object' || message === null || Array.isArray(message)) {
-      other(message);
+      await other(message);
       continue;
     }
     fixed += 3;
-    for (const [key, value] of Object.entries(message as Record<string, unknown>)) {
-      if (value === undefined || value === null) continue;
+    const fields = message as Record<string, unknown>;
+    for (const key in fields) {
+      const value = fields[key];
+      if (!Object.hasOwn(fields, key) || value === undefined || value === null) continue;
       if (key === 'role' && typeof value === 'string') text(value);
       else if (key === 'name' && typeof value === 'string') {
         fixed += 1;
         text(value);
       } else if (key === 'content' && typeof value === 'string') text(value);
-      else if (key === 'content' && Array.isArray(value)) value.forEach(part);
+      else if (key === 'content' && Array.isArray(value)) {
+        for (const item of value) {
+          await part(item);
+          await yielder.tick();
+        }
+      }
       else if (key === 'tool_calls' || key === 'function_call') text(json(value, 'messages'));
       else {
         text(key);
-        other(value);
+        await other(value);
       }
     }
   }
-  for (const [key, value] of Object.entries(body)) {
-    if (SETTINGS.has(key) || value === undefined || value === null) continue;
+  for (const key in body) {
+    const value = body[key];
+    if (!Object.hasOwn(body, key) || SETTINGS.has(key) || value === undefined || value === null) continue;
     if (key === 'tools' || key === 'functions' || key === 'response_format') {
       if (!(Array.isArray(value) && value.length === 0)) text(json(value, key));
-    } else other(value);
+    } else await other(value);
   }
   const strict = fixed + bytes + media * MEDIA_PART_TOKENS;
   if (bytes > TOKENIZE_LIMIT) return { tokens: strict, bound: strict };

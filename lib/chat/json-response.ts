@@ -3,6 +3,7 @@ import type { Readable } from 'node:stream';
 import { InferyError, sendError } from '../errors';
 import type { Generation } from '../core/generation';
 import type { ResolvedOptions } from '../options';
+import { MAX_JSON_DEPTH, walkJson } from '../json-walk';
 import { readText } from '../request-body';
 import type { UpstreamCall } from '../upstream/upstream';
 import { writeStreamHead } from './sse-relay';
@@ -51,6 +52,11 @@ async function readCompletion<Account>(
   } catch {
     return failed(new InferyError(502, 'upstream_invalid_response', 'The upstream provider answered with something that is not a JSON object.', { type: 'upstream_error' }));
   }
+  if (!(await walkJson(json, () => undefined))) {
+    // it could not be serialised again for the client
+    return failed(new InferyError(502, 'upstream_invalid_response', `The upstream answer is nested more than ${MAX_JSON_DEPTH} levels deep.`, { type: 'upstream_error' }));
+  }
+  if (gen.finished) return undefined;
   if (typeof json.id === 'string' && json.id !== '') gen.providerId = json.id;
   if (typeof json.model === 'string' && json.model !== '') gen.providerModel = json.model;
   if (typeof json.created === 'number') gen.created = json.created;

@@ -133,8 +133,9 @@ export class StreamRelay<Account> {
       if (this.gen.providerUsage) void this.complete();
       return;
     }
-    // A chunk that passes through unchanged is not re-serialised, unless it spanned several data: lines.
-    this.write(data.indexOf('\n') === -1 ? `data: ${data}\n\n` : `data: ${JSON.stringify(chunk)}\n\n`, this.lastUpstreamAt);
+    // A chunk passes through as it came, never re-serialised: one that spanned several data: lines parsed, so its
+    // line breaks were JSON whitespace and become spaces.
+    this.write(data.indexOf('\n') === -1 ? `data: ${data}\n\n` : `data: ${data.replace(/\n/g, ' ')}\n\n`, this.lastUpstreamAt);
   };
 
   /** Reads what metering needs from a chunk: ids, usage, produced text, finish reason. */

@@ -163,8 +163,31 @@ export function parseUsage(value: unknown): Usage | 'invalid' | undefined {
   const u = value as Record<string, unknown>;
   if (!isCount(u.prompt_tokens) || !isCount(u.completion_tokens)) return 'invalid';
   if (u.total_tokens !== undefined && u.total_tokens !== null && !isCount(u.total_tokens)) return 'invalid';
-  const total = u.prompt_tokens + u.completion_tokens;
-  return { ...u, prompt_tokens: u.prompt_tokens, completion_tokens: u.completion_tokens, total_tokens: Math.max(total, (u.total_tokens as number | undefined) ?? 0) } as Usage;
+  const usage: Usage = {
+    prompt_tokens: u.prompt_tokens,
+    completion_tokens: u.completion_tokens,
+    total_tokens: Math.max(u.prompt_tokens + u.completion_tokens, (u.total_tokens as number | undefined) ?? 0),
+  };
+  // Only counts are kept (the provider's details and cost figures): never strings or nested values a provider
+  // could fill with anything, which would reach the client, the meter and the logs.
+  let kept = 0;
+  for (const key in u) {
+    if (!Object.hasOwn(u, key) || key in usage) continue;
+    if (++kept > 32) break; // a real usage has a handful of fields
+    const field = u[key];
+    if (typeof field === 'number' && Number.isFinite(field)) usage[key] = field;
+    else if (key.endsWith('_details') && typeof field === 'object' && field !== null && !Array.isArray(field)) {
+      const details: Record<string, number> = {};
+      let names = 0;
+      for (const name in field) {
+        const count = (field as Record<string, unknown>)[name];
+        if (++names > 32) break;
+        if (Object.hasOwn(field, name) && typeof count === 'number' && Number.isFinite(count)) details[name] = count;
+      }
+      usage[key] = details;
+    }
+  }
+  return usage;
 }
 
 /** Combines two usages of one generation so that a later one never lowers what is billed. */
