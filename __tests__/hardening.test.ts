@@ -2,7 +2,7 @@ import zlib from 'node:zlib';
 import http from 'node:http';
 import { createApp } from '../example-app/app';
 import { BASE, contentChunk, ScriptedProvider, textSteps, type Step } from './helpers/provider';
-import { KEY, startGateway, withGateway as withGatewayOn, type TestGateway } from './helpers/gateway';
+import { KEY, startGateway, UPSTREAM_KEY, withGateway as withGatewayOn, type TestGateway } from './helpers/gateway';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
 
 const chat = { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] };
@@ -430,4 +430,62 @@ describe('hostile shapes from a provider or a client never crash or hang the gat
       expect(res.events.at(-1)).toBe('[DONE]');
     });
   });
+});
+
+describe('a provider that echoes the upstream key in its answer', () => {
+  const secret = UPSTREAM_KEY.replace(/^sk-/, '');
+  test('in chunk content and ids (streaming), and in a JSON answer: redacted before it reaches the client or a log', async () => {
+    provider.reply = (req) =>
+      req.json?.stream
+        ? { steps: [{ data: { ...BASE, id: UPSTREAM_KEY, choices: [{ index: 0, delta: { content: `key ${UPSTREAM_KEY} and ${secret}` }, finish_reason: null }] } }, ...textSteps([]).slice(1)] }
+        : { json: { id: UPSTREAM_KEY, choices: [{ index: 0, message: { role: 'assistant', content: `the key is ${UPSTREAM_KEY}` }, finish_reason: 'stop' }], usage: { prompt_tokens: 1, completion_tokens: 1 } } };
+    await withGateway({}, async (gw) => {
+      const streamed = await postStream(gw.url, chat);
+      const json = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: JSON.stringify({ ...chat, stream: false }) });
+      const text = await json.text();
+      for (const body of [streamed.raw, text, JSON.stringify(gw.logs), JSON.stringify(gw.meterCalls.map(({ req: _req, ...e }) => e))]) {
+        expect(body).not.toContain(UPSTREAM_KEY);
+        expect(body).not.toContain(secret);
+      }
+      expect(streamed.raw).toContain('[redacted]');
+    });
+  });
+
+  test('a 401 that echoes the key without its sk- prefix is redacted too', async () => {
+    provider.reply = () => ({ status: 401, json: { error: { message: `bad key ${secret}`, type: 'auth', code: secret, param: secret } } });
+    await withGateway({}, async (gw) => {
+      const res = await fetch(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: JSON.stringify(chat) });
+      const text = await res.text();
+      expect(res.status).toBe(401);
+      expect(text).not.toContain(secret);
+      expect(JSON.stringify(gw.logs)).not.toContain(secret);
+    });
+  });
+});
+
+test('a pass-through request the provider never answers is a 504 upstream_timeout at upstreamTimeout', async () => {
+  provider.reply = () => ({ delay: Infinity });
+  await withGateway({ upstreamTimeout: 300 }, async (gw) => {
+    const res = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${KEY}` }, signal: AbortSignal.timeout(5000) });
+    expect(res.status).toBe(504);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('upstream_timeout');
+  });
+});
+
+test('example app: a bad body outside /v1 is a JSON 400 without a stack trace, not an HTML page', async () => {
+  const example = createApp({ upstreamURL: provider.url, apiKeys: { k: 10 } });
+  const server = http.createServer(example.app);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const res = await fetch(`http://127.0.0.1:${(server.address() as { port: number }).port}/`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"broken":' });
+    expect(res.status).toBe(400);
+    expect(res.headers.get('content-type')).toMatch(/json/);
+    const text = await res.text();
+    expect(text).not.toMatch(/\bat .*\(/);
+    expect(JSON.parse(text).error.type).toBe('invalid_request_error');
+  } finally {
+    example.gateway.close();
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  }
 });

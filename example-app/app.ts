@@ -138,6 +138,21 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
     logger: config.logger,
   });
   app.use(gateway);
+  // Everything else the app answers with an error (a bad body on a page route, say) is JSON without a stack trace.
+  app.use((err: unknown, _req: express.Request, res: express.Response, next: express.NextFunction) => {
+    if (res.headersSent) return next(err);
+    const e = err as { status?: unknown; statusCode?: unknown; expose?: unknown; message?: unknown };
+    const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : 500;
+    const client = status >= 400 && status < 500;
+    res.status(status).json({
+      error: {
+        message: client && e.expose !== false ? String(e.message).slice(0, 200) : 'The server failed to handle this request.',
+        type: client ? 'invalid_request_error' : 'server_error',
+        code: client ? 'invalid_request' : 'internal_error',
+        param: null,
+      },
+    });
+  });
   return { app, ledger, generations, gateway };
 }
 

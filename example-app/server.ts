@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { createApp, parseApiKeys } from './app';
@@ -61,7 +62,9 @@ async function main(): Promise<void> {
 
   const port = process.env.PORT === undefined || process.env.PORT === '' ? 3000 : Number(process.env.PORT);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`PORT must be a port number, got ${process.env.PORT}`);
-  const server = app.listen(port, () => {
+  // Header and request-body deadlines are checked every second, not at Node's default 30 s granularity.
+  const server = http.createServer({ connectionsCheckingInterval: 1_000 }, app);
+  server.listen(port, () => {
     const { port: actual } = server.address() as AddressInfo;
     const key = Object.keys(apiKeys)[0]!;
     const lines = [

@@ -6,6 +6,7 @@ import type { ResolvedOptions } from '../options';
 import { MAX_JSON_DEPTH, walkJson } from '../json-walk';
 import { readText } from '../request-body';
 import type { UpstreamCall } from '../upstream/upstream';
+import { carriesKey, redact } from '../upstream/upstream-headers';
 import { writeStreamHead } from './sse-relay';
 
 /**
@@ -45,6 +46,8 @@ async function readCompletion<Account>(
   }
   if (gen.finished) return undefined;
 
+  // a provider that echoes the gateway's key in its answer never gets it to the client
+  if (carriesKey(text, opts.upstream.apiKey)) text = redact(text, opts.upstream.apiKey);
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(text) as Record<string, unknown>;

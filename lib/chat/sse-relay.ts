@@ -5,7 +5,7 @@ import { InferyError } from '../errors';
 import type { Generation } from '../core/generation';
 import type { ResolvedOptions } from '../options';
 import type { UpstreamCall } from '../upstream/upstream';
-import { redact } from '../upstream/upstream-headers';
+import { carriesKey, redact } from '../upstream/upstream-headers';
 
 const HEARTBEAT = ': keep-alive\n\n';
 const DONE = 'data: [DONE]\n\n';
@@ -110,7 +110,9 @@ export class StreamRelay<Account> {
     if (this.state !== 'streaming' && this.state !== 'draining') return;
     // only data events are upstream activity: comments and partial events do not keep a stream alive
     this.lastUpstreamAt = Date.now();
-    const data = event.data;
+    // a provider that echoes the gateway's key in a chunk never gets it to the client
+    const key = this.opts.upstream.apiKey;
+    const data = carriesKey(event.data, key) ? redact(event.data, key) : event.data;
     if (data === '[DONE]') {
       void this.complete();
       return;

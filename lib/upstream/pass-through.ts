@@ -96,7 +96,9 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
       },
       error: (err: Error, req: IncomingMessage, res: ServerResponse | Socket) => {
         const code = (err as NodeJS.ErrnoException).code;
-        const timedOut = code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT';
+        // http-proxy ends a request that outlived proxyTimeout with a plain reset: tell it apart by the time taken
+        const waited = performance.now() - (startedAt.get(req) ?? performance.now());
+        const timedOut = code === 'ETIMEDOUT' || code === 'ESOCKETTIMEDOUT' || waited >= opts.upstreamTimeout;
         const failure =
           err instanceof UnforwardableBody
             ? new InferyError(500, 'internal_error', 'The gateway could not forward this request body.', { type: 'server_error', cause: err })

@@ -65,7 +65,20 @@ const KEY_LIKE = /\b(sk|rk|pk)-[A-Za-z0-9_*-]{8,}/g;
 
 /** Removes the upstream key, and anything shaped like a provider key, from text a client or a log will read. */
 export function redact(text: string, apiKey: string | undefined): string {
-  let out = apiKey ? text.split(apiKey).join('[redacted]') : text;
-  out = out.replace(KEY_LIKE, '[redacted]');
-  return out;
+  let out = text;
+  if (apiKey) {
+    out = out.split(apiKey).join('[redacted]');
+    // the secret part alone too, as a provider may echo it without its `sk-` / `sk-proj-` prefix
+    const secret = apiKey.replace(/^[A-Za-z]{2,8}-(?:[A-Za-z]{2,8}-)?/, '');
+    if (secret !== apiKey && secret.length >= 16) out = out.split(secret).join('[redacted]');
+  }
+  return out.replace(KEY_LIKE, '[redacted]');
+}
+
+/** True when `text` carries the upstream key (or its secret part): the cheap check before {@link redact}. */
+export function carriesKey(text: string, apiKey: string | undefined): boolean {
+  if (!apiKey) return false;
+  if (text.includes(apiKey)) return true;
+  const secret = apiKey.replace(/^[A-Za-z]{2,8}-(?:[A-Za-z]{2,8}-)?/, '');
+  return secret !== apiKey && secret.length >= 16 && text.includes(secret);
 }
