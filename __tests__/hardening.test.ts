@@ -422,12 +422,19 @@ describe('hostile shapes from a provider or a client never crash or hang the gat
     });
   });
 
-  test('a wide body (a 200,000-element array in an extra field) is estimated, not a 500', async () => {
+  test('a wide body: 50,000 values are estimated and served; 200,000 (or a 200,000-key object) are a 400 invalid_json, never a 500', async () => {
     provider.reply = () => ({ steps: textSteps(['ok']) });
     await withGateway({}, async (gw) => {
-      const res = await postStream(gw.url, { ...chat, documents: Array.from({ length: 200_000 }, () => 1) });
-      expect(res.status).toBe(200);
-      expect(res.events.at(-1)).toBe('[DONE]');
+      const served = await postStream(gw.url, { ...chat, documents: Array.from({ length: 50_000 }, () => 1) });
+      expect(served.status).toBe(200);
+      expect(served.events.at(-1)).toBe('[DONE]');
+      const wideObject: Record<string, number> = {};
+      for (let i = 0; i < 200_000; i++) wideObject[`k${i}`] = 1;
+      for (const documents of [Array.from({ length: 200_000 }, () => 1), wideObject]) {
+        const refused = await postStream(gw.url, { ...chat, documents });
+        expect(refused.status).toBe(400);
+        expect(JSON.parse(refused.raw).error.code).toBe('invalid_json');
+      }
     });
   });
 });

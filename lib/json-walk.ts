@@ -21,16 +21,19 @@ export class Yielder {
  * Visits every value in a parsed JSON value without recursion (any depth) and without copying a large object's
  * keys into an array, yielding to the event loop every few milliseconds, so neither deep nor wide input can
  * overflow the stack or hold the event loop. `visit` gets each value with its depth (the root is 1) and the key
- * it sits under; returning `false` skips its children. Resolves `false` as soon as a container sits deeper than
- * `maxDepth`, else `true`. Pass one `yielder` to several walks that make up one piece of work.
+ * it sits under; returning `false` skips its children. Stops as soon as a container sits deeper than `maxDepth`
+ * (`'too-deep'`) or more than `maxValues` values were seen (`'too-many'`), else resolves `'ok'`. Pass one
+ * `yielder` to several walks that make up one piece of work.
  */
 export async function walkJson(
   root: unknown,
   visit: (value: unknown, depth: number, key: string | undefined) => boolean | void,
   maxDepth = MAX_JSON_DEPTH,
   yielder = new Yielder(),
-): Promise<boolean> {
+  maxValues = Infinity,
+): Promise<'ok' | 'too-deep' | 'too-many'> {
   const stack: Array<[unknown, number, string | undefined]> = [[root, 1, undefined]];
+  let values = 1;
   const pause = (): Promise<void> => yielder.tick();
   while (stack.length > 0) {
     const [value, depth, key] = stack.pop()!;
@@ -38,8 +41,9 @@ export async function walkJson(
       await pause();
       continue;
     }
-    if (depth > maxDepth) return false;
+    if (depth > maxDepth) return 'too-deep';
     if (Array.isArray(value)) {
+      if ((values += value.length) > maxValues) return 'too-many';
       for (let i = value.length - 1; i >= 0; i--) {
         stack.push([value[i], depth + 1, undefined]);
         await pause();
@@ -47,10 +51,11 @@ export async function walkJson(
     } else {
       for (const k in value) {
         if (!Object.hasOwn(value, k)) continue;
+        if (++values > maxValues) return 'too-many';
         stack.push([(value as Record<string, unknown>)[k], depth + 1, k]);
         await pause();
       }
     }
   }
-  return true;
+  return 'ok';
 }

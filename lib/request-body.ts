@@ -79,10 +79,19 @@ function tooLarge(limit: number): InferyError {
   return new InferyError(413, 'request_too_large', `The request body is larger than the limit of ${limit} bytes.`);
 }
 
-/** 400 `invalid_json` when the body nests deeper than {@link MAX_JSON_DEPTH} (it could not be serialised again). */
-export async function checkBodyDepth(body: Record<string, unknown>): Promise<void> {
-  if (!(await walkJson(body, () => undefined))) {
-    throw new InferyError(400, 'invalid_json', `The request body is nested more than ${MAX_JSON_DEPTH} levels deep.`);
+/** Most values (objects, arrays, strings, numbers…) a request body may hold: a long chat holds a few thousand. */
+export const MAX_BODY_VALUES = 100_000;
+
+/**
+ * 400 `invalid_json` when the body nests deeper than {@link MAX_JSON_DEPTH} (it could not be serialised again)
+ * or holds more than {@link MAX_BODY_VALUES} values (serialising it again would hold the event loop for long).
+ * Walked iteratively, yielding.
+ */
+export async function checkBodyShape(body: Record<string, unknown>): Promise<void> {
+  const shape = await walkJson(body, () => undefined, MAX_JSON_DEPTH, undefined, MAX_BODY_VALUES);
+  if (shape === 'too-deep') throw new InferyError(400, 'invalid_json', `The request body is nested more than ${MAX_JSON_DEPTH} levels deep.`);
+  if (shape === 'too-many') {
+    throw new InferyError(400, 'invalid_json', `The request body holds more than ${MAX_BODY_VALUES} JSON values; send fewer messages or parts.`);
   }
 }
 

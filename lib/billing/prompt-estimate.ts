@@ -62,7 +62,7 @@ export async function estimatePrompt(body: Record<string, unknown>, count: (text
   };
   /** Every string in `value` (keys too), walked without recursion and yielding; data: URLs are media unless `skipData`. */
   const yielder = new Yielder();
-  const other = (value: unknown, skipData = false): Promise<boolean> =>
+  const other = (value: unknown, skipData = false): Promise<unknown> =>
     walkJson(value, (item, _depth, key) => {
       if (key !== undefined) text(key);
       if (typeof item === 'string') {

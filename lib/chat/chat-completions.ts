@@ -7,7 +7,7 @@ import { Generation } from '../core/generation';
 import { relayJson, relayJsonAsStream } from './json-response';
 import { decodedBody } from '../upstream/decode';
 import type { ResolvedOptions } from '../options';
-import { checkBodyDepth, readJsonBody, validateChatRequest } from '../request-body';
+import { checkBodyShape, readJsonBody, validateChatRequest } from '../request-body';
 import { logRequestEnd, requestIdOf } from '../request-log';
 import { responseDone, shuttingDown, type InFlight } from '../shutdown';
 import { StreamRelay } from './sse-relay';
@@ -46,7 +46,7 @@ export async function handleChatCompletion<Account>(
     await checkRequestRate(opts, account);
     const body = await readJsonBody(req, opts.bodyLimit);
     const { model, stream } = validateChatRequest(body);
-    await checkBodyDepth(body);
+    await checkBodyShape(body);
     await runPreflight(opts, account, req, '/chat/completions', body);
     const ticket = await admitGeneration(opts, account, req, res, '/chat/completions', body, model);
     gen = new Generation(opts, req, ticket, model, stream, reqId);

@@ -55,7 +55,7 @@ async function readCompletion<Account>(
   } catch {
     return failed(new InferyError(502, 'upstream_invalid_response', 'The upstream provider answered with something that is not a JSON object.', { type: 'upstream_error' }));
   }
-  if (!(await walkJson(json, () => undefined))) {
+  if ((await walkJson(json, () => undefined)) !== 'ok') {
     // it could not be serialised again for the client
     return failed(new InferyError(502, 'upstream_invalid_response', `The upstream answer is nested more than ${MAX_JSON_DEPTH} levels deep.`, { type: 'upstream_error' }));
   }
