@@ -10,8 +10,13 @@ export class Yielder {
   private since = performance.now();
   private ticks = 0;
 
-  async tick(): Promise<void> {
-    if ((++this.ticks & 1023) !== 0 || performance.now() - this.since < YIELD_AFTER_MS) return;
+  /** True when it is time to yield (synchronous, so the common case costs no promise). */
+  due(): boolean {
+    return (++this.ticks & 1023) === 0 && performance.now() - this.since >= YIELD_AFTER_MS;
+  }
+
+  /** Yields to the event loop. */
+  async pause(): Promise<void> {
     await new Promise<void>((resolve) => setImmediate(resolve));
     this.since = performance.now();
   }
@@ -34,11 +39,10 @@ export async function walkJson(
 ): Promise<'ok' | 'too-deep' | 'too-many'> {
   const stack: Array<[unknown, number, string | undefined]> = [[root, 1, undefined]];
   let values = 1;
-  const pause = (): Promise<void> => yielder.tick();
   while (stack.length > 0) {
     const [value, depth, key] = stack.pop()!;
     if (visit(value, depth, key) === false || typeof value !== 'object' || value === null) {
-      await pause();
+      if (yielder.due()) await yielder.pause();
       continue;
     }
     if (depth > maxDepth) return 'too-deep';
@@ -46,14 +50,14 @@ export async function walkJson(
       if ((values += value.length) > maxValues) return 'too-many';
       for (let i = value.length - 1; i >= 0; i--) {
         stack.push([value[i], depth + 1, undefined]);
-        await pause();
+        if (yielder.due()) await yielder.pause();
       }
     } else {
       for (const k in value) {
         if (!Object.hasOwn(value, k)) continue;
         if (++values > maxValues) return 'too-many';
         stack.push([(value as Record<string, unknown>)[k], depth + 1, k]);
-        await pause();
+        if (yielder.due()) await yielder.pause();
       }
     }
   }

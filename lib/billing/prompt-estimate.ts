@@ -93,7 +93,7 @@ export async function estimatePrompt(body: Record<string, unknown>, count: (text
 
   const messages = Array.isArray(body.messages) ? body.messages : [];
   for (const message of messages as unknown[]) {
-    await yielder.tick();
+    if (yielder.due()) await yielder.pause();
     if (typeof message !== 'object' || message === null || Array.isArray(message)) {
       await other(message);
       continue;
@@ -111,7 +111,7 @@ export async function estimatePrompt(body: Record<string, unknown>, count: (text
       else if (key === 'content' && Array.isArray(value)) {
         for (const item of value) {
           await part(item);
-          await yielder.tick();
+          if (yielder.due()) await yielder.pause();
         }
       }
       else if (key === 'tool_calls' || key === 'function_call') text(json(value, 'messages'));
