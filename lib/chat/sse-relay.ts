@@ -214,11 +214,9 @@ export class StreamRelay<Account> {
     if (this.state !== 'streaming') return;
     const now = Date.now();
     if (now - this.startedAt >= this.opts.maxDuration) {
-      const paused = this.paused;
       this.fail(
         new InferyError(504, 'max_duration_exceeded', `The generation ran longer than ${this.opts.maxDuration} ms and was ended.`, { type: 'upstream_error' }),
       );
-      if (paused) this.res.destroy(); // a client that is not reading would never receive the error chunk
       return;
     }
     if (this.paused) {
@@ -351,12 +349,22 @@ export class StreamRelay<Account> {
       return;
     }
     if (this.state !== 'streaming') return;
+    const paused = this.paused;
     this.state = 'done';
     this.detach();
     this.call.abort();
     this.write(errorChunk(err), Date.now());
     this.res.end();
+    if (paused) this.dropIfStillUnread();
     void this.gen.finish('failed', err);
+  }
+
+  /** A client that was not reading when the stream failed gets `writeTimeout` to take the rest, then is dropped. */
+  private dropIfStillUnread(): void {
+    const res = this.res;
+    const timer = setTimeout(() => res.destroy(), this.opts.writeTimeout);
+    timer.unref();
+    res.once('close', () => clearTimeout(timer));
   }
 
   /** Lets a finished upstream response end so its keep-alive socket is reused; drops it if it lingers. */
