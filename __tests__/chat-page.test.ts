@@ -8,11 +8,23 @@ import { createApp } from '../example-app/app';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 
 /**
- * The example chat page end to end, in Debian's headless Chromium driven by playwright-core (which never
- * downloads a browser). `.ci/run` installs the `chromium` package.
+ * The example chat page end to end, in a headless Chromium driven by playwright-core (which never downloads a
+ * browser): `CHROMIUM_PATH` if set, else Debian's `/usr/bin/chromium` when installed (`.ci/run` installs it), else
+ * the Chromium that the `@sparticuz/chromium` dev dependency ships inside npm — so `npm install && npm test`
+ * needs nothing installed by hand.
  */
 
-const CHROMIUM = '/usr/bin/chromium';
+const DEBIAN_CHROMIUM = '/usr/bin/chromium';
+const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+/** Where the browser is and how to start it. */
+async function browserToLaunch(): Promise<{ executablePath: string; args: string[]; source: string }> {
+  const fromEnv = process.env.CHROMIUM_PATH;
+  if (fromEnv) return { executablePath: fromEnv, args: FLAGS, source: 'CHROMIUM_PATH' };
+  if (fs.existsSync(DEBIAN_CHROMIUM)) return { executablePath: DEBIAN_CHROMIUM, args: FLAGS, source: 'Debian chromium' };
+  const packaged = (await import('@sparticuz/chromium')).default;
+  return { executablePath: await packaged.executablePath(), args: [...packaged.args, ...FLAGS], source: '@sparticuz/chromium' };
+}
 const ROOT = path.resolve(__dirname, '..');
 const ARTIFACTS = path.join(__dirname, 'artifacts');
 const PROMPT = 'Write a haiku about TCP';
@@ -36,12 +48,6 @@ async function openPage(key: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  if (!fs.existsSync(CHROMIUM)) {
-    throw new Error(
-      `Chromium is not installed at ${CHROMIUM}: the chat page test needs it. Install it with ` +
-        '`apt-get update && apt-get install -y --no-install-recommends chromium` (Debian; .ci/run does this).',
-    );
-  }
   // The page imports /stream-reader.js, the browser build of lib/stream-reader.ts.
   execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.browser.json'], { cwd: ROOT, timeout: 30_000, stdio: 'pipe' });
 
@@ -51,11 +57,8 @@ beforeAll(async () => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
 
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    timeout: 20_000,
-  });
+  const { executablePath, args } = await browserToLaunch();
+  browser = await chromium.launch({ executablePath, args, headless: true, timeout: 20_000 });
   page = await browser.newPage({ viewport: { width: 900, height: 820 } });
   page.setDefaultTimeout(10_000);
   fs.mkdirSync(ARTIFACTS, { recursive: true });
