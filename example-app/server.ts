@@ -69,6 +69,7 @@ async function main(): Promise<void> {
     const key = Object.keys(apiKeys)[0]!;
     const lines = [
       `infery-stream example gateway listening on http://localhost:${actual}`,
+      `  chat page: http://localhost:${actual}/?key=${encodeURIComponent(Object.keys(apiKeys)[0]!)}`,
       `  upstream: ${mock ? `built-in mock provider (${mock.url})` : upstreamURL}`,
       process.env.INFERY_API_KEYS ? `  client keys: ${Object.keys(apiKeys).length} from INFERY_API_KEYS` : `  demo key: ${demoKey} (1000 credits)`,
       '',
@@ -83,8 +84,9 @@ async function main(): Promise<void> {
   // limit (a long stream is not cut: the gateway's own idle, write and duration limits end bad ones).
   server.headersTimeout = 10_000;
   server.requestTimeout = 30_000;
-  server.on('error', (err) => {
-    logger.error({ err }, 'server failed');
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    const why = err.code === 'EADDRINUSE' ? `port ${port} is already in use; set PORT to another one` : err.message;
+    process.stderr.write(`infery-stream example: cannot listen: ${why}\n`);
     process.exit(1);
   });
 
