@@ -77,7 +77,9 @@ export class Generation<Account> {
   /** Notes that choice `index` sent its `finish_reason`. */
   markChoiceFinished(index: unknown, reason: string): void {
     this.finishReason = reason;
-    this.finishedChoices.add(typeof index === 'number' ? index : 0);
+    const i = typeof index === 'number' ? index : 0;
+    // only the choices asked for count (and a provider cannot grow this set without bound)
+    if (Number.isInteger(i) && i >= 0 && i < this.ticket.choices) this.finishedChoices.add(i);
   }
 
   /** True once every choice asked for (`n`) sent its `finish_reason`: the provider finished generating. */
