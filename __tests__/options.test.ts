@@ -64,4 +64,16 @@ describe('options are validated when the middleware is created', () => {
       gateway.close();
     }
   });
+
+  test('hooks are typed with the framework request that authenticate declares: req.user without casts', () => {
+    type Req = express.Request & { user?: { id: string; plan: 'free' | 'pro' } };
+    const gateway = inferyStream({
+      ...valid,
+      authenticate: (req: Req) => req.user ?? null,
+      preflight: ({ req, account }) => req.user?.id === account.id,
+      reserve: ({ req }) => (req.user?.plan === 'pro' ? 'hold' : false),
+      meter: ({ req, account }) => (req.user?.plan === 'pro' && account.id ? 1 : 0),
+    });
+    gateway.close();
+  });
 });

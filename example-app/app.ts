@@ -111,9 +111,9 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
     );
   };
 
-  const gateway = inferyStream<string>({
+  const gateway = inferyStream<string, express.Request>({
     upstream: { baseURL: config.upstreamURL, apiKey: config.upstreamKey },
-    authenticate: (req) => keyOf(req as express.Request),
+    authenticate: (req: express.Request) => keyOf(req),
     reserve,
     // Settles the hold: the real charge (nothing for an unserved request). A usage that cannot be priced is
     // charged at the reserved worst case rather than for free.

@@ -53,7 +53,7 @@ type Located = { kind: 'outside' } | { kind: 'refused'; error: InferyError } | {
  *   meter: async ({ account, usage }) => ledger.charge(account, usage),
  * }));
  */
-export function inferyStream<Account = unknown>(options: Options<Account>): InferyStreamMiddleware {
+export function inferyStream<Account = unknown, Req extends IncomingMessage = IncomingMessage>(options: Options<Account, Req>): InferyStreamMiddleware {
   if (arguments.length > 1) {
     throw new TypeError('infery-stream: inferyStream was called as a middleware; use app.use(inferyStream({ ... })).');
   }

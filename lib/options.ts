@@ -14,13 +14,14 @@ export interface Logger {
 }
 
 /** What a pre-flight check sees: the authenticated account and the parsed request. */
-export interface PreflightContext<Account> {
+export interface PreflightContext<Account, Req extends IncomingMessage = IncomingMessage> {
   account: Account;
   /** The parsed JSON body of a chat completion; `undefined` on pass-through routes. */
   body: Record<string, unknown> | undefined;
   /** The path below the base path, e.g. `/chat/completions` or `/embeddings`. */
   path: string;
-  req: IncomingMessage;
+  /** The client's request, as your framework hands it over (an Express `Request` in an Express app). */
+  req: Req;
 }
 
 /** Where requests go. */
@@ -33,20 +34,23 @@ export interface UpstreamOptions {
   headers?: Record<string, string>;
 }
 
-/** Options of {@link inferyStream}. */
-export interface Options<Account = unknown> {
+/**
+ * Options of {@link inferyStream}. `Req` is your framework's request type: annotate `authenticate`'s parameter
+ * (`(req: express.Request) => …`) and every hook sees that type, `req.user` included, without casts.
+ */
+export interface Options<Account = unknown, Req extends IncomingMessage = IncomingMessage> {
   /** The OpenAI-compatible provider. Required. */
   upstream: UpstreamOptions;
   /**
    * Resolves the caller to an account, or `null`/`undefined` to answer 401. Required: a gateway that lets
    * anyone spend its upstream key is a leaked key. To allow everyone on purpose, pass `() => ({})`.
    */
-  authenticate: (req: IncomingMessage) => Account | null | undefined | Promise<Account | null | undefined>;
+  authenticate: (req: Req) => Account | null | undefined | Promise<Account | null | undefined>;
   /**
    * Runs after authentication and body validation, before any upstream call. Return `false` to refuse with
    * 402 `insufficient_quota`, or throw an `InferyError` to refuse with its status and code. Default: allow.
    */
-  preflight?: (ctx: PreflightContext<Account>) => boolean | void | Promise<boolean | void>;
+  preflight?: (ctx: PreflightContext<Account, Req>) => boolean | void | Promise<boolean | void>;
   /**
    * Runs after `preflight`, before the upstream call, with the request's worst case (prompt estimate plus
    * completion cap). Hold credits for it and return the hold (any value; it comes back as
@@ -54,14 +58,14 @@ export interface Options<Account = unknown> {
    * case fits. Return `false` to refuse with 402 `insufficient_quota`, or throw an `InferyError`. Every request
    * that passes this hook is settled by exactly one `meter` call. Default: no hold.
    */
-  reserve?: (ctx: ReserveContext<Account>) => ReserveResult | Promise<ReserveResult>;
+  reserve?: (ctx: ReserveContext<Account, Req>) => ReserveResult | Promise<ReserveResult>;
   /**
    * Called exactly once for every request that passed `reserve`: completed, cancelled, failed mid-stream, or
    * `unserved` (the upstream refused or failed before the first byte, or the gateway shut down: usage is zero;
    * release the hold, charge nothing). Returns the credits charged, sent to the client as `credits_used`.
    * `undefined` means 0. Default: returns 0.
    */
-  meter?: (event: MeterEvent<Account>) => number | void | Promise<number | void>;
+  meter?: (event: MeterEvent<Account, Req>) => number | void | Promise<number | void>;
   /**
    * Completion cap per choice when the client sets neither `max_completion_tokens` nor `max_tokens`; sent
    * upstream as `max_completion_tokens`, so the provider enforces the worst case the gateway reserved for.

@@ -12,7 +12,7 @@ export interface WorstCase {
 }
 
 /** What `reserve` sees: the account, the request and its worst case. */
-export interface ReserveContext<Account> {
+export interface ReserveContext<Account, Req extends IncomingMessage = IncomingMessage> {
   account: Account;
   /** The gateway-unique id of the generation this reservation is for (also `MeterEvent.generationId`). */
   generationId: string;
@@ -33,7 +33,8 @@ export interface ReserveContext<Account> {
   capSource: 'max_completion_tokens' | 'max_tokens' | 'default';
   /** Number of choices asked for (`n`). */
   choices: number;
-  req: IncomingMessage;
+  /** The client's request, as your framework hands it over. */
+  req: Req;
 }
 
 /**

@@ -12,7 +12,7 @@ import type { Usage } from './usage';
 export type Outcome = 'completed' | 'cancelled' | 'failed' | 'unserved';
 
 /** What `meter` receives, exactly once for every request that passed `reserve`. */
-export interface MeterEvent<Account = unknown> {
+export interface MeterEvent<Account = unknown, Req extends IncomingMessage = IncomingMessage> {
   /** What `authenticate` returned for the caller. */
   account: Account;
   /** The gateway-unique id of this generation, also sent as the `X-Generation-Id` response header. */
@@ -47,7 +47,7 @@ export interface MeterEvent<Account = unknown> {
   /** Milliseconds from the request to the first content token (null if none), and to the end. */
   timings: { ttftMs: number | null; durationMs: number };
   /** The client's request (read headers from it; its body has been consumed). */
-  req: IncomingMessage;
+  req: Req;
 }
 
 /** Outcome of one meter call: the credits, or why there are none. */
