@@ -1,5 +1,5 @@
 import compression from 'compression';
-import express from 'express';
+import express5 from 'express';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { bearerToken, inferyStream, type InferyStreamMiddleware, type MeterEvent, type Options } from '../../lib';
@@ -10,6 +10,14 @@ export const UPSTREAM_KEY = 'sk-upstream-secret-0123456789';
 export interface Account {
   id: string;
 }
+
+/**
+ * The Express the host apps of the tests are built with: Express 5, or Express 4 (the `express4` dev
+ * dependency) when `INFERY_TEST_EXPRESS=4` — `npm run test:express4` runs the HTTP suites that way.
+ */
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const express: typeof express5 = process.env.INFERY_TEST_EXPRESS === '4' ? (require('express4') as typeof express5) : express5;
+export const EXPRESS_VERSION: string = process.env.INFERY_TEST_EXPRESS === '4' ? '4' : '5';
 
 export interface TestGateway {
   url: string;
