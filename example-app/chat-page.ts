@@ -9,7 +9,8 @@ function firstExisting(candidates: string[]): string {
 
 /**
  * Serves the chat page: `example-app/public` at `/`, and the browser build of `lib/stream-reader.ts` at
- * `/stream-reader.js`. Paths are resolved for both layouts: `example-app/` (ts-jest, ts-node) and
+ * `/stream-reader.js`, and the browser builds of `marked` and `dompurify` at `/vendor/marked.js` and
+ * `/vendor/purify.js`. Paths are resolved for both layouts: `example-app/` (ts-jest, ts-node) and
  * `dist/example-app/` (`npm start`, where tsc does not copy `public/`).
  */
 export function mountChatPage(app: Express): void {
@@ -29,5 +30,27 @@ export function mountChatPage(app: Express): void {
     res.setHeader('Cache-Control', 'no-cache');
     res.type('text/javascript').sendFile(file);
   });
+  // The Markdown renderer and sanitiser of the chat page: their browser ES module builds, from node_modules
+  // (devDependencies, since the example app is not part of the package). Resolved per request like the reader.
+  const vendor: Record<string, () => string> = {
+    '/vendor/marked.js': () => require.resolve('marked'), // its only export: lib/marked.esm.js
+    '/vendor/purify.js': () => path.join(path.dirname(require.resolve('dompurify')), 'purify.es.mjs'),
+  };
+  for (const [route, locate] of Object.entries(vendor)) {
+    app.get(route, (_req, res) => {
+      let file: string | undefined;
+      try {
+        file = locate();
+      } catch {
+        file = undefined;
+      }
+      if (!file || !fs.existsSync(file)) {
+        res.status(500).type('text/plain').send(`${route} is missing: install the dev dependencies (npm install) for marked and dompurify.`);
+        return;
+      }
+      res.setHeader('Cache-Control', 'no-cache');
+      res.type('text/javascript').sendFile(file);
+    });
+  }
   app.use(express.static(publicDir, { index: 'index.html', redirect: false, setHeaders: (res) => res.setHeader('Cache-Control', 'no-cache') }));
 }
