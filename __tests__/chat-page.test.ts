@@ -29,7 +29,16 @@ const ROOT = path.resolve(__dirname, '..');
 const ARTIFACTS = path.join(__dirname, 'artifacts');
 const PROMPT = 'Write a haiku about TCP';
 /** One key per test, so each test reads its own ledger line. */
-const KEYS = { text: 'page-key-text', stop: 'page-key-stop', tools: 'page-key-tools', reference: 'page-key-reference' };
+const KEYS = {
+  text: 'page-key-text',
+  stop: 'page-key-stop',
+  tools: 'page-key-tools',
+  reference: 'page-key-reference',
+  markdown: 'page-key-markdown',
+  turns: 'page-key-turns',
+  elapsed: 'page-key-elapsed',
+};
+const MOCK_MODELS = ['mock-1', 'mock-slow', 'mock-error', 'mock-garbage', 'mock-429', 'mock-stall', 'mock-no-usage'];
 
 let mock: MockProvider;
 let server: http.Server;
@@ -42,9 +51,33 @@ const used = (key: string): number => created.ledger.balanceOf(key)!.used;
 const text = async (selector: string): Promise<string> => (await page.textContent(selector))?.trim() ?? '';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** Opens the page as the banner's link does (`/?key=…`) and waits for the balance and the models. */
 async function openPage(key: string): Promise<void> {
   await page.goto(`${url}/?key=${encodeURIComponent(key)}`);
   await page.waitForFunction(() => document.querySelector('#balance')?.textContent !== '');
+  await page.waitForSelector('select#model option[value="mock-1"]', { state: 'attached' });
+}
+
+/** Sends `prompt` (on the selected model) and waits until the answer is done. */
+async function ask(prompt: string): Promise<void> {
+  await page.fill('#prompt', prompt);
+  await page.click('#send');
+  await page.waitForFunction(() => document.querySelector('#status')?.textContent?.startsWith('done'));
+}
+
+/** The bodies of the page's POST /v1/chat/completions requests, recorded while `fn` runs. */
+async function recordingRequests(fn: () => Promise<void>): Promise<Array<{ model: string; messages: Array<{ role: string; content: string | null }> }>> {
+  const bodies: Array<{ model: string; messages: Array<{ role: string; content: string | null }> }> = [];
+  const listener = (req: import('playwright-core').Request): void => {
+    if (req.method() === 'POST' && new URL(req.url()).pathname === '/v1/chat/completions') bodies.push(req.postDataJSON());
+  };
+  page.on('request', listener);
+  try {
+    await fn();
+  } finally {
+    page.off('request', listener);
+  }
+  return bodies;
 }
 
 beforeAll(async () => {
@@ -52,7 +85,7 @@ beforeAll(async () => {
   execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.browser.json'], { cwd: ROOT, timeout: 30_000, stdio: 'pipe' });
 
   mock = await startMockProvider();
-  created = createApp({ upstreamURL: mock.url, apiKeys: { [KEYS.text]: 100, [KEYS.stop]: 100, [KEYS.tools]: 100, [KEYS.reference]: 100 } });
+  created = createApp({ upstreamURL: mock.url, apiKeys: Object.fromEntries(Object.values(KEYS).map((k) => [k, 100])) });
   server = http.createServer(created.app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -74,14 +107,23 @@ afterAll(async () => {
   await mock?.close();
 });
 
-test('serves the page and the browser build of the stream reader', async () => {
+test('serves the page, the browser build of the stream reader, and marked and DOMPurify from node_modules', async () => {
   const js = await fetch(`${url}/stream-reader.js`);
   expect(js.status).toBe(200);
   expect(js.headers.get('content-type')).toMatch(/javascript/);
   expect(await js.text()).toMatch(/export async function readGatewayStream/);
   const html = await fetch(`${url}/`);
   expect(html.status).toBe(200);
-  expect(await html.text()).toMatch(/id="output"/);
+  expect(await html.text()).toMatch(/id="transcript"/);
+  for (const [route, pattern] of [
+    ['/vendor/marked.js', /export\s*\{[^}]*\bmarked\b/],
+    ['/vendor/purify.js', /export\s*\{[^}]*\bdefault\b/],
+  ] as const) {
+    const res = await fetch(`${url}${route}`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/javascript/);
+    expect(await res.text()).toMatch(pattern);
+  }
 });
 
 test('streams an answer token by token, then shows credits_used and time to first token', async () => {
@@ -131,7 +173,7 @@ test('Stop aborts a slow answer: output stops growing and only the produced toke
   expect(fullCharge).toBeGreaterThan(0);
 
   await openPage(KEYS.stop);
-  await page.fill('#model', 'mock-slow');
+  await page.selectOption('#model', 'mock-slow');
   await page.fill('#prompt', PROMPT);
   await page.click('#send');
   // mock-slow: first word after ~150 ms, then one per second; stop after the second word.
@@ -158,6 +200,9 @@ test('Stop aborts a slow answer: output stops growing and only the produced toke
   expect(used(KEYS.stop)).toBe(charged);
   expect(await page.isDisabled('#stop')).toBe(true);
   expect(await page.isEnabled('#send')).toBe(true);
+  // What arrived before Stop stays in the transcript, marked stopped.
+  expect(await text('.turn.assistant[data-outcome="stopped"] .content')).toBe(atStop);
+  expect(await text('.turn.assistant .meta')).toBe('stopped');
   await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page-stopped.png'), fullPage: true });
 });
 
@@ -180,7 +225,7 @@ test('with the tools checkbox, the streamed get_weather call renders with its JS
 test('shows a mid-stream failure with the text received before it', async () => {
   await openPage(KEYS.tools);
   await page.uncheck('#tools');
-  await page.fill('#model', 'mock-error'); // the mock drops the connection after a few words
+  await page.selectOption('#model', 'mock-error'); // the mock drops the connection after a few words
   await page.fill('#prompt', PROMPT);
   await page.click('#send');
   await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'failed mid-stream');
@@ -190,8 +235,125 @@ test('shows a mid-stream failure with the text received before it', async () => 
 
 test('shows an HTTP error in OpenAI shape', async () => {
   await page.goto(`${url}/?key=not-a-key`);
+  // GET /v1/models is refused too: the model is typed in a text field instead
+  await page.waitForSelector('input#model');
+  await page.fill('#model', 'mock-1');
   await page.click('#send');
   await page.waitForFunction(() => document.querySelector('#error')?.textContent !== '');
   expect(await text('#error')).toMatch(/^HTTP 401: .*invalid_api_key/);
   expect(await text('#status')).toBe('error 401');
+  // nothing was answered: the turn is taken back and the prompt given back
+  expect(await page.locator('#transcript .turn').count()).toBe(0);
+  expect(await page.inputValue('#prompt')).toBe(PROMPT);
+});
+
+test('renders the answer as sanitised Markdown: bold, no event handlers, links with rel="noopener noreferrer"', async () => {
+  let dialogs = 0;
+  const onDialog = (d: import('playwright-core').Dialog): void => {
+    dialogs++;
+    void d.dismiss();
+  };
+  page.on('dialog', onDialog);
+  try {
+    await openPage(KEYS.markdown);
+    // The mock echoes the first 8 words of the prompt.
+    await ask('**bold** and <img src=x onerror=alert(1)> [link](https://example.com) <script>alert(2)</script>');
+    expect(await text('#output strong')).toBe('bold');
+    expect(await page.locator('#output img[onerror], #output [onerror], #output script').count()).toBe(0);
+    const link = page.locator('#output a[href="https://example.com"]');
+    expect(await link.count()).toBe(1);
+    expect(await link.getAttribute('rel')).toBe('noopener noreferrer');
+    expect(await link.getAttribute('target')).toBe('_blank');
+    expect(await text('#output')).toMatch(/^You said: "bold and/);
+    await sleep(200);
+    expect(dialogs).toBe(0);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page-markdown.png'), fullPage: true });
+  } finally {
+    page.off('dialog', onDialog);
+  }
+});
+
+test('keeps a multi-turn conversation: earlier turns are sent as messages; New chat clears it', async () => {
+  await openPage(KEYS.turns);
+  const bodies = await recordingRequests(async () => {
+    await ask('first question about sockets');
+    await ask('second question about ports');
+  });
+  expect(bodies).toHaveLength(2);
+  expect(bodies[0]!.messages).toEqual([{ role: 'user', content: 'first question about sockets' }]);
+  const second = bodies[1]!.messages;
+  expect(second.length).toBeGreaterThanOrEqual(3);
+  expect(second.map((m) => m.role)).toEqual(['user', 'assistant', 'user']);
+  expect(second[0]!.content).toBe('first question about sockets');
+  expect(second[1]!.content).toMatch(/^You said: "first question about sockets"\. Streaming lets a reader/);
+  expect(second[2]!.content).toBe('second question about ports');
+
+  // the transcript shows both turns, the latest answer echoing the latest question
+  expect(await page.locator('#transcript .turn.user').allTextContents()).toEqual(['Youfirst question about sockets', 'Yousecond question about ports']);
+  const answers = await page.locator('#transcript .turn.assistant .content').allTextContents();
+  expect(answers).toHaveLength(2);
+  expect(answers[0]).toMatch(/^You said: "first question about sockets"/);
+  expect(answers[1]).toMatch(/^You said: "second question about ports"/);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page-conversation.png'), fullPage: true });
+
+  await page.click('#new-chat');
+  expect(await page.locator('#transcript .turn').count()).toBe(0);
+  const afterNew = await recordingRequests(() => ask('a fresh start'));
+  expect(afterNew[0]!.messages).toEqual([{ role: 'user', content: 'a fresh start' }]);
+});
+
+test('lists the models from GET /v1/models in a select', async () => {
+  await openPage(KEYS.text);
+  expect(await page.locator('select#model').count()).toBe(1);
+  const options = await page.locator('#model option').evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+  expect(options).toEqual(MOCK_MODELS);
+  expect(await page.inputValue('#model')).toBe('mock-1');
+});
+
+test('moves the key from ?key= into the field and sessionStorage, out of the address bar', async () => {
+  await page.goto(`${url}/?key=${encodeURIComponent(KEYS.text)}&model=mock-slow`);
+  await page.waitForFunction(() => document.querySelector('#balance')?.textContent !== '');
+  expect(await page.inputValue('#key')).toBe(KEYS.text);
+  expect(await page.evaluate(() => sessionStorage.getItem('infery-stream.key'))).toBe(KEYS.text);
+  const search = await page.evaluate(() => location.search);
+  expect(search).not.toContain('key');
+  expect(search).not.toContain(KEYS.text);
+  expect(page.url()).not.toContain(KEYS.text);
+  // other parameters stay, and a reload without ?key= keeps the key (sessionStorage)
+  expect(search).toBe('?model=mock-slow');
+  await page.waitForSelector('select#model option[value="mock-1"]', { state: 'attached' });
+  expect(await page.inputValue('#model')).toBe('mock-slow');
+  await page.goto(`${url}/`);
+  await page.waitForFunction(() => document.querySelector('#balance')?.textContent !== '');
+  expect(await page.inputValue('#key')).toBe(KEYS.text);
+
+  // a key typed in the field replaces the stored one
+  await page.fill('#key', KEYS.turns);
+  await page.press('#key', 'Tab');
+  await page.waitForFunction((k) => sessionStorage.getItem('infery-stream.key') === k, KEYS.turns);
+});
+
+test('shows the elapsed time while waiting and streaming, then time to first token and total', async () => {
+  await openPage(KEYS.elapsed);
+  await page.selectOption('#model', 'mock-slow');
+  await page.fill('#prompt', PROMPT);
+  await page.click('#send');
+  // mock-slow: ~150 ms to the first word, then one word per second
+  const seen = new Set<string>();
+  for (let i = 0; i < 15; i++) {
+    seen.add(await text('#elapsed'));
+    await sleep(100);
+  }
+  const ticking = [...seen].filter((t) => /^\d+\.\d s/.test(t));
+  expect(ticking.length).toBeGreaterThanOrEqual(5); // it moved on every ~100 ms
+  expect([...seen].some((t) => /first token \d+ ms/.test(t))).toBe(true);
+  await page.click('#stop');
+  await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'stopped');
+  const ttft = Number(await text('#ttft'));
+  const total = Number(await text('#total'));
+  expect(ttft).toBeGreaterThan(0);
+  expect(total).toBeGreaterThanOrEqual(1_000);
+  expect(total).toBeGreaterThan(ttft);
+  expect(await text('#elapsed')).toMatch(/^first token \d+ ms · total \d+\.\d s$/);
+  await page.waitForFunction(() => document.querySelector('#credits')?.textContent !== '', undefined, { timeout: 5_000 });
 });
