@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * Writes the ES module entry points next to the CommonJS build: `dist/lib/index.mjs` and `dist/lib/client.mjs`
- * re-export, by name, exactly what the CommonJS modules export. One implementation is loaded whichever way a
+ * Writes the ES module entry points next to the CommonJS build: `dist/lib/index.mjs` re-exports, by name,
+ * exactly what the CommonJS module exports. One implementation is loaded whichever way a
  * consumer imports it, so there is no dual-package hazard (two `InferyError` classes, two option parsers).
  */
 import fs from 'node:fs';
@@ -11,7 +11,11 @@ import { fileURLToPath } from 'node:url';
 
 const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'dist', 'lib');
 const require = createRequire(import.meta.url);
-for (const entry of ['index', 'client']) {
+// dist/browser/stream-reader.js is the client's ES module build (no imports at all): it is what
+// `import 'infery-stream/client'` loads, and what the example chat page serves. Mark its folder as ESM.
+fs.writeFileSync(path.join(dist, '..', 'browser', 'package.json'), '{ "type": "module" }\n');
+
+for (const entry of ['index']) {
   const names = Object.keys(require(path.join(dist, `${entry}.js`))).filter((name) => name !== '__esModule' && name !== 'default');
   const source = `// ES module entry of infery-stream: the names of ./${entry}.js (CommonJS), one implementation.\nimport cjs from './${entry}.js';\nexport const { ${names.join(', ')} } = cjs;\n`;
   fs.writeFileSync(path.join(dist, `${entry}.mjs`), source);
