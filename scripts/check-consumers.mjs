@@ -2,7 +2,7 @@
 /**
  * Consumer check of the packed tarball: `npm pack`, then fresh temporary projects install it the way users do —
  * an Express 5 project (CommonJS, ES module, TypeScript with NodeNext and with Bundler resolution) and an
- * Express 4 project (CommonJS), no --legacy-peer-deps — and each runs a tiny app that streams a completion from
+ * Express 4 project (CommonJS, ES module), no --legacy-peer-deps — and each runs a tiny app that streams a completion from
  * a local mock provider and reads `credits_used`. The client entry is bundled for browsers with esbuild and must
  * pull in no Node module. Exits 1 on any failure. Run by .ci/run after the test suite; `npm run check:consumers`.
  */
@@ -117,7 +117,9 @@ step('Express 4 project installs the tarball (no --legacy-peer-deps)', () => {
 });
 if (e4) {
   fs.writeFileSync(path.join(e4, 'app.cjs'), cjs);
+  fs.writeFileSync(path.join(e4, 'app.mjs'), esm);
   step('Express 4, CommonJS: streams with credits_used', () => run('node', ['app.cjs'], e4));
+  step('Express 4, ES module: streams with credits_used', () => run('node', ['app.mjs'], e4));
 }
 
 fs.rmSync(work, { recursive: true, force: true });
