@@ -39,7 +39,13 @@ DOMPurify.addHook('afterSanitizeAttributes', (node) => {
     node.setAttribute('rel', 'noopener noreferrer');
   }
 });
-const PURIFY = { RETURN_DOM_FRAGMENT: true, FORBID_TAGS: ['style', 'form', 'input', 'button', 'textarea', 'select'], FORBID_ATTR: ['style'] };
+// No images, media or frames either: a model's answer must not make the browser fetch URLs it chose (a prompt
+// injection could leak the conversation through an image URL).
+const PURIFY = {
+  RETURN_DOM_FRAGMENT: true,
+  FORBID_TAGS: ['style', 'form', 'input', 'button', 'textarea', 'select', 'img', 'picture', 'source', 'video', 'audio', 'iframe', 'object', 'embed', 'svg', 'math'],
+  FORBID_ATTR: ['style', 'srcset', 'background', 'poster'],
+};
 
 /** Renders `markdown` into `el`: marked, then DOMPurify (no script, no event handlers, no javascript: URLs). */
 function renderMarkdown(el, markdown) {
