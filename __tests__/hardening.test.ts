@@ -496,3 +496,14 @@ test('example app: a bad body outside /v1 is a JSON 400 without a stack trace, n
     await new Promise<void>((r) => server.close(() => r()));
   }
 });
+
+test('a streamed pass-through body that echoes the key without its sk- prefix, split across writes, is scrubbed', async () => {
+  const secret = UPSTREAM_KEY.replace(/^sk-/, '');
+  provider.reply = () => ({ headers: { 'content-type': 'text/event-stream' }, steps: [{ raw: `data: {"a":"${secret.slice(0, 9)}` }, { wait: 20 }, { raw: `${secret.slice(9)}"}\n\n` }, { raw: `data: {"b":"${UPSTREAM_KEY}"}\n\n` }] });
+  await withGateway({}, async (gw) => {
+    const res = await fetch(`${gw.url}/v1/models`, { headers: { authorization: `Bearer ${KEY}` } });
+    const text = await res.text();
+    expect(text).not.toContain(secret);
+    expect(text).toContain('[redacted]');
+  });
+});

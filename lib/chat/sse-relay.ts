@@ -5,6 +5,7 @@ import { InferyError } from '../errors';
 import type { Generation } from '../core/generation';
 import type { ResolvedOptions } from '../options';
 import type { UpstreamCall } from '../upstream/upstream';
+import { sendUnbufferedHead } from '../unbuffered-head';
 import { carriesKey, redact } from '../upstream/upstream-headers';
 
 const HEARTBEAT = ': keep-alive\n\n';
@@ -25,13 +26,8 @@ function lastBoundaryEnd(text: string): number {
 /** Sets the SSE headers that keep compression(), nginx and other proxies from holding events back. */
 export function writeStreamHead(res: ServerResponse): void {
   res.statusCode = 200;
-  res.removeHeader('Content-Length');
   res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
-  // no-transform: compression() and well-behaved proxies leave the body alone (see FINDINGS.md)
-  res.setHeader('Cache-Control', 'no-cache, no-transform');
-  res.setHeader('X-Accel-Buffering', 'no');
-  res.flushHeaders();
-  res.socket?.setNoDelay(true);
+  sendUnbufferedHead(res);
 }
 
 /** The SSE chunk a client receives when the upstream fails after streaming began. */

@@ -1,8 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { InferyError, sendError } from '../errors';
+import { sendUnbufferedHead } from '../unbuffered-head';
 import { decodedBody } from './decode';
-import { passThroughResponseHeaders, redact } from './upstream-headers';
+import { keySecret, passThroughResponseHeaders, redact } from './upstream-headers';
 
 /** Largest pass-through body the gateway reads whole to redact (non-2xx answers, small 2xx); the rest is cut off. */
 export const MAX_INSPECTED_BODY = 64 * 1024;
@@ -66,7 +67,7 @@ export function relayPassThroughResponse(
   if (ok && !apiKey) {
     // nothing to redact (no key): the body passes as the provider sent it, encoding and length included
     setHeaders(res, headers);
-    if (sse) writeStreamHead(res);
+    if (sse) sendUnbufferedHead(res);
     stream(proxyRes, proxyRes, [], res, status, done);
     return;
   }
@@ -100,20 +101,11 @@ export function relayPassThroughResponse(
   }
 
   setHeaders(res, headers);
-  if (sse) writeStreamHead(res);
-  stream(proxyRes, body, apiKey ? [new KeyScrubber(apiKey)] : [], res, status, done);
-}
-
-/**
- * SSE: `no-transform` keeps compression() (and well-behaved proxies) from holding events back, `X-Accel-Buffering`
- * does the same for nginx; the headers go at once (see FINDINGS.md, and `writeStreamHead` of the chat relay).
- */
-function writeStreamHead(res: ServerResponse): void {
-  res.removeHeader('Content-Length');
-  res.setHeader('Cache-Control', 'no-cache, no-transform');
-  res.setHeader('X-Accel-Buffering', 'no');
-  res.flushHeaders();
-  res.socket?.setNoDelay(true);
+  if (sse) sendUnbufferedHead(res);
+  // the whole key, then its secret part alone (a provider may echo it without the `sk-` prefix)
+  const secret = apiKey ? keySecret(apiKey) : undefined;
+  const scrubbers = apiKey ? [new KeyScrubber(apiKey), ...(secret ? [new KeyScrubber(secret)] : [])] : [];
+  stream(proxyRes, body, scrubbers, res, status, done);
 }
 
 /**

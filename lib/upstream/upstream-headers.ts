@@ -69,8 +69,8 @@ export function redact(text: string, apiKey: string | undefined): string {
   if (apiKey) {
     out = out.split(apiKey).join('[redacted]');
     // the secret part alone too, as a provider may echo it without its `sk-` / `sk-proj-` prefix
-    const secret = apiKey.replace(/^[A-Za-z]{2,8}-(?:[A-Za-z]{2,8}-)?/, '');
-    if (secret !== apiKey && secret.length >= 16) out = out.split(secret).join('[redacted]');
+    const secret = keySecret(apiKey);
+    if (secret) out = out.split(secret).join('[redacted]');
   }
   return out.replace(KEY_LIKE, '[redacted]');
 }
@@ -79,6 +79,12 @@ export function redact(text: string, apiKey: string | undefined): string {
 export function carriesKey(text: string, apiKey: string | undefined): boolean {
   if (!apiKey) return false;
   if (text.includes(apiKey)) return true;
+  const secret = keySecret(apiKey);
+  return secret !== undefined && text.includes(secret);
+}
+
+/** The key without its `sk-` / `sk-proj-` style prefix, when that leaves a secret of 16 or more characters. */
+export function keySecret(apiKey: string): string | undefined {
   const secret = apiKey.replace(/^[A-Za-z]{2,8}-(?:[A-Za-z]{2,8}-)?/, '');
-  return secret !== apiKey && secret.length >= 16 && text.includes(secret);
+  return secret !== apiKey && secret.length >= 16 ? secret : undefined;
 }
