@@ -257,9 +257,11 @@ async function chargeAfterStop(generationId, note) {
     const res = await fetch(`/v1/generation?id=${encodeURIComponent(generationId)}`, { headers: auth(), cache: 'no-store' });
     if (res.ok) {
       const { data } = await res.json();
+      // the balance first, so the charge and the balance appear together (the record exists: it is settled)
+      await refreshBalance();
       els.credits.textContent = String(round(data.credits_used));
       els.creditsNote.textContent = note;
-      break;
+      return;
     }
   }
   await refreshBalance();
