@@ -36,8 +36,11 @@ export type InferyStreamMiddleware = [GatewayHandler, GatewayErrorHandler] & {
   readonly inFlight: number;
 };
 
-/** Where a request stands: outside the base path, refused (400/404/405), or matched to a route. */
-type Located = { kind: 'outside' } | { kind: 'refused'; error: InferyError } | { kind: 'route'; route: Route; subPath: string };
+/**
+ * Where a request stands: outside the base path, refused (400/404/405; `route` is the template of a 405's path,
+ * else `unmatched`), or matched to a route.
+ */
+type Located = { kind: 'outside' } | { kind: 'refused'; error: InferyError; route: string } | { kind: 'route'; route: Route; subPath: string };
 
 /**
  * Creates the gateway middleware. Mount it with `app.use(inferyStream(options))`: it serves
@@ -77,6 +80,7 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
       return {
         kind: 'refused',
         error: new InferyError(400, 'invalid_path', `The request path is not canonical (${verdict.reason}). Send the exact path, e.g. POST ${base}/chat/completions.`),
+        route: 'unmatched',
       };
     }
     const match = routes.match(method, verdict.subPath);
@@ -85,29 +89,33 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
       return {
         kind: 'refused',
         error: new InferyError(404, 'unknown_route', `Unknown route: ${method} ${shown.length > 200 ? `${shown.slice(0, 200)}…` : shown}. This gateway serves ${routes.describe(base)}.`),
+        route: 'unmatched',
       };
     }
     if ('allow' in match) {
       const error = new InferyError(405, 'method_not_allowed', `${method} is not allowed on ${base}${verdict.subPath}; use ${match.allow.join(' or ')}.`);
       error.headers = { Allow: match.allow.join(', ') };
-      return { kind: 'refused', error };
+      // the path is in the table under another method: that route's template
+      const allowed = routes.match(match.allow[0] ?? 'GET', verdict.subPath);
+      return { kind: 'refused', error, route: allowed && 'route' in allowed ? allowed.route.pattern : 'unmatched' };
     }
     return { kind: 'route', route: match.route, subPath: verdict.subPath };
   };
 
-  const refuse = (req: GatewayRequest, res: ServerResponse, error: InferyError): void => {
+  const refuse = (req: GatewayRequest, res: ServerResponse, error: InferyError, route: string, closeConnection = false): void => {
     const reqId = requestIdOf(req);
     res.setHeader('X-Request-Id', reqId);
-    sendError(res, error);
-    logRequestEnd(opts.logger, { reqId, path: rawPathOf(req.url ?? '/').slice(0, 200), status: error.status, durationMs: 0, errorCode: error.code });
+    sendError(res, error, closeConnection);
+    const path = rawPathOf(req.url ?? '/').slice(0, 200);
+    logRequestEnd(opts, { reqId, path, route, method: req.method ?? 'GET', status: error.status, durationMs: 0, errorCode: error.code, errorSource: 'gateway' });
   };
 
   const handler: GatewayHandler = (req, res, next) => {
     const where = locate(req);
     if (where.kind === 'outside') return next();
-    if (where.kind === 'refused') return refuse(req, res, where.error);
+    if (where.kind === 'refused') return refuse(req, res, where.error, where.route);
     if (where.route.kind === 'chat') void handleChatCompletion(opts, client, inflight, req, res);
-    else void passThrough(req, res, where.subPath);
+    else void passThrough(req, res, where.subPath, where.route.pattern);
   };
 
   const errorHandler: GatewayErrorHandler = (err, req, res, next) => {
@@ -115,17 +123,18 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
     if (res.headersSent || typeof e !== 'object' || e === null) return next(err);
     const where = locate(req);
     if (where.kind === 'outside') return next(err);
-    if (where.kind === 'refused') return refuse(req, res, where.error);
+    if (where.kind === 'refused') return refuse(req, res, where.error, where.route);
+    const route = where.route.pattern;
     const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : 0;
     if (e.type === 'entity.parse.failed') {
-      sendError(res, new InferyError(400, 'invalid_json', `The request body is not valid JSON: ${String(e.message)}`));
+      refuse(req, res, new InferyError(400, 'invalid_json', `The request body is not valid JSON: ${String(e.message)}`), route);
     } else if (e.type === 'entity.too.large') {
-      sendError(res, new InferyError(413, 'request_too_large', 'The request body is larger than the limit of the host app\'s body parser.'), true);
+      refuse(req, res, new InferyError(413, 'request_too_large', 'The request body is larger than the limit of the host app\'s body parser.'), route, true);
     } else if (e.type === 'encoding.unsupported') {
-      sendError(res, new InferyError(415, 'unsupported_encoding', `The request body's Content-Encoding is not supported: ${String(e.message)}`), true);
+      refuse(req, res, new InferyError(415, 'unsupported_encoding', `The request body's Content-Encoding is not supported: ${String(e.message)}`), route, true);
     } else if (status >= 400 && status < 500) {
       // any other body-parser failure (a body that is not valid gzip, a charset it cannot decode, a cut-off body)
-      sendError(res, new InferyError(status, 'invalid_body', `The request body could not be read: ${String(e.message).slice(0, 200)}`), true);
+      refuse(req, res, new InferyError(status, 'invalid_body', `The request body could not be read: ${String(e.message).slice(0, 200)}`), route, true);
     } else next(err);
   };
 

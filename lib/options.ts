@@ -4,6 +4,7 @@ import { MemoryLimitStore, type LimitStore } from './billing/limits';
 import type { MeterEvent } from './core/metering';
 import { DEFAULT_PASS_THROUGH, parseRoute, type Route } from './routing/routes';
 import { containedCounter } from './core/usage';
+import { containedObserver, OBSERVER_MEMBERS, type ContainedObserver, type Observer } from './metrics/observer';
 
 /** The subset of a pino logger infery-stream uses. Pass `pino()` or any child of it. */
 export interface Logger {
@@ -116,6 +117,12 @@ export interface Options<Account = unknown, Req extends IncomingMessage = Incomi
   /** A pino logger; one line per request when it ends. Default: silent. */
   logger?: Logger;
   /**
+   * Told when requests end and generations start and settle, for metrics (`prometheusObserver()` from
+   * `infery-stream/prometheus` is one). Never called per chunk; a member that throws is logged and ignored.
+   * Default: none.
+   */
+  observer?: Observer;
+  /**
    * Counts tokens when the provider sends no usage (and for cancelled streams). Default: gpt-tokenizer's
    * `o200k_base` encoding.
    */
@@ -168,6 +175,8 @@ export interface ResolvedOptions<Account> {
   maxResponseBytes: number;
   forwardHeaders: ReadonlySet<string>;
   logger: Logger | undefined;
+  /** The host's observer, each member contained (see `containedObserver`). */
+  observer: ContainedObserver | undefined;
   /** The host's `countTokens` or the default, contained (see `containedCounter`). */
   countTokens: (text: string, model: string) => number;
 }
@@ -179,7 +188,7 @@ const KNOWN_KEYS = new Set([
   'upstream', 'authenticate', 'preflight', 'reserve', 'meter', 'defaultMaxTokens', 'limits', 'basePath', 'passThrough',
   'usageGraceTimeout', 'bodyLimit', 'upstreamTimeout', 'idleTimeout', 'heartbeatInterval', 'maxDuration', 'writeTimeout',
   'maxEventBytes', 'meterTimeout',
-  'maxResponseBytes', 'forwardHeaders', 'logger', 'countTokens',
+  'maxResponseBytes', 'forwardHeaders', 'logger', 'observer', 'countTokens',
 ]);
 const LIMIT_KEYS = new Set(['maxConcurrent', 'requestsPerMinute', 'store', 'key']);
 const FORBIDDEN_FORWARD = new Set(['authorization', 'cookie', 'proxy-authorization', 'host', 'content-length']);
@@ -305,6 +314,7 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
     fail('`logger` must be a pino logger (an object with info/warn/error/debug).');
   }
   const logger = given === undefined ? undefined : containedLogger(given);
+  const observer = parseObserver(opts.observer);
 
   return {
     upstream: { baseURL, apiKey: upstream.apiKey as string | undefined, headers },
@@ -328,6 +338,7 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
     maxResponseBytes: amount('maxResponseBytes', opts.maxResponseBytes, 50 * 1024 * 1024, 'bytes'),
     forwardHeaders,
     logger,
+    observer: observer === undefined ? undefined : containedObserver(observer, logger),
     countTokens: containedCounter(fn<(text: string, model: string) => number>('countTokens', opts.countTokens, false), (err) =>
       logger?.warn({ err: err instanceof Error ? err.message : String(err) }, 'infery-stream countTokens failed; counting a token per 3 bytes instead'),
     ),
@@ -346,6 +357,22 @@ function containedLogger(logger: Logger): Logger {
       }
     };
   return { info: call('info'), warn: call('warn'), error: call('error'), debug: call('debug') };
+}
+
+/** An object with at least one of the observer's members, each present one a function. */
+function parseObserver(value: unknown): Observer | undefined {
+  if (value === undefined) return undefined;
+  const members = OBSERVER_MEMBERS.join(', ');
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(`\`observer\` must be an object with ${members}, got ${Array.isArray(value) ? 'an array' : typeof value}.`);
+  const observer = value as Record<string, unknown>;
+  for (const name of OBSERVER_MEMBERS) {
+    if (observer[name] !== undefined && typeof observer[name] !== 'function') fail(`\`observer.${name}\` must be a function, got ${typeof observer[name]}.`);
+  }
+  if (OBSERVER_MEMBERS.every((name) => observer[name] === undefined)) {
+    const hint = 'observer' in observer ? ' (pass `prometheusObserver().observer`, not what prometheusObserver() returned)' : '';
+    fail(`\`observer\` has none of ${members}${hint}.`);
+  }
+  return observer as Observer;
 }
 
 /** A positive whole number (token counts). */

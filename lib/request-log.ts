@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { Logger } from './options';
+import type { Outcome } from './core/metering';
+import type { LimitRefusal } from './metrics/observer';
+import type { ResolvedOptions } from './options';
 
 const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -20,6 +22,9 @@ export function requestIdOf(req: IncomingMessage): string {
 export interface RequestLogLine {
   reqId: string;
   path: string;
+  /** The route template (`/models/{id}`), or `unmatched`: what metrics label the request with. */
+  route: string;
+  method: string;
   status: number;
   durationMs: number;
   generationId?: string;
@@ -30,12 +35,24 @@ export interface RequestLogLine {
   usage?: unknown;
   credits?: number | null;
   cancelled?: boolean;
-  outcome?: string;
+  outcome?: Outcome;
   errorCode?: string;
+  /** Whose failure `errorCode` is. */
+  errorSource?: 'upstream' | 'gateway';
+  /** The per-account limit that refused the request, if one did. */
+  limit?: LimitRefusal;
 }
 
-/** Writes the request's end line: info when it went well, warn for client errors, error for upstream failures. */
-export function logRequestEnd(logger: Logger | undefined, line: RequestLogLine): void {
+/**
+ * Reports the end of a request, once per request: its line in the log (info when it went well, warn for client
+ * errors, error for upstream failures) and `observer.requestEnded`.
+ */
+export function logRequestEnd(opts: Pick<ResolvedOptions<unknown>, 'logger' | 'observer'>, line: RequestLogLine): void {
+  const { logger, observer } = opts;
+  if (observer) {
+    const { route, method, status, durationMs, outcome, errorCode, errorSource, limit } = line;
+    observer.requestEnded({ route, method, status, durationMs, outcome, errorCode, errorSource, limit, cancelled: line.cancelled ?? status === 499 });
+  }
   if (!logger) return;
   const level = line.status >= 500 || line.outcome === 'failed' ? 'error' : line.status >= 400 ? 'warn' : 'info';
   logger[level](line, 'infery-stream request');

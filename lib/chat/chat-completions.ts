@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
-import { admitGeneration, authenticateOrThrow, checkRequestRate, runPreflight } from '../core/admission';
+import { admitGeneration, authenticateOrThrow, checkRequestRate, limitRefusalOf, runPreflight } from '../core/admission';
 import { InferyError, sendError, toInferyError } from '../errors';
 import { Generation } from '../core/generation';
 import { relayJson, relayJsonAsStream } from './json-response';
@@ -118,12 +118,16 @@ export async function handleChatCompletion<Account>(
       void gen.finish('unserved', err);
       return;
     }
-    logRequestEnd(opts.logger, {
+    logRequestEnd(opts, {
       reqId,
       path: '/chat/completions',
+      route: '/chat/completions',
+      method: req.method ?? 'POST',
       status: err.status,
       durationMs: Math.round(performance.now() - startedAt),
       errorCode: err.code,
+      errorSource: 'gateway',
+      limit: limitRefusalOf(err),
     });
   }
 }

@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { estimatePrompt } from '../billing/prompt-estimate';
 import { completionCap, isHoldWithCap, withCap, type WorstCase } from '../billing/reservation';
 import { InferyError } from '../errors';
+import type { LimitRefusal } from '../metrics/observer';
 import type { ResolvedOptions } from '../options';
 
 /**
@@ -36,6 +37,22 @@ export interface Ticket<Account> {
 
 const NO_LEASE: Lease = { release: () => Promise.resolve() };
 
+/** The limit behind each refusal admission raised (the two 429s share a code; metrics tell them apart). */
+const refusals = new WeakMap<InferyError, LimitRefusal>();
+
+/**
+ * The per-account limit behind an admission error: `rate`, `concurrency` or `quota`; a hook's own 429
+ * `rate_limit_exceeded` counts as `rate` and its 402 `insufficient_quota` as `quota`. Only for errors raised
+ * before anything went upstream (a provider's 429 is an upstream error, not a refusal).
+ */
+export function limitRefusalOf(error: InferyError): LimitRefusal | undefined {
+  const tagged = refusals.get(error);
+  if (tagged) return tagged;
+  if (error.status === 429 && error.code === 'rate_limit_exceeded') return 'rate';
+  if (error.status === 402 && error.code === 'insufficient_quota') return 'quota';
+  return undefined;
+}
+
 /** The caller's account after `authenticate`; throws 401 when there is none. */
 export async function authenticateOrThrow<Account>(opts: ResolvedOptions<Account>, req: IncomingMessage): Promise<Account> {
   const account = await opts.authenticate(req);
@@ -45,8 +62,9 @@ export async function authenticateOrThrow<Account>(opts: ResolvedOptions<Account
   return account;
 }
 
-function rateLimited(message: string, retryAfterMs: number): InferyError {
+function rateLimited(limit: 'rate' | 'concurrency', message: string, retryAfterMs: number): InferyError {
   const error = new InferyError(429, 'rate_limit_exceeded', message, { type: 'requests' });
+  refusals.set(error, limit);
   const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
   error.headers = { 'Retry-After': String(seconds), 'retry-after-ms': String(Math.max(1, Math.round(retryAfterMs))) };
   return error;
@@ -59,6 +77,7 @@ export async function checkRequestRate<Account>(opts: ResolvedOptions<Account>, 
   const waitMs = await limits.store.hit(limits.key(account), limits.requestsPerMinute);
   if (typeof waitMs === 'number' && waitMs > 0) {
     throw rateLimited(
+      'rate',
       `Rate limit reached: ${limits.requestsPerMinute} requests per minute for this key. Try again in ${Math.ceil(waitMs / 1000)} s.`,
       waitMs,
     );
@@ -86,7 +105,7 @@ async function acquireSlot<Account>(opts: ResolvedOptions<Account>, account: Acc
   if (!limits || limits.maxConcurrent === 0) return NO_LEASE;
   const key = limits.key(account);
   if (!(await limits.store.acquire(key, limits.maxConcurrent))) {
-    throw rateLimited(`Too many concurrent requests: ${limits.maxConcurrent} are already in progress for this key. Retry when one has finished.`, 1000);
+    throw rateLimited('concurrency', `Too many concurrent requests: ${limits.maxConcurrent} are already in progress for this key. Retry when one has finished.`, 1000);
   }
   let released: Promise<void> | undefined;
   return {

@@ -53,6 +53,7 @@ export class Generation<Account> {
   ) {
     this.providerModel = model;
     this.tally = new CompletionTally(opts.countTokens, model);
+    opts.observer?.generationStarted({ route: '/chat/completions', generationId: ticket.generationId, model, stream });
   }
 
   /** The gateway-unique id (`X-Generation-Id`). */

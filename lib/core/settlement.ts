@@ -33,9 +33,15 @@ const HTTP_STATUS: Record<Outcome, (error: InferyError | undefined) => number> =
 };
 
 /**
+ * The errors a generation can end with that the gateway raised itself; every other one came from the upstream
+ * (its HTTP error, a broken or timed-out stream).
+ */
+const GATEWAY_ENDINGS = new Set(['shutting_down', 'max_duration_exceeded', 'client_closed_request', 'internal_error']);
+
+/**
  * Settlement: the one place a request that passed admission ends. Calls `meter` once (which settles the real
- * charge and releases the hold; zero usage for `unserved`), gives the concurrency slot back, and logs the
- * request's line. Never rejects; resolves to the credits, or `undefined` when `meter` failed (logged).
+ * charge and releases the hold; zero usage for `unserved`), gives the concurrency slot back, tells the observer
+ * and logs the request's line. Never rejects; resolves to the credits, or `undefined` when `meter` failed (logged).
  */
 export async function settle<Account>(opts: ResolvedOptions<Account>, end: Ending<Account>): Promise<number | undefined> {
   const { ticket } = end;
@@ -73,9 +79,26 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
       `infery-stream meter ${result.failure === 'timeout' ? 'timed out' : result.failure === 'invalid' ? 'returned an invalid value' : 'threw'}`,
     );
   }
-  logRequestEnd(opts.logger, {
+  const errorCode = end.error?.code;
+  const errorSource = errorCode === undefined ? undefined : GATEWAY_ENDINGS.has(errorCode) ? 'gateway' : 'upstream';
+  opts.observer?.generationSettled({
+    route: end.path,
+    generationId: ticket.generationId,
+    model: end.model,
+    providerModel: end.providerModel,
+    stream: end.stream,
+    outcome: end.outcome,
+    usage: end.usage,
+    credits: result.credits ?? null,
+    timings: { ttftMs: end.ttftMs, durationMs: end.durationMs },
+    errorCode,
+    errorSource,
+  });
+  logRequestEnd(opts, {
     reqId: end.reqId,
     path: end.path,
+    route: end.path,
+    method: end.req.method ?? 'POST',
     status: HTTP_STATUS[end.outcome](end.error),
     durationMs: end.durationMs,
     generationId: ticket.generationId,
@@ -87,7 +110,8 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
     credits: result.credits ?? null,
     cancelled: end.outcome === 'cancelled',
     outcome: end.outcome,
-    errorCode: end.error?.code,
+    errorCode,
+    errorSource,
   });
   return result.credits;
 }

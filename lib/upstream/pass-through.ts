@@ -2,11 +2,11 @@ import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createProxyMiddleware, fixRequestBody } from 'http-proxy-middleware';
-import { authenticateOrThrow, checkRequestRate, runPreflight } from '../core/admission';
+import { authenticateOrThrow, checkRequestRate, limitRefusalOf, runPreflight } from '../core/admission';
 import { responseDone, shuttingDown, type InFlight } from '../shutdown';
 import { InferyError, sendError, toInferyError } from '../errors';
 import type { ResolvedOptions } from '../options';
-import { logRequestEnd, requestIdOf } from '../request-log';
+import { logRequestEnd, requestIdOf, type RequestLogLine } from '../request-log';
 import { relayPassThroughResponse } from './pass-through-response';
 import { upstreamTimeoutError, upstreamUnreachableError } from './upstream';
 import { BODY_HEADERS, gatewayHeaders } from './upstream-headers';
@@ -54,18 +54,22 @@ function frameBody(proxyReq: ClientRequest, req: IncomingMessage): void {
 export function createPassThrough<Account>(opts: ResolvedOptions<Account>, inflight: InFlight) {
   // The canonical sub-path the route table matched, per request: the only path ever sent upstream.
   const subPaths = new WeakMap<IncomingMessage, string>();
+  // The route template the request matched (`/models/{id}`), for the log line and metrics.
+  const routes = new WeakMap<IncomingMessage, string>();
   const startedAt = new WeakMap<IncomingMessage, number>();
   const logged = new WeakSet<IncomingMessage>();
-  const log = (req: IncomingMessage, status: number, errorCode?: string): void => {
+  type End = Pick<RequestLogLine, 'status' | 'errorCode' | 'errorSource' | 'limit'>;
+  const log = (req: IncomingMessage, end: End): void => {
     if (logged.has(req)) return; // a late socket error after the answer was relayed is not a second line
     logged.add(req);
     const start = startedAt.get(req) ?? performance.now();
-    logRequestEnd(opts.logger, {
+    logRequestEnd(opts, {
       reqId: requestIdOf(req),
       path: (req.url ?? '').split('?')[0] ?? '',
-      status,
+      route: routes.get(req) ?? 'unmatched',
+      method: req.method ?? 'GET',
       durationMs: Math.round(performance.now() - start),
-      errorCode,
+      ...end,
     });
   };
 
@@ -92,7 +96,10 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
         frameBody(proxyReq, req);
       },
       proxyRes: (proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse) => {
-        relayPassThroughResponse(proxyRes, req, res, opts.upstream.apiKey, (end) => log(req, end.status, end.errorCode));
+        // every error code the relay reports is the provider's failure (a redirect, a cut or undecodable body)
+        relayPassThroughResponse(proxyRes, req, res, opts.upstream.apiKey, (end) =>
+          log(req, { ...end, errorSource: end.errorCode === undefined ? undefined : 'upstream' }),
+        );
       },
       error: (err: Error, req: IncomingMessage, res: ServerResponse | Socket) => {
         const code = (err as NodeJS.ErrnoException).code;
@@ -109,15 +116,16 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
           if (res.headersSent) res.destroy();
           else sendError(res, failure);
         }
-        log(req, failure.status, failure.code);
+        log(req, { status: failure.status, errorCode: failure.code, errorSource: err instanceof UnforwardableBody ? 'gateway' : 'upstream' });
       },
     },
     proxyTimeout: opts.upstreamTimeout,
   });
 
   /** Admits, then proxies; tracked for graceful shutdown until the response is done. Never rejects. */
-  return async function passThrough(req: IncomingMessage, res: ServerResponse, subPath: string): Promise<void> {
+  return async function passThrough(req: IncomingMessage, res: ServerResponse, subPath: string, route: string): Promise<void> {
     startedAt.set(req, performance.now());
+    routes.set(req, route);
     res.setHeader('X-Request-Id', requestIdOf(req));
     try {
       if (inflight.draining) throw shuttingDown();
@@ -132,7 +140,7 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
     } catch (caught) {
       const err = toInferyError(caught);
       sendError(res, err);
-      log(req, err.status, err.code);
+      log(req, { status: err.status, errorCode: err.code, errorSource: 'gateway', limit: limitRefusalOf(err) });
       return;
     }
     if (res.destroyed) return;
@@ -143,7 +151,10 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
     // the whole header policy above (the client's Authorization and cookies would go upstream, unframed).
     delete req.headers.expect;
     await proxy(req, res, (err?: unknown) => {
-      if (err) sendError(res, toInferyError(err));
+      if (!err) return;
+      const failure = toInferyError(err);
+      sendError(res, failure);
+      log(req, { status: failure.status, errorCode: failure.code, errorSource: 'gateway' });
     });
   };
 }
