@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import { createApp } from '../example-app/app';
 import { CreditLedger } from '../example-app/ledger';
+import type { GenerationDraft } from '../lib';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import { jsonEvents, parseSse, waitFor } from './helpers/sse-client';
 
@@ -134,8 +135,9 @@ describe('example app with a shared (async) credit store', () => {
     const store = {
       has: (k: string) => delay('has', inner.has(k)),
       reserve: (k: string, h: string, c: number) => delay('reserve', inner.reserve(k, h, c)),
-      settle: (k: string, h: string, m: string, c: number) => delay('settle', inner.settle(k, h, m, c)),
+      settle: (k: string, h: string, m: string, c: number, r?: GenerationDraft) => delay('settle', inner.settle(k, h, m, c, r)),
       balanceOf: (k: string) => delay('balanceOf', inner.balanceOf(k)),
+      findGeneration: (k: string, id: string) => delay('findGeneration', inner.findGeneration(k, id)),
     };
     const shared = createApp({ upstreamURL: mock.url, apiKeys: {}, store });
     const srv = http.createServer(shared.app);

@@ -301,7 +301,7 @@ function send(url: string, key: string, plan: Plan): Promise<Client> {
 async function expectInvariants(credits: number, plans: Plan[]) {
   const key = 'storm';
   const app = await startExampleApp({ upstreamURL: mock.url, apiKeys: { [key]: credits } });
-  const { ledger, generations } = app;
+  const { ledger } = app;
   const holds = new Map<string, number>();
   const settled = new Map<string, number>();
   const samples: Balance[] = [];
@@ -313,9 +313,9 @@ async function expectInvariants(credits: number, plans: Plan[]) {
     if (ok) holds.set(id, amount);
     return sampled(ok);
   });
-  jest.spyOn(ledger, 'settle').mockImplementation((k, id, model, amount) => {
+  jest.spyOn(ledger, 'settle').mockImplementation((k, id, model, amount, record) => {
     settled.set(id, (settled.get(id) ?? 0) + 1);
-    return sampled(settle(k, id, model, amount));
+    return sampled(settle(k, id, model, amount, record));
   });
   let running = true;
   const sampler = (async () => {
@@ -335,7 +335,7 @@ async function expectInvariants(credits: number, plans: Plan[]) {
     // meter ran exactly once for each hold, and for nothing else; (d) used is the sum of the records
     expect([...settled.keys()].sort()).toEqual([...holds.keys()].sort());
     expect([...settled.values()].every((n) => n === 1)).toBe(true);
-    const records = [...holds.keys()].map((id) => generations.find(key, id)!);
+    const records = [...holds.keys()].map((id) => ledger.findGeneration(key, id)!);
     expect(records.every(Boolean)).toBe(true);
     expect(records.reduce((sum, r) => sum + milli(r.credits_used), 0)).toBe(milli(final.used));
     for (const r of records) {
@@ -345,7 +345,7 @@ async function expectInvariants(credits: number, plans: Plan[]) {
     }
     for (const c of clients) {
       expect([0, 200, 402]).toContain(c.status);
-      const record = c.generationId === undefined ? undefined : generations.find(key, c.generationId);
+      const record = c.generationId === undefined ? undefined : ledger.findGeneration(key, c.generationId);
       if (c.status === 402) expect(record).toBeUndefined();
       if (c.credits !== undefined) expect(record?.credits_used).toBe(c.credits); // what the client saw is what was recorded
     }

@@ -1,9 +1,8 @@
 import compression from 'compression';
 import express, { type Express } from 'express';
-import { bearerToken, InferyError, inferyStream, type InferyStreamMiddleware, type Logger, type ReserveContext } from '../lib';
+import { bearerToken, generationDraft, InferyError, inferyStream, MemoryCreditStore, type CreditStore, type InferyStreamMiddleware, type LimitStore, type Logger, type ReserveContext } from '../lib';
 import { mountChatPage } from './chat-page';
-import { GenerationLog } from './generations';
-import { CreditLedger, priceFor, priceOf, type CreditStore } from './ledger';
+import { priceFor, priceOf } from './ledger';
 
 /** The largest request body the app accepts (its express.json() limit). */
 const BODY_LIMIT = 10 * 1024 * 1024;
@@ -17,8 +16,13 @@ export interface AppConfig {
   upstreamKey?: string;
   /** Client key → starting credits (for the in-memory ledger). */
   apiKeys: Record<string, number>;
-  /** A shared credit store to use instead of the in-memory ledger (Redis, SQL…). */
+  /**
+   * A shared credit store to use instead of the in-memory ledger (`RedisCreditStore`, or SQL…), its accounts
+   * already opened; `apiKeys` then only seeds the unused in-memory ledger.
+   */
   store?: CreditStore;
+  /** Where the per-key limits count (`RedisLimitStore` for several instances). Default: this process's memory. */
+  limitStore?: LimitStore;
   /** Open generations per key (`0`: no limit). Default: 32. */
   maxConcurrent?: number;
   /** Requests per minute per key (`0`: no limit). Default: 600. */
@@ -34,11 +38,10 @@ export interface AppConfig {
  * The example backend: compression() and express.json() mounted globally first, as real backends do, then its
  * own /v1 routes, then the gateway.
  */
-export function createApp(config: AppConfig): { app: Express; ledger: CreditLedger; generations: GenerationLog; gateway: InferyStreamMiddleware } {
-  const ledger = new CreditLedger(config.apiKeys);
+export function createApp(config: AppConfig): { app: Express; ledger: MemoryCreditStore; store: CreditStore; gateway: InferyStreamMiddleware } {
+  const ledger = new MemoryCreditStore(config.apiKeys);
   // everything below goes through the CreditStore interface, awaited, so a shared store drops in
   const store: CreditStore = config.store ?? ledger;
-  const generations = new GenerationLog();
   const app = express();
   app.disable('x-powered-by');
   app.use(compression());
@@ -77,7 +80,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
       res.status(400).json({ error: { message: 'Pass the generation id: GET /v1/generation?id=<id>.', type: 'invalid_request_error', code: 'missing_required_parameter', param: 'id' } });
       return;
     }
-    const record = generations.find(key, id.slice(0, 256));
+    const record = await store.findGeneration(key, id.slice(0, 256));
     if (!record) {
       res.status(404).json({ error: { message: `No generation ${id} for this key.`, type: 'invalid_request_error', code: 'generation_not_found', param: 'id' } });
       return;
@@ -128,11 +131,11 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
           credits = priceOf(event.model, event.worstCase);
         }
       }
-      const settlement = await store.settle(event.account, event.generationId, event.model, credits);
-      generations.record(event.account, event, settlement);
+      // the charge and the generation's record are written in one step (one script in Redis)
+      const settlement = await store.settle(event.account, event.generationId, event.model, credits, generationDraft(event));
       return settlement.charged;
     },
-    limits: { maxConcurrent: config.maxConcurrent ?? 32, requestsPerMinute: config.requestsPerMinute ?? 600 },
+    limits: { maxConcurrent: config.maxConcurrent ?? 32, requestsPerMinute: config.requestsPerMinute ?? 600, store: config.limitStore },
     defaultMaxTokens: config.defaultMaxTokens,
     ...config.timeouts,
     logger: config.logger,
@@ -141,6 +144,11 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
   // Everything else the app answers with an error (a bad body on a page route, say) is JSON without a stack trace.
   app.use((err: unknown, _req: express.Request, res: express.Response, next: express.NextFunction) => {
     if (res.headersSent) return next(err);
+    // the library's errors (a ledger that cannot be reached: 503 ledger_unavailable) keep their code and headers
+    if (err instanceof InferyError) {
+      res.status(err.status).set(err.headers ?? {}).json(err.toJSON());
+      return;
+    }
     const e = err as { status?: unknown; statusCode?: unknown; expose?: unknown; message?: unknown };
     const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : 500;
     const client = status >= 400 && status < 500;
@@ -153,7 +161,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: CreditLedg
       },
     });
   });
-  return { app, ledger, generations, gateway };
+  return { app, ledger, store, gateway };
 }
 
 /** Parses `INFERY_API_KEYS`: comma-separated `key` or `key:credits` (default 1000 credits). */

@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import pino from 'pino';
 import { createApp, parseApiKeys } from './app';
 import { startMockProvider, type MockProvider } from './mock-provider';
+import { connectRedisState, safeRedisURL, type RedisState } from './redis';
 
 /**
  * Runs the example gateway. Environment:
@@ -11,6 +12,10 @@ import { startMockProvider, type MockProvider } from './mock-provider';
  * - INFERY_UPSTREAM_URL: an OpenAI-compatible base URL; unset, a built-in mock provider starts in-process
  * - INFERY_UPSTREAM_KEY: the key sent upstream
  * - INFERY_API_KEYS: accepted client keys, `key` or `key:credits`, comma-separated; unset, one demo key
+ * - INFERY_REDIS_URL: keep balances, holds, generation records and limits in this Redis (shared by every
+ *   instance using it); unset, in this process's memory. Keys missing in Redis are created with their credits,
+ *   existing ones are never reset. Unreachable at start: exit 1.
+ * - INFERY_HOLD_TTL_MS: how long a hold or concurrency slot outlives its instance on Redis (default 120000)
  * - INFERY_MAX_CONCURRENT: open generations per key (default 32; 0 disables)
  * - INFERY_RPM: requests per minute per key (default 600; 0 disables)
  * - INFERY_UPSTREAM_TIMEOUT_MS, INFERY_IDLE_TIMEOUT_MS, INFERY_MAX_DURATION_MS, INFERY_WRITE_TIMEOUT_MS: the gateway's
@@ -50,7 +55,16 @@ async function main(): Promise<void> {
   };
   const maxConcurrent = wholeEnv('INFERY_MAX_CONCURRENT', 32);
   const requestsPerMinute = wholeEnv('INFERY_RPM', 600);
+  let shared: RedisState | undefined;
+  const redisURL = process.env.INFERY_REDIS_URL?.trim();
+  if (redisURL) {
+    const holdTtlMs = wholeEnv('INFERY_HOLD_TTL_MS', 120_000);
+    if (holdTtlMs < 1_000) throw new Error('INFERY_HOLD_TTL_MS must be at least 1000');
+    shared = await connectRedisState(redisURL, apiKeys, { holdTtlMs, logger });
+  }
   const { app, gateway } = createApp({
+    store: shared?.store,
+    limitStore: shared?.limitStore,
     upstreamURL,
     upstreamKey: process.env.INFERY_UPSTREAM_KEY || undefined,
     apiKeys,
@@ -71,6 +85,7 @@ async function main(): Promise<void> {
       `infery-stream example gateway listening on http://localhost:${actual}`,
       `  chat page: http://localhost:${actual}/?key=${encodeURIComponent(Object.keys(apiKeys)[0]!)}`,
       `  upstream: ${mock ? `built-in mock provider (${mock.url})` : upstreamURL}`,
+      `  ledger: ${redisURL ? `Redis ${safeRedisURL(redisURL)}` : 'in memory (set INFERY_REDIS_URL to share it between instances)'}`,
       process.env.INFERY_API_KEYS ? `  client keys: ${Object.keys(apiKeys).length} from INFERY_API_KEYS` : `  demo key: ${demoKey} (1000 credits)`,
       '',
       `  curl -N http://localhost:${actual}/v1/chat/completions -H "Authorization: Bearer ${key}" -H "Content-Type: application/json" \\`,
@@ -105,6 +120,10 @@ async function main(): Promise<void> {
       .then(async () => {
         gateway.close();
         server.closeAllConnections();
+        if (shared) {
+          const pending = await shared.close(deadlineMs);
+          if (pending > 0) logger.error({ pending }, 'settlements still pending at shutdown: not written to Redis (each logged above)');
+        }
         await mock?.close();
         logger.info('shut down');
         process.exit(0);

@@ -13,3 +13,7 @@ export { bearerToken } from './auth';
 export type { ShutdownOptions } from './shutdown';
 export { readGatewayStream, GatewayStreamError } from './stream-reader';
 export type { GatewayStreamResult, GatewayStreamHandlers, GatewayUsage, ToolCall } from './stream-reader';
+export { MemoryCreditStore } from './stores/memory-credit-store';
+export type { MemoryCreditStoreOptions } from './stores/memory-credit-store';
+export { generationDraft } from './stores/credit-store';
+export type { CreditStore, Balance, Settlement, GenerationRecord, GenerationDraft } from './stores/credit-store';

@@ -15,8 +15,10 @@ const require = createRequire(import.meta.url);
 // `import 'infery-stream/client'` loads, and what the example chat page serves. Mark its folder as ESM.
 fs.writeFileSync(path.join(dist, '..', 'browser', 'package.json'), '{ "type": "module" }\n');
 
-for (const entry of ['index']) {
+// each CommonJS entry of package.json's exports gets an .mjs twin
+for (const entry of ['index', 'redis/index']) {
+  if (!fs.existsSync(path.join(dist, `${entry}.js`))) throw new Error(`dist/lib/${entry}.js is missing: is it built?`);
   const names = Object.keys(require(path.join(dist, `${entry}.js`))).filter((name) => name !== '__esModule' && name !== 'default');
-  const source = `// ES module entry of infery-stream: the names of ./${entry}.js (CommonJS), one implementation.\nimport cjs from './${entry}.js';\nexport const { ${names.join(', ')} } = cjs;\n`;
+  const source = `// ES module entry of infery-stream: the names of ./${entry}.js (CommonJS), one implementation.\nimport cjs from './${path.basename(entry)}.js';\nexport const { ${names.join(', ')} } = cjs;\n`;
   fs.writeFileSync(path.join(dist, `${entry}.mjs`), source);
 }

@@ -1,0 +1,191 @@
+import { createHash } from 'node:crypto';
+
+/** A Lua script with its SHA-1, run with EVALSHA (EVAL once after a restart or a SCRIPT FLUSH). */
+export interface Script {
+  name: string;
+  source: string;
+  sha: string;
+}
+
+function script(name: string, body: string): Script {
+  const source = `${PRELUDE}\n${body}`;
+  return { name, source, sha: createHash('sha1').update(source).digest('hex') };
+}
+
+/**
+ * Every script reads the time from Redis (one clock for all instances) and first releases the account's expired
+ * holds, so the holds of an instance that died come back to the balance the next time the account is touched.
+ */
+const PRELUDE = `
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function int(n)
+  return string.format('%d', n)
+end
+local function sweep(account, holds, expiry, now)
+  local ids = redis.call('ZRANGEBYSCORE', expiry, '-inf', now, 'LIMIT', 0, 512)
+  for _, id in ipairs(ids) do
+    local held = redis.call('HGET', holds, id)
+    if held then
+      redis.call('HDEL', holds, id)
+      redis.call('HINCRBY', account, 'held', -tonumber(held))
+      redis.call('HINCRBY', account, 'expired', 1)
+    end
+    redis.call('ZREM', expiry, id)
+  end
+end
+local function available(account)
+  local v = redis.call('HMGET', account, 'start', 'used', 'held')
+  return tonumber(v[1] or 0) - tonumber(v[2] or 0) - tonumber(v[3] or 0)
+end
+`;
+
+/** KEYS account; ARGV starting thousandths. Creates the account unless it exists: 1 created, 0 existed. */
+export const OPEN = script(
+  'open',
+  `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'start', ARGV[1], 'used', 0, 'held', 0, 'expired', 0)
+return 1
+`,
+);
+
+/**
+ * KEYS account, holds, expiry, settled(hold); ARGV hold id, thousandths, ttl ms.
+ * 1 held, 0 not enough available, -1 unknown account, -2 the hold id exists or was settled.
+ */
+export const RESERVE = script(
+  'reserve',
+  `
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local now = now_ms()
+sweep(KEYS[1], KEYS[2], KEYS[3], now)
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then return -2 end
+local milli = tonumber(ARGV[2])
+if milli > available(KEYS[1]) then return 0 end
+redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
+return 1
+`,
+);
+
+/**
+ * KEYS account, holds, expiry, settled(hold), models, generation(id), provider-id(id), generations;
+ * ARGV hold id, cost thousandths, model, settled ttl s, record JSON or '', provider id or '', record ttl s,
+ * records kept, generation id.
+ * Releases the hold, charges min(cost, what is available), remembers the result and writes the record, all at
+ * once. Answers `charged,unpaid` (the first answer again for a hold settled before), or 'unknown'.
+ */
+export const SETTLE = script(
+  'settle',
+  `
+local done = redis.call('GET', KEYS[4])
+if done then return done end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
+local now = now_ms()
+sweep(KEYS[1], KEYS[2], KEYS[3], now)
+local held = redis.call('HGET', KEYS[2], ARGV[1])
+if held then
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('ZREM', KEYS[3], ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'held', -tonumber(held))
+end
+local cost = tonumber(ARGV[2])
+local charge = math.min(cost, math.max(0, available(KEYS[1])))
+if charge > 0 then
+  redis.call('HINCRBY', KEYS[1], 'used', int(charge))
+  redis.call('HINCRBY', KEYS[5], ARGV[3], int(charge))
+end
+local result = int(charge) .. ',' .. int(cost - charge)
+redis.call('SET', KEYS[4], result, 'EX', ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('HSET', KEYS[6], 'record', ARGV[5], 'charged', int(charge), 'unpaid', int(cost - charge))
+  redis.call('EXPIRE', KEYS[6], ARGV[7])
+  if ARGV[6] ~= '' then redis.call('SET', KEYS[7], ARGV[9], 'EX', ARGV[7]) end
+  redis.call('ZADD', KEYS[8], now, ARGV[9])
+  local extra = redis.call('ZCARD', KEYS[8]) - tonumber(ARGV[8])
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[8], 0, extra - 1) end
+  redis.call('EXPIRE', KEYS[8], ARGV[7])
+end
+return result
+`,
+);
+
+/** KEYS account, holds, expiry, models. Answers false for an unknown account, else {start, used, held, models…}. */
+export const BALANCE = script(
+  'balance',
+  `
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+sweep(KEYS[1], KEYS[2], KEYS[3], now_ms())
+local v = redis.call('HMGET', KEYS[1], 'start', 'used', 'held')
+return { v[1] or '0', v[2] or '0', v[3] or '0', redis.call('HGETALL', KEYS[4]) }
+`,
+);
+
+/** KEYS holds-or-leases, expiry; ARGV ttl ms, ids… Moves the expiry of the ids that still exist; answers how many. */
+export const RENEW_HOLDS = script(
+  'renew-holds',
+  `
+local until_ms = now_ms() + tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    redis.call('ZADD', KEYS[2], 'XX', until_ms, ARGV[i])
+    n = n + 1
+  end
+end
+return n
+`,
+);
+
+/** KEYS leases; ARGV max, lease id, ttl ms. 1 when a slot was taken, 0 when all `max` are in use. */
+export const ACQUIRE = script(
+  'acquire',
+  `
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+`,
+);
+
+/** KEYS leases; ARGV ttl ms, lease ids… Moves the expiry of the leases that still exist. */
+export const RENEW_LEASES = script(
+  'renew-leases',
+  `
+local until_ms = now_ms() + tonumber(ARGV[1])
+local n = 0
+for i = 2, #ARGV do
+  n = n + redis.call('ZADD', KEYS[1], 'XX', 'CH', until_ms, ARGV[i])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+return n
+`,
+);
+
+/**
+ * KEYS bucket; ARGV requests per minute. A token bucket holding that many requests, refilled continuously:
+ * answers 0 when the request may go, else the milliseconds until it could.
+ */
+export const HIT = script(
+  'hit',
+  `
+local now = now_ms()
+local cap = tonumber(ARGV[1])
+local v = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(v[1]) or cap
+local at = tonumber(v[2]) or now
+local rate = cap / 60000
+tokens = math.min(cap, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = math.max(1, math.ceil((1 - tokens) / rate)) end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'at', int(now))
+redis.call('PEXPIRE', KEYS[1], 60000)
+return wait
+`,
+);
