@@ -4,6 +4,7 @@ import request from 'supertest';
 import { createApp } from '../example-app/app';
 import { CreditLedger } from '../example-app/ledger';
 import type { GenerationDraft } from '../lib';
+import { LedgerUnavailableError } from '../lib/redis';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import { jsonEvents, parseSse, waitFor } from './helpers/sse-client';
 
@@ -156,6 +157,45 @@ describe('example app with a shared (async) credit store', () => {
       const refused = await request(base).post('/v1/chat/completions').set('Authorization', 'Bearer empty').send({ model: 'mock-1', messages: [{ role: 'user', content: 'x' }] });
       expect(refused.status).toBe(402);
       expect(calls).toEqual(expect.arrayContaining(['has', 'reserve', 'settle', 'balanceOf']));
+    } finally {
+      shared.gateway.close();
+      srv.closeAllConnections();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  });
+
+  test('a ledger that cannot be reached: 503 ledger_unavailable in OpenAI shape on the gateway and on the app\'s own /v1 routes', async () => {
+    const inner = new CreditLedger({ k: 50 });
+    let down = false;
+    const guard = <T>(value: () => T): T => {
+      if (down) throw new LedgerUnavailableError('Redis is reconnecting');
+      return value();
+    };
+    const store = {
+      has: (k: string) => guard(() => inner.has(k)),
+      reserve: (k: string, h: string, c: number) => guard(() => inner.reserve(k, h, c)),
+      settle: (k: string, h: string, m: string, c: number, r?: GenerationDraft) => inner.settle(k, h, m, c, r),
+      balanceOf: (k: string) => guard(() => inner.balanceOf(k)),
+      findGeneration: (k: string, id: string) => guard(() => inner.findGeneration(k, id)),
+    };
+    const shared = createApp({ upstreamURL: mock.url, apiKeys: {}, store });
+    const srv = http.createServer(shared.app);
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+    try {
+      down = true;
+      for (const res of [
+        await request(base).get('/v1/credits').set('Authorization', 'Bearer k'),
+        await request(base).get('/v1/generation?id=x').set('Authorization', 'Bearer k'),
+        await request(base).post('/v1/chat/completions').set('Authorization', 'Bearer k').send({ model: 'mock-1', messages: [{ role: 'user', content: 'x' }] }),
+      ]) {
+        expect(res.status).toBe(503);
+        expect(res.headers['retry-after']).toBe('1');
+        expect(res.body.error).toMatchObject({ code: 'ledger_unavailable', type: 'server_error' });
+      }
+      down = false;
+      const ok = await request(base).get('/v1/credits').set('Authorization', 'Bearer k');
+      expect(ok.body.data).toMatchObject({ balance: 50, used: 0 });
     } finally {
       shared.gateway.close();
       srv.closeAllConnections();

@@ -39,6 +39,20 @@ export async function connectRedisState(url: string, apiKeys: Record<string, num
     // reconnect forever, at most every 2 s
     retryStrategy: (times) => Math.min(times * 100, 2_000),
   });
+  // while connecting, the last error says why (ECONNREFUSED, ENOTFOUND, NOAUTH) better than "Connection is closed"
+  let why: string | undefined;
+  const whileConnecting = (err: Error): void => {
+    why = err.message;
+  };
+  redis.on('error', whileConnecting);
+  try {
+    await redis.connect();
+    await redis.ping();
+  } catch (err) {
+    redis.disconnect();
+    throw new Error(`cannot reach Redis at ${safeRedisURL(url)} (INFERY_REDIS_URL): ${why ?? (err instanceof Error ? err.message : String(err))}`);
+  }
+  redis.off('error', whileConnecting);
   let down = false;
   redis.on('error', (err: Error) => {
     if (down) return;
@@ -49,13 +63,6 @@ export async function connectRedisState(url: string, apiKeys: Record<string, num
     if (down) logger?.info({ redis: safeRedisURL(url) }, 'Redis reachable again');
     down = false;
   });
-  try {
-    await redis.connect();
-    await redis.ping();
-  } catch (err) {
-    redis.disconnect();
-    throw new Error(`cannot reach Redis at ${safeRedisURL(url)} (INFERY_REDIS_URL): ${err instanceof Error ? err.message : String(err)}`);
-  }
   const store = new RedisCreditStore(redis, { holdTtlMs: options.holdTtlMs, logger });
   const limitStore = new RedisLimitStore(redis, { leaseTtlMs: options.holdTtlMs, logger });
   let created = 0;

@@ -120,12 +120,16 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
 
   const errorHandler: GatewayErrorHandler = (err, req, res, next) => {
     const e = err as { type?: unknown; status?: unknown; statusCode?: unknown; message?: unknown };
-    if (res.headersSent || typeof e !== 'object' || e === null) return next(err);
+    if (res.headersSent || typeof e !== 'object' || e === null || err instanceof InferyError) return next(err);
+    const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : 0;
+    // only a body parser's failure is ours to answer; anything else (a host route under the base path that
+    // failed, say) goes on to the host's error handlers
+    const bodyError = (typeof e.type === 'string' && /^(entity|encoding|charset|request|stream)\./.test(e.type)) || (status >= 400 && status < 500);
+    if (!bodyError) return next(err);
     const where = locate(req);
     if (where.kind === 'outside') return next(err);
     if (where.kind === 'refused') return refuse(req, res, where.error, where.route);
     const route = where.route.pattern;
-    const status = typeof e.status === 'number' ? e.status : typeof e.statusCode === 'number' ? e.statusCode : 0;
     if (e.type === 'entity.parse.failed') {
       refuse(req, res, new InferyError(400, 'invalid_json', `The request body is not valid JSON: ${String(e.message)}`), route);
     } else if (e.type === 'entity.too.large') {

@@ -3,7 +3,7 @@ import type { LimitStore } from '../billing/limits';
 import type { Logger } from '../options';
 import { limitKeys } from './keys';
 import { Renewer } from './renewer';
-import { ScriptRunner, type RedisClient } from './runner';
+import { LedgerUnavailableError, ScriptRunner, type RedisClient } from './runner';
 import { ACQUIRE, HIT, RENEW_LEASES } from './scripts';
 
 /** Options of {@link RedisLimitStore}. */
@@ -68,8 +68,12 @@ export class RedisLimitStore implements LimitStore {
     if (list && list.length === 0) this.leases.delete(key);
     if (id === undefined) return;
     const { leases } = limitKeys(this.prefix, key);
-    // if Redis cannot be reached the lease is no longer renewed and expires by itself
-    await this.runner.call(() => this.runner.redis.zrem(leases, id));
+    try {
+      await this.runner.call(() => this.runner.redis.zrem(leases, id));
+    } catch (err) {
+      // Redis cannot be reached: the lease is no longer renewed, so it expires by itself within leaseTtlMs
+      if (!(err instanceof LedgerUnavailableError)) throw err;
+    }
   }
 
   async hit(key: string, perMinute: number): Promise<number> {
