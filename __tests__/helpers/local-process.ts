@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 
 /**
@@ -132,9 +133,25 @@ export async function killAllChildren(): Promise<void> {
   await Promise.all([...running].map((child) => child.kill()));
 }
 
-// Last resort: a jest worker that exits (a test timed out, afterAll never ran) leaves no process behind.
+const temporaryDirs = new Set<string>();
+
+/** A fresh directory under the OS's temporary directory, removed by `removeTemporaryDir` or when the process exits. */
+export function temporaryDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  temporaryDirs.add(dir);
+  return dir;
+}
+
+export function removeTemporaryDir(dir: string): void {
+  fs.rmSync(dir, { recursive: true, force: true });
+  temporaryDirs.delete(dir);
+}
+
+// Last resort: a jest worker that exits (a test timed out, afterAll never ran) leaves no process and no
+// temporary directory behind.
 process.once('exit', () => {
   for (const child of running) child.proc.kill('SIGKILL');
+  for (const dir of temporaryDirs) fs.rmSync(dir, { recursive: true, force: true });
 });
 
 /**

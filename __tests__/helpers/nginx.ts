@@ -1,7 +1,6 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { Child, freePort, noticeOnce, onPath, waitForPort } from './local-process';
+import { Child, freePort, noticeOnce, onPath, removeTemporaryDir, temporaryDir, waitForPort } from './local-process';
 
 /** The deployment configuration users copy (README); the tests run this exact text. */
 export const NGINX_TEMPLATE = path.resolve(__dirname, '../../deploy/nginx.conf');
@@ -99,7 +98,7 @@ const started = new Set<NginxHandle>();
 /** Starts nginx with deploy/nginx.conf in front of `upstreamPorts` on a free port; resolves once it accepts connections. */
 export async function startNginx(upstreamPorts: number[]): Promise<NginxHandle> {
   if (!nginxAvailable()) throw new Error(SKIP_NOTICE);
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'infery-nginx-'));
+  const dir = temporaryDir('infery-nginx-');
   const port = await freePort();
   const siteConfig = siteConfigFor(fs.readFileSync(NGINX_TEMPLATE, 'utf8'), port, upstreamPorts);
   const sitePath = path.join(dir, 'infery.conf');
@@ -125,7 +124,7 @@ export async function startNginx(upstreamPorts: number[]): Promise<NginxHandle> 
     output,
     stop: async () => {
       await child.stop('SIGTERM', 5_000);
-      fs.rmSync(dir, { recursive: true, force: true });
+      removeTemporaryDir(dir);
       started.delete(handle);
     },
   };

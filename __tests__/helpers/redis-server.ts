@@ -1,8 +1,5 @@
-import fs from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { Child, freePort, noticeOnce, onPath } from './local-process';
+import { Child, freePort, noticeOnce, onPath, removeTemporaryDir, temporaryDir } from './local-process';
 
 /**
  * A Redis for tests: `REDIS_URL` when it is set (a server someone else runs: never started, stopped or
@@ -71,7 +68,7 @@ export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisHan
   }
   if (!onPath('redis-server')) throw new Error(SKIP_NOTICE);
 
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'infery-redis-'));
+  const dir = temporaryDir('infery-redis-');
   const port = await freePort();
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir, '--daemonize', 'no', '--logfile', ''];
   args.push(...(opts.persistent ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']));
@@ -110,7 +107,7 @@ export async function stopAllRedis(): Promise<void> {
   await Promise.all(
     [...started].map(async (entry) => {
       await entry.current()?.stop('SIGTERM', 5_000);
-      fs.rmSync(entry.dir, { recursive: true, force: true });
+      removeTemporaryDir(entry.dir);
       started.delete(entry);
     }),
   );
