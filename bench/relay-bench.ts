@@ -14,6 +14,7 @@ import compression from 'compression';
 import express from 'express';
 import { inferyStream, type InferyStreamMiddleware } from '../lib';
 import { benchBigEvent, benchTokenizerAttack } from './attack';
+import { benchSharedLedger } from './ledger-bench';
 import { streamChat, type StreamResult, type Target } from './client';
 import { BenchProvider, contentEventBytes, type WriteStats } from './mock-provider';
 
@@ -446,6 +447,7 @@ async function main(): Promise<void> {
     result.concurrency = await benchConcurrency(direct, gateway);
     result.tokenizerAttack = await benchTokenizerAttack(gateway, Number(new URL(gw.url).port), () => chatBody(20, ' word').body);
     result.bigEvent = await benchBigEvent();
+    result.sharedLedger = await benchSharedLedger(provider.url, section, table);
   } catch (err) {
     failed = true;
     console.error(`\nrelay-bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
