@@ -202,4 +202,36 @@ describe('example app with a shared (async) credit store', () => {
       await new Promise<void>((r) => srv.close(() => r()));
     }
   });
+
+  test('GET /metrics: asks for INFERY_METRICS_TOKEN when set, and reports the streams, credits and ledger queue', async () => {
+    const shared = createApp({ upstreamURL: mock.url, apiKeys: { k: 50 }, metricsToken: 'm-token', ledgerQueueDepth: () => 3 });
+    const srv = http.createServer(shared.app);
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const base = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+    try {
+      expect((await request(base).get('/metrics')).status).toBe(401);
+      expect((await request(base).get('/metrics').set('Authorization', 'Bearer wrong')).status).toBe(401);
+      const res = await fetch(`${base}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { authorization: 'Bearer k', 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'mock-1', stream: true, max_tokens: 3, messages: [{ role: 'user', content: 'hi' }] }),
+      });
+      const credits = (JSON.parse(parseSse(await res.text()).events.at(-2)!) as { credits_used: number }).credits_used;
+      await request(base).post('/v1/chat/completions').set('Authorization', 'Bearer nope').send({ model: 'mock-1', messages: [] });
+      const metrics = await request(base).get('/metrics').set('Authorization', 'Bearer m-token');
+      expect(metrics.status).toBe(200);
+      expect(metrics.headers['content-type']).toMatch(/^text\/plain/);
+      const text = metrics.text;
+      expect(text).toMatch(/infery_requests_total\{route="\/chat\/completions",method="POST",status="200"\} 1/);
+      expect(text).toMatch(/infery_requests_total\{route="\/chat\/completions",method="POST",status="401"\} 1/);
+      expect(text).toContain(`infery_credits_total{model="mock-1"} ${credits}`);
+      expect(text).toMatch(/infery_time_to_first_token_seconds_count\{route="\/chat\/completions",model="mock-1"\} 1/);
+      expect(text).toMatch(/infery_open_streams 0/);
+      expect(text).toMatch(/infery_ledger_queue_depth 3/);
+    } finally {
+      shared.gateway.close();
+      srv.closeAllConnections();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  });
 });

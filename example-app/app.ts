@@ -1,7 +1,9 @@
 import compression from 'compression';
 import express, { type Express } from 'express';
 import { bearerToken, generationDraft, InferyError, inferyStream, MemoryCreditStore, type CreditStore, type InferyStreamMiddleware, type LimitStore, type Logger, type ReserveContext } from '../lib';
+import { prometheusObserver } from '../lib/metrics/prometheus';
 import { mountChatPage } from './chat-page';
+import { mountMetrics } from './metrics';
 import { priceFor, priceOf } from './ledger';
 
 /** The largest request body the app accepts (its express.json() limit). */
@@ -32,6 +34,10 @@ export interface AppConfig {
   /** The gateway's timing options (ms); each defaults to the library's. */
   timeouts?: { upstreamTimeout?: number; idleTimeout?: number; maxDuration?: number; writeTimeout?: number };
   logger?: Logger;
+  /** When set, `GET /metrics` asks for this bearer token; unset, it is open. */
+  metricsToken?: string;
+  /** Settlements waiting for the shared ledger (the `infery_ledger_queue_depth` gauge). */
+  ledgerQueueDepth?: () => number;
 }
 
 /**
@@ -59,6 +65,11 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
   };
 
   mountChatPage(app);
+
+  // Prometheus metrics of the gateway (requests, time to first token, tokens and credits by model, open streams,
+  // cancellations, upstream errors, limit refusals, the ledger queue): GET /metrics, outside /v1
+  const metrics = prometheusObserver({ ledgerQueueDepth: config.ledgerQueueDepth });
+  mountMetrics(app, { registry: metrics.registry, token: config.metricsToken });
 
   const unauthorized = (res: express.Response): void => {
     res.status(401).json({ error: { message: 'Missing or invalid API key. Send it as `Authorization: Bearer <key>`.', type: 'invalid_request_error', code: 'invalid_api_key', param: null } });
@@ -139,6 +150,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
     defaultMaxTokens: config.defaultMaxTokens,
     ...config.timeouts,
     logger: config.logger,
+    observer: metrics.observer,
   });
   app.use(gateway);
   // Everything else the app answers with an error (a bad body on a page route, say) is JSON without a stack trace.

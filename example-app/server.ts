@@ -15,6 +15,7 @@ import { connectRedisState, safeRedisURL, type RedisState } from './redis';
  * - INFERY_REDIS_URL: keep balances, holds, generation records and limits in this Redis (shared by every
  *   instance using it); unset, in this process's memory. Keys missing in Redis are created with their credits,
  *   existing ones are never reset. Unreachable at start: exit 1.
+ * - INFERY_METRICS_TOKEN: when set, GET /metrics (Prometheus text) asks for it as a bearer token; unset, open
  * - INFERY_HOLD_TTL_MS: how long a hold or concurrency slot outlives its instance on Redis (default 120000)
  * - INFERY_MAX_CONCURRENT: open generations per key (default 32; 0 disables)
  * - INFERY_RPM: requests per minute per key (default 600; 0 disables)
@@ -65,6 +66,8 @@ async function main(): Promise<void> {
   const { app, gateway } = createApp({
     store: shared?.store,
     limitStore: shared?.limitStore,
+    metricsToken: process.env.INFERY_METRICS_TOKEN || undefined,
+    ledgerQueueDepth: () => shared?.store.pendingSettles ?? 0,
     upstreamURL,
     upstreamKey: process.env.INFERY_UPSTREAM_KEY || undefined,
     apiKeys,
@@ -91,6 +94,7 @@ async function main(): Promise<void> {
       `  curl -N http://localhost:${actual}/v1/chat/completions -H "Authorization: Bearer ${key}" -H "Content-Type: application/json" \\`,
       `    -d '{"model":"mock-1","stream":true,"messages":[{"role":"user","content":"Hello"}]}'`,
       `  curl http://localhost:${actual}/v1/credits -H "Authorization: Bearer ${key}"`,
+      `  curl http://localhost:${actual}/metrics${process.env.INFERY_METRICS_TOKEN ? ' -H "Authorization: Bearer $INFERY_METRICS_TOKEN"' : ''}`,
       '',
     ];
     process.stdout.write(`${lines.join('\n')}\n`);

@@ -17,3 +17,4 @@ export { MemoryCreditStore } from './stores/memory-credit-store';
 export type { MemoryCreditStoreOptions } from './stores/memory-credit-store';
 export { generationDraft } from './stores/credit-store';
 export type { CreditStore, Balance, Settlement, GenerationRecord, GenerationDraft } from './stores/credit-store';
+export type { Observer, RequestEnd, GenerationStart, GenerationSettled, LimitRefusal } from './metrics/observer';
