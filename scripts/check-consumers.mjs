@@ -65,6 +65,38 @@ void check;
 gateway.close();
 declare global { namespace Express { interface Request { user?: { id: string } } } }
 `;
+// the optional entries: infery-stream/redis (ioredis) and infery-stream/prometheus (prom-client)
+const extrasCjs = `const { RedisCreditStore, RedisLimitStore, LedgerUnavailableError } = require('infery-stream/redis');
+const { prometheusObserver } = require('infery-stream/prometheus');
+const { Redis } = require('ioredis');
+const redis = new Redis({ lazyConnect: true });
+const store = new RedisCreditStore(redis, { prefix: 'x:' });
+const limits = new RedisLimitStore(redis);
+store.close(); limits.close();
+const { registry, observer } = prometheusObserver();
+registry.metrics().then((text) => console.log(typeof observer.requestEnded === 'function' && text.includes('infery_requests_total') && new LedgerUnavailableError('x').status === 503 ? 'ok' : 'FAIL'));
+`;
+const extrasEsm = `import { RedisCreditStore, LedgerUnavailableError } from 'infery-stream/redis';
+import { prometheusObserver } from 'infery-stream/prometheus';
+import { Redis } from 'ioredis';
+const store = new RedisCreditStore(new Redis({ lazyConnect: true }));
+store.close();
+const { registry } = prometheusObserver();
+console.log((await registry.metrics()).includes('infery_open_streams') && new LedgerUnavailableError('x').code === 'ledger_unavailable' ? 'ok' : 'FAIL');
+`;
+const extrasTs = `import { Redis } from 'ioredis';
+import { inferyStream, type CreditStore, type Observer } from 'infery-stream';
+import { RedisCreditStore, RedisLimitStore, type RedisCreditStoreOptions } from 'infery-stream/redis';
+import { prometheusObserver, type PrometheusObserver } from 'infery-stream/prometheus';
+const redis = new Redis({ lazyConnect: true });
+const options: RedisCreditStoreOptions = { prefix: 'app:', holdTtlMs: 60_000 };
+const store: CreditStore = new RedisCreditStore(redis, options);
+const metrics: PrometheusObserver = prometheusObserver({ ledgerQueueDepth: () => 0 });
+const observer: Observer = metrics.observer;
+const gateway = inferyStream({ upstream: { baseURL: 'http://127.0.0.1:1/v1' }, authenticate: () => 'a', limits: { maxConcurrent: 2, store: new RedisLimitStore(redis) }, observer });
+void store;
+gateway.close();
+`;
 
 const failures = [];
 function step(name, fn) {
@@ -90,7 +122,7 @@ function project(name, deps, pkg = {}) {
 
 let e5;
 step('Express 5 project installs the tarball', () => {
-  e5 = project('express5', ['express@^5', 'typescript@~5.9', '@types/express@^5', '@types/node@^20', 'esbuild@^0.25']);
+  e5 = project('express5', ['express@^5', 'typescript@~5.9', '@types/express@^5', '@types/node@^20', 'esbuild@^0.25', 'ioredis@^5', 'prom-client@^15']);
 });
 if (e5) {
   fs.writeFileSync(path.join(e5, 'app.cjs'), cjs);
@@ -98,9 +130,14 @@ if (e5) {
   fs.writeFileSync(path.join(e5, 'app.ts'), ts);
   step('Express 5, CommonJS: streams with credits_used', () => run('node', ['app.cjs'], e5));
   step('Express 5, ES module: streams with credits_used', () => run('node', ['app.mjs'], e5));
+  fs.writeFileSync(path.join(e5, 'extras.cjs'), extrasCjs);
+  fs.writeFileSync(path.join(e5, 'extras.mjs'), extrasEsm);
+  fs.writeFileSync(path.join(e5, 'extras.ts'), extrasTs);
+  step('infery-stream/redis and infery-stream/prometheus load, CommonJS', () => run('node', ['extras.cjs'], e5));
+  step('infery-stream/redis and infery-stream/prometheus load, ES module', () => run('node', ['extras.mjs'], e5));
   for (const resolution of ['NodeNext', 'Bundler']) {
     const module = resolution === 'NodeNext' ? 'NodeNext' : 'ESNext';
-    fs.writeFileSync(path.join(e5, `tsconfig.${resolution}.json`), JSON.stringify({ compilerOptions: { strict: true, noEmit: true, module, moduleResolution: resolution, target: 'ES2022', lib: ['ES2022', 'DOM'], types: ['node'], skipLibCheck: false, esModuleInterop: true }, files: ['app.ts'] }));
+    fs.writeFileSync(path.join(e5, `tsconfig.${resolution}.json`), JSON.stringify({ compilerOptions: { strict: true, noEmit: true, module, moduleResolution: resolution, target: 'ES2022', lib: ['ES2022', 'DOM'], types: ['node'], skipLibCheck: false, esModuleInterop: true }, files: ['app.ts', 'extras.ts'] }));
     step(`TypeScript (${resolution} resolution) type-checks against the package's types`, () => run(process.execPath, [path.join(e5, 'node_modules/typescript/bin/tsc'), '-p', `tsconfig.${resolution}.json`], e5));
   }
   fs.writeFileSync(path.join(e5, 'browser.js'), "import { readGatewayStream } from 'infery-stream/client';\nwindow.read = readGatewayStream;\n");
