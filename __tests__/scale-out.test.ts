@@ -656,15 +656,11 @@ describeRedis('scale-out: two example-app processes on one Redis', () => {
     60_000,
   );
 
-  // BUG (this test fails until it is fixed): lib/redis/credit-store.ts RedisCreditStore.settle, while Redis is
-  // unreachable, answers the queued settlement as { charged: <the full cost>, pending: true }. `Settlement.charged`
-  // promises "for a pending settlement: what will be taken, at most the hold" (lib/stores/credit-store.ts), and the
-  // example app's meter returns it as the client's credits_used. When the provider's usage costs more than the hold
-  // and the balance (a provider that reports more tokens than the cap, images billed above the estimate), the
-  // client is told it used the whole cost, while the settle script, once Redis is back, charges only what the
-  // account had (the rest is recorded as unpaid). With Redis up the same request is told what was charged.
+  // Regression: a settlement queued while Redis was unreachable used to answer { charged: <the full cost> }, told to
+  // the client as credits_used, even when the provider's usage cost more than the hold and all the account had;
+  // the ledger then charged only what the account had. A pending settlement now reports at most its hold.
   itRestartingRedis(
-    'BUG (fails until fixed): a settlement queued while Redis is away tells the client a credits_used above its hold and above all the account ever had',
+    'a settlement queued while Redis is away never tells the client more than its hold, nor more than the account ever had',
     async () => {
       const redis = await startRedis({ persistent: true });
       const key = `key-pending-${RUN}`;
@@ -698,10 +694,10 @@ describeRedis('scale-out: two example-app processes on one Redis', () => {
         expect(record.charged).toBe(milli(START));
         expect(record.unpaid).toBe(milli(cost) - milli(START));
         expect((await creditsOf(app, key)).data).toMatchObject({ balance: 0, held: 0, used: START });
-        process.stderr.write(`\nscale-out BUG: queued settlement told the client credits_used ${told}; hold ${hold}, account start ${START}, charged ${record.charged / 1000}\n`);
+        process.stderr.write(`\nscale-out: queued settlement told the client credits_used ${told}; hold ${hold}, account start ${START}, charged ${record.charged / 1000}\n`);
         // the client: at most the hold (the documented promise of a pending settlement), never more than the account had
-        expect(told).toBeLessThanOrEqual(hold); // fails: told is the full cost
-        expect(told).toBeLessThanOrEqual(START); // fails: told is the full cost
+        expect(told).toBeLessThanOrEqual(hold);
+        expect(told).toBeLessThanOrEqual(START);
       });
       await app.kill();
     },

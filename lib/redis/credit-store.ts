@@ -136,8 +136,12 @@ export class RedisCreditStore implements CreditStore {
       }
       // the generation ran: its settlement waits here until Redis is back (the hold, still renewed, keeps the
       // credits meanwhile); a full queue logs it as lost, and the hold then expires
+      const held = this.live.get(holdId)?.milli;
       if (!this.queue.push(item)) this.live.delete(holdId);
-      return { charged: item.cost / 1000, unpaid: 0, pending: true };
+      // what will be taken is at least min(cost, hold), and more only if the balance had more: report no more
+      // than the hold (the record, written once Redis is back, has the final charge)
+      const told = held === undefined ? item.cost : Math.min(item.cost, held);
+      return { charged: told / 1000, unpaid: 0, pending: true };
     }
   }
 

@@ -13,7 +13,7 @@ export interface Balance {
 
 /** What one settlement did. */
 export interface Settlement {
-  /** Credits taken from the account (for a `pending` settlement: what will be taken, at most the hold). */
+  /** Credits taken from the account (for a `pending` settlement: the cost up to the hold; the record, written once the store is back, has the final charge). */
   charged: number;
   /** What the generation cost beyond the hold and the account's whole balance (normally 0; never taken). */
   unpaid: number;
