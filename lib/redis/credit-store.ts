@@ -1,6 +1,6 @@
 import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type GenerationDraft, type GenerationRecord, type Settlement } from '../stores/credit-store';
 import type { Logger } from '../options';
-import { accountKeys, type AccountKeys } from './keys';
+import { accountKeys, tagOf, type AccountKeys } from './keys';
 import { Renewer } from './renewer';
 import { isScriptError, LedgerUnavailableError, ScriptRunner, type RedisClient } from './runner';
 import { BALANCE, OPEN, RENEW_HOLDS, RESERVE, SETTLE } from './scripts';
@@ -87,7 +87,8 @@ export class RedisCreditStore implements CreditStore {
       retryMs: 250,
       maxRetryMs: 5_000,
       logger: this.logger,
-      describe: (item) => ({ generationId: item.holdId, model: item.model, credits: item.cost / 1000 }),
+      // the account as its Redis tag (its keys are `<prefix>{a:<tag>}…`), never the id itself: it may be an API key
+      describe: (item) => ({ generationId: item.holdId, account: tagOf(item.account), model: item.model, credits: item.cost / 1000 }),
     });
     redis.on('ready', this.onReady);
   }
