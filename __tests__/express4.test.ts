@@ -73,7 +73,7 @@ test('express 4: a client that leaves mid-stream aborts the upstream within 250 
 
 test.each<[string, () => Promise<Response>, number, string]>([
   ['malformed JSON (express.json() fails)', () => fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: '{"model":' }), 400, 'invalid_json'],
-  ['an unknown route', () => fetch(`${url}/v1/embeddings`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: '{}' }), 404, 'unknown_route'],
+  ['an unknown route', () => fetch(`${url}/v1/moderations`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: '{}' }), 404, 'unknown_route'],
   ['no key', () => fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(chat) }), 401, 'invalid_api_key'],
 ])('express 4: %s is answered in OpenAI shape', async (_name, send, status, code) => {
   const res = await send();

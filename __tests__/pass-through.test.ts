@@ -12,7 +12,7 @@ afterAll(() => provider.stop());
 describe.each([false, true])('pass-through of other /v1 routes (host ran express.json(): %s)', (json) => {
   let gw: TestGateway;
   beforeAll(async () => {
-    gw = await startGateway(provider.url, { passThrough: ['GET /models', 'GET /models/{id}', 'POST /embeddings'] }, { json, compression: true });
+    gw = await startGateway(provider.url, { passThrough: ['GET /models', 'GET /models/{id}', 'POST /moderations'] }, { json, compression: true });
   });
   afterAll(() => gw.close());
 
@@ -28,9 +28,9 @@ describe.each([false, true])('pass-through of other /v1 routes (host ran express
     expect(res.headers['x-request-id']).toBeDefined();
   });
 
-  test('POST /v1/embeddings, once added to the allow-list, reaches the upstream with its body intact', async () => {
+  test('POST /v1/moderations, once added to the allow-list, reaches the upstream with its body intact', async () => {
     provider.reply = () => ({ json: { object: 'list', data: [{ embedding: [0.1] }] } });
-    const res = await request(gw.url).post('/v1/embeddings').set('Authorization', `Bearer ${KEY}`).send({ model: 'e', input: 'hello' });
+    const res = await request(gw.url).post('/v1/moderations').set('Authorization', `Bearer ${KEY}`).send({ model: 'e', input: 'hello' });
     expect(res.status).toBe(200);
     expect(provider.last.json).toEqual({ model: 'e', input: 'hello' });
     expect(provider.last.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);

@@ -82,7 +82,7 @@ describe('token counting stays accurate in slices', () => {
   // A corpus of ordinary text: English prose, Markdown, code, JSON and other scripts.
   const corpus: Array<[string, string]> = [
     ['the README (Markdown prose)', fs.readFileSync(path.join(__dirname, '..', 'README.md'), 'utf8')],
-    ['TypeScript source', fs.readFileSync(path.join(__dirname, '..', 'lib', 'chat', 'sse-relay.ts'), 'utf8')],
+    ['TypeScript source', fs.readFileSync(path.join(__dirname, '..', 'lib', 'relay', 'stream-relay.ts'), 'utf8')],
     ['JSON', fs.readFileSync(path.join(__dirname, '..', 'package-lock.json'), 'utf8').slice(0, 60_000)],
     ['French prose', 'Le traitement par flux permet au lecteur de voir les premiers mots pendant que le reste est encore écrit. '.repeat(300)],
     ['Japanese prose', '吾輩は猫である。名前はまだ無い。どこで生れたかとんと見当がつかぬ。何でも薄暗いじめじめした所でニャーニャー泣いていた事だけは記憶している。'.repeat(60)],

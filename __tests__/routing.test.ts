@@ -73,9 +73,10 @@ const NOT_CANONICAL: Array<[string, string]> = [
 /** Canonical paths under /v1 that the default allow-list does not serve: [method, path, status, Allow]. */
 const NOT_SERVED: Array<[string, string, number, string | undefined]> = [
   ['POST', '/v1/Chat/Completions', 404, undefined],
-  ['POST', '/v1/responses', 404, undefined],
-  ['POST', '/v1/completions', 404, undefined],
-  ['POST', '/v1/embeddings', 404, undefined],
+  ['POST', '/v1/moderations', 404, undefined],
+  ['POST', '/v1/audio/speech', 404, undefined],
+  ['GET', '/v1/responses', 405, 'POST'],
+  ['DELETE', '/v1/responses/resp_1', 405, 'GET, HEAD'],
   ['POST', '/v1/images/generations', 404, undefined],
   ['GET', '/v1/files', 404, undefined],
   ['GET', '/v1/models/a/b', 404, undefined],
@@ -177,13 +178,13 @@ describe.each([false, true])('routing (host ran express.json() and compression()
 });
 
 describe('the passThrough allow-list', () => {
-  test('listing a route adds it and replaces the default: POST /v1/embeddings forwarded, GET /v1/models/{id} no longer', async () => {
-    const gw = await startGateway(provider.url, { passThrough: ['GET /models', 'POST /embeddings'] });
+  test('listing a route adds it and replaces the default: POST /v1/moderations forwarded, GET /v1/models/{id} no longer', async () => {
+    const gw = await startGateway(provider.url, { passThrough: ['GET /models', 'POST /moderations'] });
     try {
       const seen = provider.requests.length;
-      const res = await raw(gw.url, 'POST', '/v1/embeddings', { auth: `Bearer ${KEY}`, body: '{"model":"e","input":"hi"}' });
+      const res = await raw(gw.url, 'POST', '/v1/moderations', { auth: `Bearer ${KEY}`, body: '{"model":"e","input":"hi"}' });
       expect(res.status).toBe(200);
-      expect(provider.last).toMatchObject({ method: 'POST', path: '/v1/embeddings', json: { model: 'e', input: 'hi' } });
+      expect(provider.last).toMatchObject({ method: 'POST', path: '/v1/moderations', json: { model: 'e', input: 'hi' } });
       const gone = await raw(gw.url, 'GET', '/v1/models/gpt-4o', { auth: `Bearer ${KEY}` });
       expect(gone.status).toBe(404);
       expect(JSON.parse(gone.text)).toEqual(openAIError('unknown_route'));
@@ -212,6 +213,8 @@ describe('the passThrough allow-list', () => {
     ['a path without "/"', ['GET models'], /must start with "\/".*relative to basePath/],
     ['a path that repeats the base path', ['GET /v1/models'], /relative to it \("GET \/models"\)/],
     ['the gateway\'s own route', ['POST /chat/completions'], /served \(and metered\) by the gateway/],
+    ['a metered API', ['POST /responses'], /served \(and metered\) by the gateway/],
+    ['embeddings', ['POST /embeddings'], /served \(and metered\) by the gateway/],
     ['a ".." segment', ['GET /models/../x'], /"\.\." is not a plain path segment/],
     ['a percent-encoded segment', ['GET /models/%2e'], /"%2e" is not a plain path segment/],
     ['a string', 'yes', /must be a list of routes/],

@@ -1,8 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { handleChatCompletion } from './chat/chat-completions';
 import { InferyError, sendError } from './errors';
 import { parseOptions, type Options } from './options';
 import { createPassThrough } from './upstream/pass-through';
+import { handleGeneration } from './relay/generation-handler';
 import { logRequestEnd, requestIdOf } from './request-log';
 import { classifyPath, rawPathOf } from './routing/canonical-path';
 import { RouteTable, type Route } from './routing/routes';
@@ -114,7 +114,7 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
     const where = locate(req);
     if (where.kind === 'outside') return next();
     if (where.kind === 'refused') return refuse(req, res, where.error, where.route);
-    if (where.route.kind === 'chat') void handleChatCompletion(opts, client, inflight, req, res);
+    if (where.route.surface) void handleGeneration(where.route.surface, opts, client, inflight, req, res);
     else void passThrough(req, res, where.subPath, where.route.pattern);
   };
 

@@ -3,6 +3,7 @@ import type { ReserveContext, ReserveResult } from './billing/reservation';
 import { MemoryLimitStore, type LimitStore } from './billing/limits';
 import type { MeterEvent } from './core/metering';
 import { DEFAULT_PASS_THROUGH, parseRoute, type Route } from './routing/routes';
+import { SURFACES } from './surfaces';
 import { containedCounter } from './core/usage';
 import { containedObserver, OBSERVER_MEMBERS, type ContainedObserver, type Observer } from './metrics/observer';
 
@@ -84,6 +85,13 @@ export interface Options<Account = unknown, Req extends IncomingMessage = Incomi
    */
   passThrough?: boolean | readonly string[];
   /**
+   * Whether `POST /responses` with `background: true` is allowed. A background response runs on after the
+   * request returns, so the gateway cannot meter what it generates: refused with 400 `background_not_supported`
+   * unless this is `true` (then `meter` sees only what the first answer says; bill the rest yourself). Default:
+   * `false`.
+   */
+  allowBackground?: boolean;
+  /**
    * Milliseconds the gateway keeps reading a finished stream (every choice sent its `finish_reason`) after the
    * client left, waiting for the provider's usage so the generation is billed at it. Default: `5_000`.
    */
@@ -163,6 +171,7 @@ export interface ResolvedOptions<Account> {
   limits: ResolvedLimits<Account> | undefined;
   basePath: string;
   passThrough: Route[];
+  allowBackground: boolean;
   usageGraceTimeout: number;
   bodyLimit: number;
   upstreamTimeout: number;
@@ -185,7 +194,7 @@ export interface ResolvedOptions<Account> {
 export type UpstreamSettings = Pick<ResolvedOptions<unknown>, 'upstream' | 'forwardHeaders' | 'upstreamTimeout'>;
 
 const KNOWN_KEYS = new Set([
-  'upstream', 'authenticate', 'preflight', 'reserve', 'meter', 'defaultMaxTokens', 'limits', 'basePath', 'passThrough',
+  'upstream', 'authenticate', 'preflight', 'reserve', 'meter', 'defaultMaxTokens', 'limits', 'basePath', 'passThrough', 'allowBackground',
   'usageGraceTimeout', 'bodyLimit', 'upstreamTimeout', 'idleTimeout', 'heartbeatInterval', 'maxDuration', 'writeTimeout',
   'maxEventBytes', 'meterTimeout',
   'maxResponseBytes', 'forwardHeaders', 'logger', 'observer', 'countTokens',
@@ -326,6 +335,7 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
     limits,
     basePath: basePath.replace(/\/$/, ''),
     passThrough,
+    allowBackground: flag('allowBackground', opts.allowBackground),
     usageGraceTimeout: amount('usageGraceTimeout', opts.usageGraceTimeout, 5_000, 'milliseconds', true),
     bodyLimit: amount('bodyLimit', opts.bodyLimit, 10 * 1024 * 1024, 'bytes'),
     upstreamTimeout: amount('upstreamTimeout', opts.upstreamTimeout, 60_000, 'milliseconds'),
@@ -375,6 +385,13 @@ function parseObserver(value: unknown): Observer | undefined {
   return observer as Observer;
 }
 
+/** A boolean option, `false` when absent. */
+function flag(name: string, value: unknown): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean') fail(`\`${name}\` must be true or false, got ${JSON.stringify(value)}.`);
+  return value;
+}
+
 /** A positive whole number (token counts). */
 function count(name: string, value: unknown, fallback: number): number {
   if (value === undefined) return fallback;
@@ -398,7 +415,7 @@ function parsePassThrough(value: unknown, basePath: string): Route[] {
     if (basePath !== '' && (route.pattern === basePath || route.pattern.startsWith(`${basePath}/`))) {
       fail(`\`passThrough\`: "${spec}" starts with the base path; routes are relative to it ("${route.method} ${route.pattern.slice(basePath.length) || '/'}").`);
     }
-    if (route.pattern === '/chat/completions') fail(`\`passThrough\`: "${spec}" is served (and metered) by the gateway itself.`);
+    if (SURFACES.some((surface) => surface.path === route.pattern)) fail(`\`passThrough\`: "${spec}" is served (and metered) by the gateway itself.`);
     return route;
   });
 }

@@ -99,12 +99,23 @@ export async function checkBodyShape(body: Record<string, unknown>): Promise<voi
  * Checks the fields the gateway relies on. The rest is the provider's to judge.
  */
 export function validateChatRequest(body: Record<string, unknown>): { model: string; stream: boolean } {
-  if (typeof body.model !== 'string' || body.model.trim() === '') {
-    throw new InferyError(400, 'missing_required_parameter', 'You must provide a `model` parameter (a non-empty string).', { param: 'model' });
-  }
+  const model = requireModel(body);
   if (!Array.isArray(body.messages) || body.messages.length === 0) {
     throw new InferyError(400, 'missing_required_parameter', 'You must provide `messages`: a non-empty array of chat messages.', { param: 'messages' });
   }
+  return { model, stream: checkStream(body) };
+}
+
+/** The request's `model`: a non-empty string, else 400. */
+export function requireModel(body: Record<string, unknown>): string {
+  if (typeof body.model !== 'string' || body.model.trim() === '') {
+    throw new InferyError(400, 'missing_required_parameter', 'You must provide a `model` parameter (a non-empty string).', { param: 'model' });
+  }
+  return body.model;
+}
+
+/** Whether the request asks for a stream; 400 when `stream` is not a boolean or `stream_options` not an object. */
+export function checkStream(body: Record<string, unknown>): boolean {
   if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') {
     throw new InferyError(400, 'invalid_type', '`stream` must be a boolean.', { param: 'stream' });
   }
@@ -112,7 +123,7 @@ export function validateChatRequest(body: Record<string, unknown>): { model: str
   if (options !== undefined && options !== null && (typeof options !== 'object' || Array.isArray(options))) {
     throw new InferyError(400, 'invalid_type', '`stream_options` must be an object.', { param: 'stream_options' });
   }
-  return { model: body.model, stream: body.stream === true };
+  return body.stream === true;
 }
 
 /** Reads a whole body as text, rejecting (and pausing the stream) past `limit` bytes. */

@@ -30,6 +30,11 @@ export interface RequestLogLine {
   generationId?: string;
   providerId?: string;
   model?: string;
+  /** Which API (`chat.completions`, `responses`, …). */
+  endpoint?: string;
+  /** The upstream that served the generation, and those tried before it that failed. */
+  upstream?: string;
+  failedUpstreams?: Array<{ upstream: string; code: string; status: number }>;
   stream?: boolean;
   ttftMs?: number | null;
   usage?: unknown;

@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { InferyError } from '../errors';
+import type { Endpoint } from '../relay/surface';
 
 /** OpenAI's largest `n`. */
 const MAX_CHOICES = 128;
@@ -18,6 +19,8 @@ export interface ReserveContext<Account, Req extends IncomingMessage = IncomingM
   generationId: string;
   /** The route below the base path, e.g. `/chat/completions`. */
   path: string;
+  /** Which API: `chat.completions`, `completions`, `responses` or `embeddings`. */
+  endpoint: Endpoint;
   /** The model the client asked for. */
   model: string;
   /** The parsed request body (read only). */
@@ -29,8 +32,11 @@ export interface ReserveContext<Account, Req extends IncomingMessage = IncomingM
   worstCase: WorstCase;
   /** The completion cap per choice that will be sent upstream. */
   maxCompletionTokens: number;
-  /** Where the cap came from: the client's `max_completion_tokens` / `max_tokens`, or `defaultMaxTokens`. */
-  capSource: 'max_completion_tokens' | 'max_tokens' | 'default';
+  /**
+   * Where the cap came from: the client's `max_completion_tokens` / `max_tokens` / `max_output_tokens`, or the
+   * default (`defaultMaxTokens`; 16 for legacy completions, as OpenAI; 0 for embeddings, which generate nothing).
+   */
+  capSource: 'max_completion_tokens' | 'max_tokens' | 'max_output_tokens' | 'default';
   /** Number of choices asked for (`n`). */
   choices: number;
   /** The client's request, as your framework hands it over. */
@@ -51,7 +57,7 @@ export interface CompletionCap {
   choices: number;
 }
 
-function wholeParam(body: Record<string, unknown>, name: string, max: number): number | undefined {
+export function wholeParam(body: Record<string, unknown>, name: string, max: number): number | undefined {
   const value = body[name];
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1 || value > max) {

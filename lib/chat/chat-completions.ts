@@ -1,133 +1,56 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { performance } from 'node:perf_hooks';
-import type { Readable } from 'node:stream';
-import { admitGeneration, authenticateOrThrow, checkRequestRate, limitRefusalOf, runPreflight } from '../core/admission';
-import { InferyError, sendError, toInferyError } from '../errors';
-import { Generation } from '../core/generation';
-import { relayJson, relayJsonAsStream } from './json-response';
-import { decodedBody } from '../upstream/decode';
-import type { ResolvedOptions } from '../options';
-import { checkBodyShape, readJsonBody, validateChatRequest } from '../request-body';
-import { logRequestEnd, requestIdOf } from '../request-log';
-import { responseDone, shuttingDown, type InFlight } from '../shutdown';
-import { StreamRelay } from './sse-relay';
-import { upstreamHttpError, type UpstreamClient } from '../upstream/upstream';
-
-/** The body sent upstream: a stream always asks for usage, whatever the client sent. */
-function upstreamBody(body: Record<string, unknown>, stream: boolean): string {
-  if (!stream) return JSON.stringify(body);
-  const streamOptions = (body.stream_options ?? {}) as Record<string, unknown>;
-  return JSON.stringify({ ...body, stream_options: { ...streamOptions, include_usage: true } });
-}
-
-/** The request ended before anything went upstream because its client left. */
-const clientLeft = (): InferyError => new InferyError(499, 'client_closed_request', 'The client closed the connection before the request was sent upstream.');
+import { estimatePrompt } from '../billing/prompt-estimate';
+import { completionCap, withCap } from '../billing/reservation';
+import type { Generation } from '../core/generation';
+import { validateChatRequest } from '../request-body';
+import type { JsonDialect, Surface } from '../relay/surface';
+import { choicesStream } from './chat-stream';
 
 /**
- * Handles `POST {basePath}/chat/completions`: admission (authenticate, rate limit, body, preflight, concurrency
- * slot, reservation), then the upstream call, whose answer goes to the SSE relay or the JSON relay. Never
- * rejects. From the reservation on, every path settles the generation exactly once: a failure before the first
- * byte becomes an OpenAI-shaped HTTP error and is settled as `unserved` (the hold released, nothing charged).
+ * `POST /chat/completions`. A request needs `model` and a non-empty `messages`; its worst case is the prompt's
+ * bound (every string the provider reads) plus the cap (`max_completion_tokens` or `max_tokens`, else
+ * `defaultMaxTokens`, sent upstream as `max_completion_tokens`) times `n`. A stream always asks the provider for
+ * usage (`stream_options.include_usage`); the client gets the provider's chunks untouched, then the gateway's
+ * usage chunk `{"choices":[],"usage":{…},"credits_used":N}`, then `data: [DONE]`. A JSON answer gets a top-level
+ * `credits_used` and the usage that was billed.
  */
-export async function handleChatCompletion<Account>(
-  opts: ResolvedOptions<Account>,
-  client: UpstreamClient,
-  inflight: InFlight,
-  req: IncomingMessage,
-  res: ServerResponse,
-): Promise<void> {
-  const reqId = requestIdOf(req);
-  const startedAt = performance.now();
-  res.setHeader('X-Request-Id', reqId);
-  let gen: Generation<Account> | undefined;
-  try {
-    if (inflight.draining) throw shuttingDown();
-    const account = await authenticateOrThrow(opts, req);
-    await checkRequestRate(opts, account);
-    const body = await readJsonBody(req, opts.bodyLimit);
-    const { model, stream } = validateChatRequest(body);
-    await checkBodyShape(body);
-    await runPreflight(opts, account, req, '/chat/completions', body);
-    const ticket = await admitGeneration(opts, account, req, res, '/chat/completions', body, model);
-    gen = new Generation(opts, req, ticket, model, stream, reqId);
-    const generation = gen;
-    // Until the upstream call starts, shutting down ends the request with a 503, settled as unserved.
-    let stop = (err: InferyError): void => {
-      void generation.finish('unserved', err);
-      sendError(res, err);
-    };
-    inflight.add(generation, (err) => stop(err), Promise.all([generation.settled, responseDone(res)]));
-    if (res.destroyed) throw clientLeft();
-    if (inflight.draining) throw shuttingDown();
+export const chatCompletions: Surface = {
+  endpoint: 'chat.completions',
+  path: '/chat/completions',
+  usage: 'chat',
+  object: 'chat.completion.chunk',
+  validate: (body) => validateChatRequest(body),
+  estimate: (body, count) => estimatePrompt(body, count),
+  cap: completionCap,
+  withCap,
+  upstreamBody: (body, stream) => JSON.stringify(stream ? withUsageRequested(body) : body),
+  stream: () => choicesStream('delta'),
+  json: choicesJson('delta'),
+};
 
-    const call = client.postJson('/chat/completions', upstreamBody(ticket.upstreamBody, stream), req, stream);
-    // While waiting for the provider's headers, shutting down answers 503 and releases the hold.
-    stop = (err) => {
-      call.abort();
-      void generation.finish('unserved', err);
-      sendError(res, err);
-    };
-    const onEarlyClose = (): void => {
-      if (res.writableFinished) return;
-      call.abort();
-      void generation.finish('cancelled');
-    };
-    // Watches the client until the SSE relay takes over, or through the whole non-streaming answer.
-    res.once('close', onEarlyClose);
-    try {
-      const upstream = await call.response;
-      if (gen.finished) {
-        call.abort();
-        return;
+/** The body with `stream_options.include_usage: true`, whatever the client sent. */
+export function withUsageRequested(body: Record<string, unknown>): Record<string, unknown> {
+  const streamOptions = (body.stream_options ?? {}) as Record<string, unknown>;
+  return { ...body, stream_options: { ...streamOptions, include_usage: true } };
+}
+
+/**
+ * The JSON answer of chat (`choices[].message`) or legacy completions (`choices[].text`): what was produced is
+ * tallied, the billed usage replaces the provider's, `credits_used` is added at the top level.
+ */
+export function choicesJson(kind: 'delta' | 'text'): JsonDialect {
+  return {
+    read(gen: Generation<unknown>, json: Record<string, unknown>): void {
+      gen.recordUsage(json.usage);
+      if (!Array.isArray(json.choices)) return;
+      for (const choice of json.choices as Array<Record<string, unknown> | null>) {
+        if (kind === 'delta') gen.tally.addMessage(choice?.message);
+        else if (typeof choice?.text === 'string') gen.tally.add(choice.text);
+        if (typeof choice?.finish_reason === 'string') gen.markChoiceFinished(choice.index, choice.finish_reason);
       }
-      const status = upstream.statusCode ?? 502;
-      if (status < 200 || status > 299) {
-        const err = await upstreamHttpError(upstream, opts.upstream.apiKey);
-        call.abort();
-        throw err;
-      }
-      let body: Readable;
-      try {
-        body = decodedBody(upstream);
-      } catch (err) {
-        call.abort();
-        throw err;
-      }
-      // a provider that ignores `stream: true` and answers one JSON completion is relayed as a stream
-      const answeredJson = /\bjson\b/i.test(String(upstream.headers['content-type'] ?? ''));
-      if (stream && !answeredJson) {
-        res.off('close', onEarlyClose);
-        const relay = new StreamRelay(gen, body, call, res, opts);
-        stop = (err) => relay.fail(err);
-        relay.start();
-      } else if (stream) await relayJsonAsStream(gen, body, call, res, opts);
-      else await relayJson(gen, body, call, res, opts);
-    } finally {
-      res.off('close', onEarlyClose);
-    }
-  } catch (caught) {
-    if (gen?.finished) return; // cancelled or settled already; its line is logged
-    const err = toInferyError(caught);
-    if (err.status >= 500 && err.code === 'internal_error') {
-      const cause = caught instanceof Error ? { name: caught.name, message: caught.message } : { value: String(caught) };
-      opts.logger?.error({ reqId, err: cause }, 'infery-stream hook or handler threw');
-    }
-    sendError(res, err, err.status === 413);
-    if (gen) {
-      // failed before the first byte: the hold is released, nothing is charged; settlement logs the line
-      void gen.finish('unserved', err);
-      return;
-    }
-    logRequestEnd(opts, {
-      reqId,
-      path: '/chat/completions',
-      route: '/chat/completions',
-      method: req.method ?? 'POST',
-      status: err.status,
-      durationMs: Math.round(performance.now() - startedAt),
-      errorCode: err.code,
-      errorSource: 'gateway',
-      limit: limitRefusalOf(err),
-    });
-  }
+    },
+    answer(gen: Generation<unknown>, json: Record<string, unknown>, credits: number | undefined): Record<string, unknown> {
+      const out = { ...json, usage: gen.usage() };
+      return credits === undefined ? out : { ...out, credits_used: credits };
+    },
+  };
 }

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { estimatePrompt } from '../billing/prompt-estimate';
-import { completionCap, isHoldWithCap, withCap, type WorstCase } from '../billing/reservation';
+import { isHoldWithCap, type WorstCase } from '../billing/reservation';
 import { InferyError } from '../errors';
 import type { LimitRefusal } from '../metrics/observer';
 import type { ResolvedOptions } from '../options';
+import type { Surface } from '../relay/surface';
 
 /**
  * Admission: what every route passes before anything goes upstream, in this order — `authenticate` (401), the
@@ -130,13 +130,14 @@ export async function admitGeneration<Account>(
   account: Account,
   req: IncomingMessage,
   res: ServerResponse,
-  path: string,
+  surface: Surface,
   body: Record<string, unknown>,
   model: string,
 ): Promise<Ticket<Account>> {
-  const cap = completionCap(body, opts.defaultMaxTokens);
+  const path = surface.path;
+  const cap = surface.cap(body, opts.defaultMaxTokens);
   const count = opts.countTokens;
-  const estimate = await estimatePrompt(body, (text) => count(text, model));
+  const estimate = await surface.estimate(body, (text) => count(text, model));
   const lease = await acquireSlot(opts, account);
   try {
     const generationId = `gen-${randomUUID()}`;
@@ -153,6 +154,7 @@ export async function admitGeneration<Account>(
         account,
         generationId,
         path,
+        endpoint: surface.endpoint,
         model,
         body,
         worstCase: worstCase(perChoice),
@@ -186,7 +188,7 @@ export async function admitGeneration<Account>(
       promptTokens: estimate.tokens,
       maxCompletionTokens: perChoice,
       choices: cap.choices,
-      upstreamBody: withCap(body, cap, perChoice),
+      upstreamBody: surface.withCap(body, cap, perChoice),
       lease,
     };
   } catch (err) {

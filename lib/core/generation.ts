@@ -4,6 +4,7 @@ import type { Ticket } from './admission';
 import type { InferyError } from '../errors';
 import type { Outcome } from './metering';
 import type { ResolvedOptions } from '../options';
+import type { Surface } from '../relay/surface';
 import { settle } from './settlement';
 import {
   CompletionTally,
@@ -11,6 +12,7 @@ import {
   estimatedUsage,
   mergeUsage,
   parseUsage,
+  providerCounts,
   type Usage,
 } from './usage';
 
@@ -26,13 +28,22 @@ const ZERO_USAGE: Usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens
 export class Generation<Account> {
   /** The provider's id once a chunk or body carried one. */
   providerId: string | undefined;
-  object = 'chat.completion.chunk';
+  /** The `object` of the provider's chunks, for the events the gateway adds. */
+  object: string;
   created: number = Math.floor(Date.now() / 1000);
   /** The model name the provider reported (falls back to the requested one). */
   providerModel: string;
   finishReason: string | null = null;
   /** The provider's usage, when it sent a valid one (merged so a later one never lowers it). */
   providerUsage: Usage | undefined;
+  /** The provider's last usage as it sent it, counts only (`MeterEvent.providerUsage`). */
+  providerRawUsage: Record<string, unknown> | undefined;
+  /** The upstream that served it (its name; `default` for the single `upstream` option). */
+  upstream: string | undefined;
+  /** That upstream's key: redacted from everything its answer carries to the client. */
+  upstreamKey: string | undefined;
+  /** The upstreams tried before it, and why each failed. */
+  failedUpstreams: Array<{ upstream: string; code: string; status: number }> = [];
   ttftMs: number | null = null;
   readonly tally: CompletionTally;
 
@@ -50,10 +61,12 @@ export class Generation<Account> {
     readonly model: string,
     readonly stream: boolean,
     readonly reqId: string,
+    readonly surface: Pick<Surface, 'endpoint' | 'path' | 'usage' | 'object'>,
   ) {
     this.providerModel = model;
+    this.object = surface.object;
     this.tally = new CompletionTally(opts.countTokens, model);
-    opts.observer?.generationStarted({ route: '/chat/completions', generationId: ticket.generationId, model, stream });
+    opts.observer?.generationStarted({ route: surface.path, generationId: ticket.generationId, model, stream });
   }
 
   /** The gateway-unique id (`X-Generation-Id`). */
@@ -83,6 +96,12 @@ export class Generation<Account> {
     if (Number.isInteger(i) && i >= 0 && i < this.ticket.choices) this.finishedChoices.add(i);
   }
 
+  /** Notes that the whole generation finished (an API with one final event, the Responses API's). */
+  markAllFinished(reason: string): void {
+    this.finishReason = reason;
+    for (let i = 0; i < this.ticket.choices; i++) this.finishedChoices.add(i);
+  }
+
   /** True once every choice asked for (`n`) sent its `finish_reason`: the provider finished generating. */
   get generationFinished(): boolean {
     return this.finishedChoices.size >= this.ticket.choices;
@@ -93,8 +112,9 @@ export class Generation<Account> {
    * ignored with a warning, so the estimate is billed instead; a later valid one never lowers an earlier one.
    */
   recordUsage(raw: unknown): void {
-    const usage = parseUsage(raw);
+    const usage = parseUsage(raw, this.surface.usage);
     if (usage === undefined) return;
+    this.providerRawUsage = providerCounts(raw);
     if (usage === 'invalid') {
       if (!this.warnedUsage) {
         this.warnedUsage = true;
@@ -173,8 +193,12 @@ export class Generation<Account> {
       ticket: this.ticket,
       req: this.req,
       reqId: this.reqId,
-      path: '/chat/completions',
+      path: this.surface.path,
+      endpoint: this.surface.endpoint,
       providerId: this.providerId,
+      providerUsage: this.providerRawUsage,
+      upstream: this.upstream,
+      failedUpstreams: this.failedUpstreams,
       model: this.model,
       providerModel: this.providerModel,
       outcome,

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import type { InferyError } from '../errors';
 import type { WorstCase } from '../billing/reservation';
 import type { Usage } from './usage';
+import type { Endpoint } from '../relay/surface';
 
 /**
  * How a request that passed `reserve` ended: `completed` (the provider finished; usage is the provider's when it
@@ -21,6 +22,12 @@ export interface MeterEvent<Account = unknown, Req extends IncomingMessage = Inc
   providerId: string | undefined;
   /** The route below the base path, e.g. `/chat/completions`. */
   path: string;
+  /** Which API it went through: `chat.completions`, `completions`, `responses` or `embeddings`. */
+  endpoint: Endpoint;
+  /** The upstream that served it: its name in `upstreams` (`default` with the single `upstream` option). */
+  upstream: string | undefined;
+  /** The upstreams tried first that failed before the first byte (fallback), and why. Empty when none. */
+  failedUpstreams: Array<{ upstream: string; code: string; status: number }>;
   /** The model the client asked for. */
   model: string;
   /** The model the provider said it used (its `model` field, e.g. a dated version); `model` when it said none. */
@@ -29,9 +36,14 @@ export interface MeterEvent<Account = unknown, Req extends IncomingMessage = Inc
   outcome: Outcome;
   /**
    * The provider's usage when it sent a valid one, otherwise the gateway's tokenizer count (`usage.estimated`),
-   * never above the reserved worst case. All zero for `unserved`.
+   * never above the reserved worst case. All zero for `unserved`. One shape for every endpoint:
+   * `prompt_tokens` (the Responses API's `input_tokens`), `completion_tokens` (`output_tokens`; 0 for embeddings),
+   * `total_tokens`, and the provider's `prompt_tokens_details` / `completion_tokens_details` (cached and reasoning
+   * tokens) when it sent them.
    */
   usage: Usage;
+  /** The provider's usage as it sent it (counts only, in its own shape), or `undefined` if it sent none. */
+  providerUsage: Record<string, unknown> | undefined;
   /** What `reserve` returned as the hold (`undefined` without a `reserve` hook). */
   reservation: unknown;
   /** The worst case that was reserved for, in tokens. */

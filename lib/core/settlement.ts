@@ -5,6 +5,7 @@ import { callMeter, type Outcome } from './metering';
 import type { ResolvedOptions } from '../options';
 import { logRequestEnd } from '../request-log';
 import type { Usage } from './usage';
+import type { Endpoint } from '../relay/surface';
 
 /** Everything settlement needs to know about how a request ended. */
 export interface Ending<Account> {
@@ -12,7 +13,11 @@ export interface Ending<Account> {
   req: IncomingMessage;
   reqId: string;
   path: string;
+  endpoint: Endpoint;
   providerId: string | undefined;
+  providerUsage: Record<string, unknown> | undefined;
+  upstream: string | undefined;
+  failedUpstreams: Array<{ upstream: string; code: string; status: number }>;
   model: string;
   providerModel: string;
   outcome: Outcome;
@@ -54,6 +59,10 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
         generationId: ticket.generationId,
         providerId: end.providerId,
         path: end.path,
+        endpoint: end.endpoint,
+        upstream: end.upstream,
+        failedUpstreams: end.failedUpstreams,
+        providerUsage: end.providerUsage,
         model: end.model,
         providerModel: end.providerModel,
         outcome: end.outcome,
@@ -103,6 +112,9 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
     durationMs: end.durationMs,
     generationId: ticket.generationId,
     providerId: end.providerId,
+    endpoint: end.endpoint,
+    upstream: end.upstream,
+    failedUpstreams: end.failedUpstreams.length > 0 ? end.failedUpstreams : undefined,
     model: end.model,
     stream: end.stream,
     ttftMs: end.ttftMs,

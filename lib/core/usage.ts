@@ -157,10 +157,10 @@ function isCount(value: unknown): value is number {
  * cannot be billed (counts that are not whole non-negative numbers, or no `completion_tokens`), else the usage
  * with `total_tokens` made consistent.
  */
-export function parseUsage(value: unknown): Usage | 'invalid' | undefined {
+export function parseUsage(value: unknown, dialect: UsageDialect = 'chat'): Usage | 'invalid' | undefined {
   if (value === undefined || value === null) return undefined;
   if (typeof value !== 'object' || Array.isArray(value)) return 'invalid';
-  const u = value as Record<string, unknown>;
+  const u = dialect === 'chat' ? (value as Record<string, unknown>) : normalizeUsage(value as Record<string, unknown>, dialect);
   if (!isCount(u.prompt_tokens) || !isCount(u.completion_tokens)) return 'invalid';
   if (u.total_tokens !== undefined && u.total_tokens !== null && !isCount(u.total_tokens)) return 'invalid';
   const usage: Usage = {
@@ -188,6 +188,51 @@ export function parseUsage(value: unknown): Usage | 'invalid' | undefined {
     }
   }
   return usage;
+}
+
+/**
+ * How a provider writes its usage: chat and legacy completions `{prompt_tokens, completion_tokens}`, the
+ * Responses API `{input_tokens, output_tokens, input_tokens_details, output_tokens_details}`, embeddings
+ * `{prompt_tokens, total_tokens}` (nothing is generated).
+ */
+export type UsageDialect = 'chat' | 'responses' | 'embeddings';
+
+/** A Responses or embeddings usage in the chat shape every meter event carries (details renamed alike). */
+function normalizeUsage(u: Record<string, unknown>, dialect: Exclude<UsageDialect, 'chat'>): Record<string, unknown> {
+  if (dialect === 'embeddings') return { ...u, completion_tokens: u.completion_tokens ?? 0 };
+  const { input_tokens: input, output_tokens: output, input_tokens_details: inDetails, output_tokens_details: outDetails, ...rest } = u;
+  const out: Record<string, unknown> = { ...rest, prompt_tokens: input, completion_tokens: output };
+  if (inDetails !== undefined) out.prompt_tokens_details = inDetails;
+  if (outDetails !== undefined) out.completion_tokens_details = outDetails;
+  return out;
+}
+
+/**
+ * A provider's usage as it sent it, counts only (numbers, and numbers inside `*_details` objects; at most 32 of
+ * each): what `MeterEvent.providerUsage` carries, in the provider's own shape (`input_tokens` for the Responses
+ * API). `undefined` when it sent none or something that is not an object.
+ */
+export function providerCounts(value: unknown): Record<string, unknown> | undefined {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const out: Record<string, unknown> = {};
+  let kept = 0;
+  for (const key in value) {
+    if (!Object.hasOwn(value, key)) continue;
+    if (++kept > 32) break;
+    const field = (value as Record<string, unknown>)[key];
+    if (typeof field === 'number' && Number.isFinite(field)) out[key] = field;
+    else if (key.endsWith('_details') && typeof field === 'object' && field !== null && !Array.isArray(field)) {
+      const details: Record<string, number> = {};
+      let names = 0;
+      for (const name in field) {
+        if (++names > 32) break;
+        const count = (field as Record<string, unknown>)[name];
+        if (Object.hasOwn(field, name) && typeof count === 'number' && Number.isFinite(count)) details[name] = count;
+      }
+      out[key] = details;
+    }
+  }
+  return out;
 }
 
 /** Combines two usages of one generation so that a later one never lowers what is billed. */

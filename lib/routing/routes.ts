@@ -1,11 +1,15 @@
+import type { Surface } from '../relay/surface';
+import { SURFACES } from '../surfaces';
 import { isCanonicalSegment } from './canonical-path';
 
-/** What serves a route: the gateway's metered chat handler, or the pass-through proxy. */
-export type RouteKind = 'chat' | 'pass-through';
+/** What serves a route: a metered API surface, or the pass-through proxy. */
+export type RouteKind = 'generation' | 'pass-through';
 
 /** A route the gateway answers: a method and a path pattern below the base path (`{name}` is one segment). */
 export interface Route {
   kind: RouteKind;
+  /** The API a `generation` route serves. */
+  surface?: Surface;
   method: string;
   /** The pattern as written, e.g. `/models/{id}`. */
   pattern: string;
@@ -17,11 +21,8 @@ export type RouteMatch = { route: Route } | { allow: string[] } | undefined;
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
-/** The routes the gateway itself serves and meters. */
-export const GATEWAY_ROUTES = ['POST /chat/completions'];
-
 /** The default `passThrough` allow-list: the free, read-only routes. */
-export const DEFAULT_PASS_THROUGH = ['GET /models', 'GET /models/{id}'];
+export const DEFAULT_PASS_THROUGH = ['GET /models', 'GET /models/{id}', 'GET /responses/{id}', 'GET /responses/{id}/input_items'];
 
 /**
  * Parses `"METHOD /path/{param}"`. Throws a message (the options parser wraps it) when the method is unknown or
@@ -61,7 +62,8 @@ export class RouteTable {
   readonly routes: readonly Route[];
 
   constructor(passThrough: readonly Route[]) {
-    this.routes = [...GATEWAY_ROUTES.map((spec) => parseRoute(spec, 'chat')), ...passThrough];
+    const metered = SURFACES.map((surface) => ({ ...parseRoute(`POST ${surface.path}`, 'generation'), surface }));
+    this.routes = [...metered, ...passThrough];
   }
 
   match(method: string, subPath: string): RouteMatch {

@@ -7,7 +7,8 @@ import { MAX_JSON_DEPTH, walkJson } from '../json-walk';
 import { readText } from '../request-body';
 import type { UpstreamCall } from '../upstream/upstream';
 import { carriesKey, redact } from '../upstream/upstream-headers';
-import { writeStreamHead } from './sse-relay';
+import { writeStreamHead } from './stream-relay';
+import type { JsonDialect, StreamDialect } from './surface';
 
 /**
  * Reads the provider's JSON completion (bounded by `maxResponseBytes`, and by `idleTimeout` in all) and takes
@@ -23,6 +24,7 @@ async function readCompletion<Account>(
   call: UpstreamCall,
   res: ServerResponse,
   opts: ResolvedOptions<Account>,
+  dialect: JsonDialect,
 ): Promise<Record<string, unknown> | undefined> {
   const failed = (err: InferyError): undefined => {
     sendError(res, err);
@@ -47,7 +49,7 @@ async function readCompletion<Account>(
   if (gen.finished) return undefined;
 
   // a provider that echoes the gateway's key in its answer never gets it to the client
-  if (carriesKey(text, opts.upstream.apiKey)) text = redact(text, opts.upstream.apiKey);
+  if (carriesKey(text, gen.upstreamKey)) text = redact(text, gen.upstreamKey);
   let json: Record<string, unknown>;
   try {
     json = JSON.parse(text) as Record<string, unknown>;
@@ -63,19 +65,13 @@ async function readCompletion<Account>(
   if (typeof json.id === 'string' && json.id !== '') gen.providerId = json.id;
   if (typeof json.model === 'string' && json.model !== '') gen.providerModel = json.model;
   if (typeof json.created === 'number') gen.created = json.created;
-  gen.recordUsage(json.usage);
-  if (Array.isArray(json.choices)) {
-    for (const choice of json.choices as Array<Record<string, unknown> | null>) {
-      gen.tally.addMessage(choice?.message);
-      if (typeof choice?.finish_reason === 'string') gen.markChoiceFinished(choice.index, choice.finish_reason);
-    }
-  }
+  dialect.read(gen as Generation<unknown>, json);
   return json;
 }
 
 /**
- * Answers a `"stream": false` request: the provider's JSON with a top-level `credits_used`, and the usage that
- * was billed (the estimate, marked, when the provider's was unusable).
+ * Answers a `"stream": false` request: the provider's JSON with the usage that was billed where the API keeps it
+ * (the estimate, marked, when the provider's was unusable) and a top-level `credits_used`.
  */
 export async function relayJson<Account>(
   gen: Generation<Account>,
@@ -83,13 +79,13 @@ export async function relayJson<Account>(
   call: UpstreamCall,
   res: ServerResponse,
   opts: ResolvedOptions<Account>,
+  dialect: JsonDialect,
 ): Promise<void> {
-  const json = await readCompletion(gen, body, call, res, opts);
+  const json = await readCompletion(gen, body, call, res, opts, dialect);
   if (!json) return;
   const credits = await gen.finish('completed');
-  json.usage = gen.usage();
   if (res.destroyed || res.writableEnded) return;
-  const text = JSON.stringify(credits === undefined ? json : { ...json, credits_used: credits });
+  const text = JSON.stringify(dialect.answer(gen as Generation<unknown>, json, credits));
   res.statusCode = 200;
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(text));
@@ -97,9 +93,8 @@ export async function relayJson<Account>(
 }
 
 /**
- * Answers a `"stream": true` request whose provider ignored `stream` and sent one JSON completion: the
- * completion as a proper stream — each choice's content, refusal and tool calls as one delta, then its finish
- * chunk, the provider's usage, the gateway's usage with `credits_used`, and `[DONE]`.
+ * Answers a `"stream": true` request whose provider ignored `stream` and sent one JSON answer: the answer as the
+ * API's stream events (`stream.fromJson`), then, once settled, the stream's closing (credits, terminator).
  */
 export async function relayJsonAsStream<Account>(
   gen: Generation<Account>,
@@ -107,27 +102,15 @@ export async function relayJsonAsStream<Account>(
   call: UpstreamCall,
   res: ServerResponse,
   opts: ResolvedOptions<Account>,
+  dialect: JsonDialect,
+  stream: StreamDialect,
 ): Promise<void> {
-  const json = await readCompletion(gen, body, call, res, opts);
+  const json = await readCompletion(gen, body, call, res, opts, dialect);
   if (!json) return;
-  const base = { id: gen.chunkId, object: 'chat.completion.chunk', created: gen.created, model: gen.providerModel };
-  const events: string[] = [];
-  const event = (chunk: object): number => events.push(`data: ${JSON.stringify({ ...base, ...chunk })}\n\n`);
-  const choices = Array.isArray(json.choices) ? (json.choices as Array<Record<string, unknown> | null>) : [];
-  choices.forEach((choice, position) => {
-    const index = typeof choice?.index === 'number' ? choice.index : position;
-    const message = (typeof choice?.message === 'object' && choice.message !== null ? choice.message : {}) as Record<string, unknown>;
-    const { tool_calls: toolCalls, ...rest } = message;
-    const delta: Record<string, unknown> = { ...rest, role: typeof rest.role === 'string' ? rest.role : 'assistant' };
-    if (Array.isArray(toolCalls)) delta.tool_calls = toolCalls.map((call, i) => ({ index: i, ...(call as object) }));
-    event({ choices: [{ index, delta, logprobs: choice?.logprobs ?? null, finish_reason: null }] });
-    event({ choices: [{ index, delta: {}, finish_reason: typeof choice?.finish_reason === 'string' ? choice.finish_reason : 'stop' }] });
-  });
-  if (gen.providerUsage) event({ choices: [], usage: json.usage });
+  const events = stream.fromJson(gen as Generation<unknown>, json);
   writeStreamHead(res);
-  if (!res.destroyed) res.write(events.join(''));
+  if (!res.destroyed && events !== '') res.write(events);
   const credits = await gen.finish('completed');
   if (res.destroyed || res.writableEnded) return;
-  const tail = credits === undefined ? '' : `data: ${JSON.stringify({ ...base, choices: [], usage: gen.usage(), credits_used: credits })}\n\n`;
-  res.end(`${tail}data: [DONE]\n\n`);
+  res.end(stream.closing(gen as Generation<unknown>, credits));
 }

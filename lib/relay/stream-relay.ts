@@ -7,9 +7,9 @@ import type { ResolvedOptions } from '../options';
 import type { UpstreamCall } from '../upstream/upstream';
 import { sendUnbufferedHead } from '../unbuffered-head';
 import { carriesKey, redact } from '../upstream/upstream-headers';
+import type { StreamDialect } from './surface';
 
 const HEARTBEAT = ': keep-alive\n\n';
-const DONE = 'data: [DONE]\n\n';
 /** How long a finished upstream response may take to end before its socket is dropped instead of reused. */
 const RELEASE_GRACE_MS = 2_000;
 
@@ -30,20 +30,12 @@ export function writeStreamHead(res: ServerResponse): void {
   sendUnbufferedHead(res);
 }
 
-/** The SSE chunk a client receives when the upstream fails after streaming began. */
-export function errorChunk(err: InferyError): string {
-  const payload = {
-    error: { message: err.message, type: err.type, code: err.code },
-    choices: [{ index: 0, delta: {}, finish_reason: 'error' }],
-  };
-  return `data: ${JSON.stringify(payload)}\n\n`;
-}
-
 /**
- * Relays one upstream SSE stream to the client, event by event, and owns every way it can end:
- * `[DONE]` (meter, credits chunk, `[DONE]`), client gone (abort upstream, meter as cancelled), upstream error,
- * idle timeout or bad chunk (error chunk, abort upstream, meter what was produced). Each path goes through
- * `detach()`, which removes every listener and timer the relay added.
+ * Relays one upstream SSE stream to the client, event by event, for any API: its {@link StreamDialect} reads
+ * each event and writes the API's own ending and error events. The relay owns every way a stream can end: the
+ * provider's end (meter, then the closing: credits and terminator), client gone (abort upstream, meter as
+ * cancelled), upstream error, idle timeout or bad event (error event, abort upstream, meter what was produced).
+ * Each path goes through `detach()`, which removes every listener and timer the relay added.
  */
 export class StreamRelay<Account> {
   /**
@@ -68,6 +60,7 @@ export class StreamRelay<Account> {
     private readonly call: UpstreamCall,
     private readonly res: ServerResponse,
     private readonly opts: ResolvedOptions<Account>,
+    private readonly dialect: StreamDialect,
   ) {
     this.parser = createParser({ onEvent: this.onEvent });
   }
@@ -106,63 +99,31 @@ export class StreamRelay<Account> {
     if (this.state !== 'streaming' && this.state !== 'draining') return;
     // only data events are upstream activity: comments and partial events do not keep a stream alive
     this.lastUpstreamAt = Date.now();
-    // a provider that echoes the gateway's key in a chunk never gets it to the client
-    const key = this.opts.upstream.apiKey;
+    // a provider that echoes the gateway's key in an event never gets it to the client
+    const key = this.gen.upstreamKey;
     const data = carriesKey(event.data, key) ? redact(event.data, key) : event.data;
-    if (data === '[DONE]') {
-      void this.complete();
-      return;
+    const step = this.dialect.read(this.gen as Generation<unknown>, event, data);
+    switch (step.kind) {
+      case 'done':
+        void this.complete('completed');
+        return;
+      case 'final':
+        void this.complete(step.outcome, step.error);
+        return;
+      case 'fail':
+        this.fail(step.error);
+        return;
+      case 'skip':
+        return;
+      case 'relay':
+        if (this.state === 'draining') {
+          // the client is gone: the usage is all that was still awaited
+          if (this.gen.providerUsage) void this.complete('completed');
+          return;
+        }
+        this.write(step.text, this.lastUpstreamAt);
     }
-    let chunk: Record<string, unknown>;
-    try {
-      chunk = JSON.parse(data) as Record<string, unknown>;
-      if (typeof chunk !== 'object' || chunk === null || Array.isArray(chunk)) throw new TypeError('not an object');
-    } catch {
-      this.fail(new InferyError(502, 'upstream_invalid_response', 'The upstream provider sent a stream chunk that is not valid JSON.', { type: 'upstream_error' }));
-      return;
-    }
-    if ((chunk.error !== undefined && chunk.error !== null) || event.event === 'error') {
-      this.fail(this.providerError(chunk.error ?? chunk));
-      return;
-    }
-    this.inspect(chunk);
-    if (this.state === 'draining') {
-      // the client is gone: the usage is all that was still awaited
-      if (this.gen.providerUsage) void this.complete();
-      return;
-    }
-    // A chunk passes through as it came, never re-serialised: one that spanned several data: lines parsed, so its
-    // line breaks were JSON whitespace and become spaces.
-    this.write(data.indexOf('\n') === -1 ? `data: ${data}\n\n` : `data: ${data.replace(/\n/g, ' ')}\n\n`, this.lastUpstreamAt);
   };
-
-  /** Reads what metering needs from a chunk: ids, usage, produced text, finish reason. */
-  private inspect(chunk: Record<string, unknown>): void {
-    const gen = this.gen;
-    if (gen.providerId === undefined && typeof chunk.id === 'string' && chunk.id !== '') {
-      gen.providerId = chunk.id;
-      if (typeof chunk.object === 'string') gen.object = chunk.object;
-      if (typeof chunk.created === 'number') gen.created = chunk.created;
-      if (typeof chunk.model === 'string') gen.providerModel = chunk.model;
-    }
-    if (chunk.usage !== undefined && chunk.usage !== null) gen.recordUsage(chunk.usage);
-    const choices = chunk.choices;
-    if (!Array.isArray(choices)) return;
-    for (const choice of choices as Array<Record<string, unknown> | null>) {
-      if (!choice) continue;
-      if (gen.tally.addMessage(choice.delta)) gen.markFirstToken();
-      if (typeof choice.finish_reason === 'string') gen.markChoiceFinished(choice.index, choice.finish_reason);
-    }
-  }
-
-  private providerError(raw: unknown): InferyError {
-    const e = (typeof raw === 'object' && raw !== null ? raw : { message: String(raw) }) as Record<string, unknown>;
-    const message = typeof e.message === 'string' && e.message !== '' ? e.message : 'The upstream provider reported an error mid-stream.';
-    const key = this.opts.upstream.apiKey;
-    return new InferyError(502, typeof e.code === 'string' ? redact(e.code, key) : 'upstream_error', redact(message, key), {
-      type: typeof e.type === 'string' ? redact(e.type, key) : 'upstream_error',
-    });
-  }
 
   /** Writes to the client; on backpressure stops reading the upstream until the client drains. */
   private write(text: string, now: number): void {
@@ -305,36 +266,20 @@ export class StreamRelay<Account> {
     );
   }
 
-  /** The generation finished: meter it, then send the credits chunk and [DONE]. */
-  private async complete(): Promise<void> {
+  /** The generation ended at the provider: meter it, then write the dialect's closing (credits, terminator). */
+  private async complete(outcome: 'completed' | 'failed' = 'completed', error?: InferyError): Promise<void> {
     if (this.state !== 'streaming' && this.state !== 'draining') return;
     this.state = 'finishing';
     this.detach();
     this.release();
-    const credits = await this.gen.finish('completed');
+    const credits = await this.gen.finish(outcome, error);
     this.state = 'done';
-    const now = Date.now();
-    if (credits !== undefined) this.write(this.creditsChunk(credits), now);
-    this.write(DONE, now);
+    this.write(this.dialect.closing(this.gen as Generation<unknown>, credits), Date.now());
     this.res.end();
   }
 
-  private creditsChunk(credits: number): string {
-    const gen = this.gen;
-    const chunk = {
-      id: gen.chunkId,
-      object: gen.object,
-      created: gen.created,
-      model: gen.providerModel,
-      choices: [],
-      usage: gen.usage(),
-      credits_used: credits,
-    };
-    return `data: ${JSON.stringify(chunk)}\n\n`;
-  }
-
   /**
-   * Ends the stream with an error chunk, closes it and meters what was produced: the upstream failed after
+   * Ends the stream with the dialect's error event, closes it and meters what was produced: the upstream failed after
    * streaming began, or the gateway is shutting down. Does nothing once the stream is finishing.
    */
   fail(err: InferyError): void {
@@ -349,7 +294,7 @@ export class StreamRelay<Account> {
     this.state = 'done';
     this.detach();
     this.call.abort();
-    this.write(errorChunk(err), Date.now());
+    this.write(this.dialect.errorEvent(this.gen as Generation<unknown>, err), Date.now());
     this.res.end();
     if (paused) this.dropIfStillUnread();
     void this.gen.finish('failed', err);

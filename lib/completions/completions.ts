@@ -1,0 +1,55 @@
+import { estimatePrompt } from '../billing/prompt-estimate';
+import { wholeParam, type CompletionCap } from '../billing/reservation';
+import { choicesJson, withUsageRequested } from '../chat/chat-completions';
+import { choicesStream } from '../chat/chat-stream';
+import { InferyError } from '../errors';
+import type { Surface } from '../relay/surface';
+import { checkStream, requireModel } from '../request-body';
+import { tokenArrayLength } from '../billing/token-arrays';
+
+/** OpenAI's default `max_tokens` for legacy completions: what the provider generates when a client sets none. */
+export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
+
+/**
+ * `POST /completions` (legacy). A request needs `model` and a `prompt` (a string, strings, or token arrays); its
+ * worst case is the prompt's bound plus `max_tokens` (16 when absent, as OpenAI, sent upstream so every provider
+ * holds to it) times the completions generated, `max(n, best_of)` (`best_of` candidates are all billed). The
+ * stream is the chat contract: the provider's chunks untouched, the gateway's usage chunk with `credits_used`
+ * second-to-last, `data: [DONE]` last.
+ */
+export const completions: Surface = {
+  endpoint: 'completions',
+  path: '/completions',
+  usage: 'chat',
+  object: 'text_completion',
+  validate(body) {
+    const model = requireModel(body);
+    const prompt = body.prompt;
+    const valid =
+      typeof prompt === 'string' ||
+      (Array.isArray(prompt) && prompt.length > 0 && (prompt.every((p) => typeof p === 'string') || prompt.every((p) => typeof p === 'number') || prompt.every((p) => Array.isArray(p))));
+    if (!valid) {
+      throw new InferyError(400, 'missing_required_parameter', 'You must provide a `prompt`: a string, an array of strings, or token arrays.', { param: 'prompt' });
+    }
+    return { model, stream: checkStream(body) };
+  },
+  async estimate(body, count) {
+    const estimate = await estimatePrompt(body, count);
+    // token arrays are exact: each number is a token the provider reads
+    const tokens = tokenArrayLength(body.prompt);
+    return { tokens: estimate.tokens + tokens, bound: estimate.bound + tokens };
+  },
+  cap(body): CompletionCap {
+    const n = wholeParam(body, 'n', 128) ?? 1;
+    const bestOf = wholeParam(body, 'best_of', 128) ?? 1;
+    const maxTokens = wholeParam(body, 'max_tokens', Number.MAX_SAFE_INTEGER);
+    const choices = Math.max(n, bestOf);
+    return maxTokens === undefined ? { perChoice: COMPLETIONS_DEFAULT_MAX_TOKENS, source: 'default', choices } : { perChoice: maxTokens, source: 'max_tokens', choices };
+  },
+  withCap(body, _cap, perChoice) {
+    return { ...body, max_tokens: perChoice };
+  },
+  upstreamBody: (body, stream) => JSON.stringify(stream ? withUsageRequested(body) : body),
+  stream: () => choicesStream('text'),
+  json: choicesJson('text'),
+};

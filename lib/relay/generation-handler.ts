@@ -1,0 +1,131 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import type { Readable } from 'node:stream';
+import { admitGeneration, authenticateOrThrow, checkRequestRate, limitRefusalOf, runPreflight } from '../core/admission';
+import { InferyError, sendError, toInferyError } from '../errors';
+import { Generation } from '../core/generation';
+import { relayJson, relayJsonAsStream } from './json-relay';
+import { decodedBody } from '../upstream/decode';
+import type { ResolvedOptions } from '../options';
+import { checkBodyShape, readJsonBody } from '../request-body';
+import { logRequestEnd, requestIdOf } from '../request-log';
+import { responseDone, shuttingDown, type InFlight } from '../shutdown';
+import { StreamRelay } from './stream-relay';
+import type { Surface } from './surface';
+import { upstreamHttpError, type UpstreamClient } from '../upstream/upstream';
+
+/** The request ended before anything went upstream because its client left. */
+const clientLeft = (): InferyError => new InferyError(499, 'client_closed_request', 'The client closed the connection before the request was sent upstream.');
+
+/**
+ * Handles `POST {basePath}{surface.path}` for any metered API: admission (authenticate, rate limit, body, preflight, concurrency
+ * slot, reservation), then the upstream call, whose answer goes to the SSE relay or the JSON relay. Never
+ * rejects. From the reservation on, every path settles the generation exactly once: a failure before the first
+ * byte becomes an OpenAI-shaped HTTP error and is settled as `unserved` (the hold released, nothing charged).
+ */
+export async function handleGeneration<Account>(
+  surface: Surface,
+  opts: ResolvedOptions<Account>,
+  client: UpstreamClient,
+  inflight: InFlight,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const reqId = requestIdOf(req);
+  const startedAt = performance.now();
+  res.setHeader('X-Request-Id', reqId);
+  let gen: Generation<Account> | undefined;
+  try {
+    if (inflight.draining) throw shuttingDown();
+    const account = await authenticateOrThrow(opts, req);
+    await checkRequestRate(opts, account);
+    const body = await readJsonBody(req, opts.bodyLimit);
+    const { model, stream } = surface.validate(body, opts);
+    await checkBodyShape(body);
+    await runPreflight(opts, account, req, surface.path, body);
+    const ticket = await admitGeneration(opts, account, req, res, surface, body, model);
+    gen = new Generation(opts, req, ticket, model, stream, reqId, surface);
+    gen.upstream = 'default';
+    gen.upstreamKey = opts.upstream.apiKey;
+    const generation = gen;
+    // Until the upstream call starts, shutting down ends the request with a 503, settled as unserved.
+    let stop = (err: InferyError): void => {
+      void generation.finish('unserved', err);
+      sendError(res, err);
+    };
+    inflight.add(generation, (err) => stop(err), Promise.all([generation.settled, responseDone(res)]));
+    if (res.destroyed) throw clientLeft();
+    if (inflight.draining) throw shuttingDown();
+
+    const call = client.postJson(surface.path, surface.upstreamBody(ticket.upstreamBody, stream), req, stream);
+    // While waiting for the provider's headers, shutting down answers 503 and releases the hold.
+    stop = (err) => {
+      call.abort();
+      void generation.finish('unserved', err);
+      sendError(res, err);
+    };
+    const onEarlyClose = (): void => {
+      if (res.writableFinished) return;
+      call.abort();
+      void generation.finish('cancelled');
+    };
+    // Watches the client until the SSE relay takes over, or through the whole non-streaming answer.
+    res.once('close', onEarlyClose);
+    try {
+      const upstream = await call.response;
+      if (gen.finished) {
+        call.abort();
+        return;
+      }
+      const status = upstream.statusCode ?? 502;
+      if (status < 200 || status > 299) {
+        const err = await upstreamHttpError(upstream, opts.upstream.apiKey);
+        call.abort();
+        throw err;
+      }
+      let body: Readable;
+      try {
+        body = decodedBody(upstream);
+      } catch (err) {
+        call.abort();
+        throw err;
+      }
+      // a provider that ignores `stream: true` and answers one JSON completion is relayed as a stream
+      const answeredJson = /\bjson\b/i.test(String(upstream.headers['content-type'] ?? ''));
+      const dialect = stream ? surface.stream?.() : undefined;
+      if (dialect && !answeredJson) {
+        res.off('close', onEarlyClose);
+        const relay = new StreamRelay(gen, body, call, res, opts, dialect);
+        stop = (err) => relay.fail(err);
+        relay.start();
+      } else if (dialect) await relayJsonAsStream(gen, body, call, res, opts, surface.json, dialect);
+      else await relayJson(gen, body, call, res, opts, surface.json);
+    } finally {
+      res.off('close', onEarlyClose);
+    }
+  } catch (caught) {
+    if (gen?.finished) return; // cancelled or settled already; its line is logged
+    const err = toInferyError(caught);
+    if (err.status >= 500 && err.code === 'internal_error') {
+      const cause = caught instanceof Error ? { name: caught.name, message: caught.message } : { value: String(caught) };
+      opts.logger?.error({ reqId, err: cause }, 'infery-stream hook or handler threw');
+    }
+    sendError(res, err, err.status === 413);
+    if (gen) {
+      // failed before the first byte: the hold is released, nothing is charged; settlement logs the line
+      void gen.finish('unserved', err);
+      return;
+    }
+    logRequestEnd(opts, {
+      reqId,
+      path: surface.path,
+      route: surface.path,
+      method: req.method ?? 'POST',
+      status: err.status,
+      durationMs: Math.round(performance.now() - startedAt),
+      errorCode: err.code,
+      errorSource: 'gateway',
+      limit: limitRefusalOf(err),
+    });
+  }
+}

@@ -1,0 +1,59 @@
+import { estimatePrompt } from '../billing/prompt-estimate';
+import { wholeParam, type CompletionCap } from '../billing/reservation';
+import { InferyError } from '../errors';
+import type { Surface } from '../relay/surface';
+import { checkStream, requireModel } from '../request-body';
+import { responsesJson } from './responses-json';
+import { responsesStream } from './responses-stream';
+
+/**
+ * `POST /responses` (OpenAI's Responses API). A request needs `model` and something to answer (`input`, a stored
+ * `prompt`, or a `previous_response_id` / `conversation` to continue); its worst case is the bound of every
+ * string the provider reads plus `max_output_tokens` (else `defaultMaxTokens`, sent upstream as
+ * `max_output_tokens`; reasoning tokens count within it). `background: true` runs on after the request and cannot
+ * be metered here: 400 `background_not_supported` unless the host set `allowBackground`.
+ *
+ * The stream's typed events (`event: response.output_text.delta`, …) are relayed as they come; the final one
+ * (`response.completed`, `response.incomplete` or `response.failed`, which carries `response.usage`) is held until
+ * `meter` returns and goes out with `credits_used` in its `response`. A failure mid-stream ends with an `error`
+ * event (`{"type":"error","code","message","param","sequence_number"}`). The JSON answer gets a top-level
+ * `credits_used`.
+ */
+export const responses: Surface = {
+  endpoint: 'responses',
+  path: '/responses',
+  usage: 'responses',
+  object: 'response',
+  validate(body, opts) {
+    const model = requireModel(body);
+    const input = body.input;
+    if (input !== undefined && input !== null && typeof input !== 'string' && !Array.isArray(input)) {
+      throw new InferyError(400, 'invalid_type', '`input` must be a string or an array of input items.', { param: 'input' });
+    }
+    const hasInput = (typeof input === 'string' && input !== '') || (Array.isArray(input) && input.length > 0);
+    if (!hasInput && body.prompt == null && body.previous_response_id == null && body.conversation == null) {
+      throw new InferyError(400, 'missing_required_parameter', 'You must provide `input` (a string or an array of input items).', { param: 'input' });
+    }
+    if (body.background !== undefined && body.background !== null && typeof body.background !== 'boolean') {
+      throw new InferyError(400, 'invalid_type', '`background` must be a boolean.', { param: 'background' });
+    }
+    if (body.background === true && !opts.allowBackground) {
+      throw new InferyError(
+        400,
+        'background_not_supported',
+        'Background responses are not available on this gateway: they run on after the request, so they cannot be metered. Send the request without `background`.',
+        { param: 'background' },
+      );
+    }
+    return { model, stream: checkStream(body) };
+  },
+  estimate: (body, count) => estimatePrompt(body, count),
+  cap(body, defaultMaxTokens): CompletionCap {
+    const max = wholeParam(body, 'max_output_tokens', Number.MAX_SAFE_INTEGER);
+    return max === undefined ? { perChoice: defaultMaxTokens, source: 'default', choices: 1 } : { perChoice: max, source: 'max_output_tokens', choices: 1 };
+  },
+  withCap: (body, _cap, perChoice) => ({ ...body, max_output_tokens: perChoice }),
+  upstreamBody: (body) => JSON.stringify(body),
+  stream: responsesStream,
+  json: responsesJson,
+};
