@@ -36,7 +36,7 @@ describe('options are validated when the middleware is created', () => {
   });
 
   test('does not mutate the caller\'s options', () => {
-    const options = { ...valid, upstream: { ...valid.upstream, headers: { 'X-Org': 'a' } } };
+    const options = { ...valid, upstream: { ...valid.upstream!, headers: { 'X-Org': 'a' } } };
     const before = JSON.stringify(options);
     inferyStream(options).close();
     expect(JSON.stringify(options)).toBe(before);

@@ -7,7 +7,7 @@ import { logRequestEnd, requestIdOf } from './request-log';
 import { classifyPath, rawPathOf } from './routing/canonical-path';
 import { RouteTable, type Route } from './routing/routes';
 import { InFlight, type ShutdownOptions } from './shutdown';
-import { UpstreamClient } from './upstream/upstream';
+import { UpstreamPool } from './upstream/upstream-pool';
 
 /** The request as the middleware reads it: a Node request, with what Express adds when it is there. */
 export type GatewayRequest = IncomingMessage & { body?: unknown; path?: string; originalUrl?: string };
@@ -61,7 +61,7 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
     throw new TypeError('infery-stream: inferyStream was called as a middleware; use app.use(inferyStream({ ... })).');
   }
   const opts = parseOptions<Account>(options);
-  const client = new UpstreamClient(opts);
+  const pool = new UpstreamPool(opts.upstreams, { forwardHeaders: opts.forwardHeaders, upstreamTimeout: opts.upstreamTimeout, fallback: opts.fallback, logger: opts.logger });
   const inflight = new InFlight();
   const passThrough = createPassThrough(opts, inflight);
   const base = opts.basePath;
@@ -114,7 +114,7 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
     const where = locate(req);
     if (where.kind === 'outside') return next();
     if (where.kind === 'refused') return refuse(req, res, where.error, where.route);
-    if (where.route.surface) void handleGeneration(where.route.surface, opts, client, inflight, req, res);
+    if (where.route.surface) void handleGeneration(where.route.surface, opts, pool, inflight, req, res);
     else void passThrough(req, res, where.subPath, where.route.pattern);
   };
 
@@ -143,7 +143,7 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
   };
 
   const middleware = [handler, errorHandler] as InferyStreamMiddleware;
-  middleware.close = () => client.close();
+  middleware.close = () => pool.close();
   middleware.shutdown = (options) => inflight.drain(options);
   Object.defineProperty(middleware, 'inFlight', { get: () => inflight.size });
   return middleware;

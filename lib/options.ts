@@ -4,6 +4,7 @@ import { MemoryLimitStore, type LimitStore } from './billing/limits';
 import type { MeterEvent } from './core/metering';
 import { DEFAULT_PASS_THROUGH, parseRoute, type Route } from './routing/routes';
 import { SURFACES } from './surfaces';
+import { parseFallback, parseUpstreams, singleUpstream, type FallbackOptions, type ResolvedUpstream, type UpstreamConfig } from './upstream/upstreams';
 import { containedCounter } from './core/usage';
 import { containedObserver, OBSERVER_MEMBERS, type ContainedObserver, type Observer } from './metrics/observer';
 
@@ -41,8 +42,24 @@ export interface UpstreamOptions {
  * (`(req: express.Request) => …`) and every hook sees that type, `req.user` included, without casts.
  */
 export interface Options<Account = unknown, Req extends IncomingMessage = IncomingMessage> {
-  /** The OpenAI-compatible provider. Required. */
-  upstream: UpstreamOptions;
+  /** The OpenAI-compatible provider. Required unless `upstreams` is given. */
+  upstream?: UpstreamOptions;
+  /**
+   * Several providers, in order of preference: `{ name, baseURL, apiKey, headers, models, aliases }` each.
+   * `models` are names or `*` patterns (default `["*"]`); `aliases` map the name a client uses to the
+   * provider's. A generation goes to the first upstream that serves its model and, when that one fails before
+   * the first byte (see `fallback`), to the next one that does. Pass-through routes go to the first upstream;
+   * `GET /models` and `GET /models/{id}` are answered by the gateway with what it serves. Use either this or
+   * `upstream`.
+   */
+  upstreams?: readonly UpstreamConfig[];
+  /**
+   * When a generation moves on to the next upstream that serves its model: `on` any of `connection` (refused,
+   * reset), `timeout` (no headers within `upstreamTimeout`), `429`, `5xx` (default: all four), within
+   * `maxAttempts` upstreams (default 3) and `deadline` ms in all (default 120,000). Never once a byte went to
+   * the client. Default: all on.
+   */
+  fallback?: FallbackOptions;
   /**
    * Resolves the caller to an account, or `null`/`undefined` to answer 401. Required: a gateway that lets
    * anyone spend its upstream key is a leaked key. To allow everyone on purpose, pass `() => ({})`.
@@ -162,7 +179,13 @@ export interface ResolvedLimits<Account> {
 
 /** Options after validation and defaults: nothing optional. */
 export interface ResolvedOptions<Account> {
+  /** The first upstream: where pass-through routes go. */
   upstream: { baseURL: URL; apiKey: string | undefined; headers: Record<string, string> };
+  /** Every upstream, in order (one named `default` for the single `upstream` option). */
+  upstreams: ResolvedUpstream[];
+  /** True when the host gave `upstreams`: the gateway answers `GET /models` itself. */
+  severalUpstreams: boolean;
+  fallback: Required<FallbackOptions>;
   authenticate: Options<Account>['authenticate'];
   preflight: NonNullable<Options<Account>['preflight']> | undefined;
   reserve: NonNullable<Options<Account>['reserve']> | undefined;
@@ -194,7 +217,7 @@ export interface ResolvedOptions<Account> {
 export type UpstreamSettings = Pick<ResolvedOptions<unknown>, 'upstream' | 'forwardHeaders' | 'upstreamTimeout'>;
 
 const KNOWN_KEYS = new Set([
-  'upstream', 'authenticate', 'preflight', 'reserve', 'meter', 'defaultMaxTokens', 'limits', 'basePath', 'passThrough', 'allowBackground',
+  'upstream', 'upstreams', 'fallback', 'authenticate', 'preflight', 'reserve', 'meter', 'defaultMaxTokens', 'limits', 'basePath', 'passThrough', 'allowBackground',
   'usageGraceTimeout', 'bodyLimit', 'upstreamTimeout', 'idleTimeout', 'heartbeatInterval', 'maxDuration', 'writeTimeout',
   'maxEventBytes', 'meterTimeout',
   'maxResponseBytes', 'forwardHeaders', 'logger', 'observer', 'countTokens',
@@ -274,7 +297,11 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
     }
   }
 
-  const upstream = opts.upstream as Record<string, unknown> | undefined;
+  if (opts.upstream !== undefined && opts.upstreams !== undefined) fail('give either `upstream` (one provider) or `upstreams` (several), not both.');
+  const fallback = parseFallback(opts.fallback, fail);
+  let several: ResolvedUpstream[] | undefined;
+  if (opts.upstreams !== undefined) several = parseUpstreams(opts.upstreams, fail);
+  const upstream = (several ? { baseURL: several[0]!.baseURL.href, apiKey: several[0]!.apiKey, headers: several[0]!.headers } : opts.upstream) as Record<string, unknown> | undefined;
   if (!upstream || typeof upstream !== 'object') {
     fail('`upstream` is required: { upstream: { baseURL: "https://api.openai.com/v1", apiKey: process.env.OPENAI_API_KEY } }.');
   }
@@ -325,8 +352,12 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
   const logger = given === undefined ? undefined : containedLogger(given);
   const observer = parseObserver(opts.observer);
 
+  const single = { baseURL, apiKey: upstream.apiKey as string | undefined, headers };
   return {
-    upstream: { baseURL, apiKey: upstream.apiKey as string | undefined, headers },
+    upstream: single,
+    upstreams: several ?? [singleUpstream(single, 'default')],
+    severalUpstreams: several !== undefined,
+    fallback,
     authenticate: fn<Options<Account>['authenticate']>('authenticate', opts.authenticate, true)!,
     preflight: fn('preflight', opts.preflight, false),
     reserve: fn('reserve', opts.reserve, false),

@@ -12,7 +12,7 @@ import { logRequestEnd, requestIdOf } from '../request-log';
 import { responseDone, shuttingDown, type InFlight } from '../shutdown';
 import { StreamRelay } from './stream-relay';
 import type { Surface } from './surface';
-import { upstreamHttpError, type UpstreamClient } from '../upstream/upstream';
+import { modelNotFound, UpstreamAttemptsError, type UpstreamPool } from '../upstream/upstream-pool';
 
 /** The request ended before anything went upstream because its client left. */
 const clientLeft = (): InferyError => new InferyError(499, 'client_closed_request', 'The client closed the connection before the request was sent upstream.');
@@ -26,7 +26,7 @@ const clientLeft = (): InferyError => new InferyError(499, 'client_closed_reques
 export async function handleGeneration<Account>(
   surface: Surface,
   opts: ResolvedOptions<Account>,
-  client: UpstreamClient,
+  pool: UpstreamPool,
   inflight: InFlight,
   req: IncomingMessage,
   res: ServerResponse,
@@ -41,12 +41,12 @@ export async function handleGeneration<Account>(
     await checkRequestRate(opts, account);
     const body = await readJsonBody(req, opts.bodyLimit);
     const { model, stream } = surface.validate(body, opts);
+    // a model no upstream serves is refused before anything is held
+    if (pool.candidates(model).length === 0) throw modelNotFound(model);
     await checkBodyShape(body);
     await runPreflight(opts, account, req, surface.path, body);
     const ticket = await admitGeneration(opts, account, req, res, surface, body, model);
     gen = new Generation(opts, req, ticket, model, stream, reqId, surface);
-    gen.upstream = 'default';
-    gen.upstreamKey = opts.upstream.apiKey;
     const generation = gen;
     // Until the upstream call starts, shutting down ends the request with a 503, settled as unserved.
     let stop = (err: InferyError): void => {
@@ -57,7 +57,9 @@ export async function handleGeneration<Account>(
     if (res.destroyed) throw clientLeft();
     if (inflight.draining) throw shuttingDown();
 
-    const call = client.postJson(surface.path, surface.upstreamBody(ticket.upstreamBody, stream), req, stream);
+    // the first upstream that serves the model, the next ones on a failure before the first byte (`fallback`);
+    // each gets the body with its own name for the model (an alias)
+    const call = pool.open(surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream);
     // While waiting for the provider's headers, shutting down answers 503 and releases the hold.
     stop = (err) => {
       call.abort();
@@ -72,16 +74,20 @@ export async function handleGeneration<Account>(
     // Watches the client until the SSE relay takes over, or through the whole non-streaming answer.
     res.once('close', onEarlyClose);
     try {
-      const upstream = await call.response;
+      let served;
+      try {
+        served = await call.response;
+      } catch (err) {
+        if (err instanceof UpstreamAttemptsError) gen.failedUpstreams = err.failures;
+        throw err;
+      }
+      const upstream = served.res;
+      gen.upstream = served.upstream.name;
+      gen.upstreamKey = served.upstream.apiKey;
+      gen.failedUpstreams = served.failures;
       if (gen.finished) {
         call.abort();
         return;
-      }
-      const status = upstream.statusCode ?? 502;
-      if (status < 200 || status > 299) {
-        const err = await upstreamHttpError(upstream, opts.upstream.apiKey);
-        call.abort();
-        throw err;
       }
       let body: Readable;
       try {

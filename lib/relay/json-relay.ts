@@ -21,7 +21,7 @@ import type { JsonDialect, StreamDialect } from './surface';
 async function readCompletion<Account>(
   gen: Generation<Account>,
   body: Readable,
-  call: UpstreamCall,
+  call: Pick<UpstreamCall, 'abort'>,
   res: ServerResponse,
   opts: ResolvedOptions<Account>,
   dialect: JsonDialect,
@@ -76,7 +76,7 @@ async function readCompletion<Account>(
 export async function relayJson<Account>(
   gen: Generation<Account>,
   body: Readable,
-  call: UpstreamCall,
+  call: Pick<UpstreamCall, 'abort'>,
   res: ServerResponse,
   opts: ResolvedOptions<Account>,
   dialect: JsonDialect,
@@ -99,7 +99,7 @@ export async function relayJson<Account>(
 export async function relayJsonAsStream<Account>(
   gen: Generation<Account>,
   body: Readable,
-  call: UpstreamCall,
+  call: Pick<UpstreamCall, 'abort'>,
   res: ServerResponse,
   opts: ResolvedOptions<Account>,
   dialect: JsonDialect,

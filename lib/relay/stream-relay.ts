@@ -57,7 +57,7 @@ export class StreamRelay<Account> {
   constructor(
     private readonly gen: Generation<Account>,
     private readonly upstream: Readable,
-    private readonly call: UpstreamCall,
+    private readonly call: Pick<UpstreamCall, 'abort'>,
     private readonly res: ServerResponse,
     private readonly opts: ResolvedOptions<Account>,
     private readonly dialect: StreamDialect,
