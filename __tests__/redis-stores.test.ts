@@ -44,7 +44,10 @@ function draft(id: string, providerId: string | null = null): GenerationDraft {
   return {
     id,
     provider_id: providerId,
+    endpoint: 'chat.completions',
     model: 'm',
+    upstream: 'default',
+    failed_upstreams: [],
     stream: true,
     outcome: 'completed',
     usage: { prompt_tokens: 3, completion_tokens: 4, total_tokens: 7 },

@@ -1,10 +1,10 @@
 import compression from 'compression';
 import express, { type Express } from 'express';
-import { bearerToken, generationDraft, InferyError, inferyStream, MemoryCreditStore, type CreditStore, type InferyStreamMiddleware, type LimitStore, type Logger, type ReserveContext } from '../lib';
+import { bearerToken, generationDraft, InferyError, inferyStream, MemoryCreditStore, type CreditStore, type FallbackOptions, type InferyStreamMiddleware, type UpstreamConfig, type LimitStore, type Logger, type ReserveContext } from '../lib';
 import { prometheusObserver } from '../lib/metrics/prometheus';
 import { mountChatPage } from './chat-page';
 import { mountMetrics } from './metrics';
-import { priceFor, priceOf } from './ledger';
+import { PRICES, priceFor, priceOf, type Price } from './ledger';
 
 /** The largest request body the app accepts (its express.json() limit). */
 const BODY_LIMIT = 10 * 1024 * 1024;
@@ -14,8 +14,14 @@ const MIN_LOWERED_CAP = 16;
 
 /** What the example app needs to run; `server.ts` fills it from the environment. */
 export interface AppConfig {
+  /** The single upstream (ignored when `upstreams` is given). */
   upstreamURL: string;
   upstreamKey?: string;
+  /** Several upstreams with fallback (from `INFERY_CONFIG`); wins over `upstreamURL`. */
+  upstreams?: UpstreamConfig[];
+  fallback?: FallbackOptions;
+  /** Prices over the built-in table (credits per 1K tokens by model). */
+  prices?: Record<string, Price>;
   /** Client key → starting credits (for the in-memory ledger). */
   apiKeys: Record<string, number>;
   /**
@@ -46,6 +52,7 @@ export interface AppConfig {
  */
 export function createApp(config: AppConfig): { app: Express; ledger: MemoryCreditStore; store: CreditStore; gateway: InferyStreamMiddleware } {
   const ledger = new MemoryCreditStore(config.apiKeys);
+  const prices: Record<string, Price> = { ...PRICES, ...config.prices };
   // everything below goes through the CreditStore interface, awaited, so a shared store drops in
   const store: CreditStore = config.store ?? ledger;
   const app = express();
@@ -104,16 +111,16 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
    * one does not fit, the cap is lowered to what the balance covers; otherwise a 402 says what it would take.
    */
   const reserve = async ({ account, generationId, model, worstCase, maxCompletionTokens, capSource, choices }: ReserveContext<string>) => {
-    const worst = priceOf(model, worstCase);
+    const worst = priceOf(model, worstCase, prices);
     if (await store.reserve(account, generationId, worst)) return { hold: generationId };
     const available = (await store.balanceOf(account))?.balance ?? 0;
-    const price = priceFor(model);
+    const price = priceFor(model, prices);
     if (capSource === 'default' && price.completion > 0) {
-      const promptCost = priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: 0 });
+      const promptCost = priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: 0 }, prices);
       const affordable = Math.floor(((available - promptCost) * 1000) / (price.completion * choices));
       const cap = Math.min(maxCompletionTokens, affordable);
       if (cap >= MIN_LOWERED_CAP) {
-        const lowered = priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: cap * choices });
+        const lowered = priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: cap * choices }, prices);
         if (await store.reserve(account, generationId, lowered)) return { hold: generationId, maxCompletionTokens: cap };
       }
     }
@@ -126,7 +133,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
   };
 
   const gateway = inferyStream<string, express.Request>({
-    upstream: { baseURL: config.upstreamURL, apiKey: config.upstreamKey },
+    ...(config.upstreams ? { upstreams: config.upstreams, fallback: config.fallback } : { upstream: { baseURL: config.upstreamURL, apiKey: config.upstreamKey } }),
     authenticate: (req: express.Request) => keyOf(req),
     reserve,
     // Settles the hold: the real charge (nothing for an unserved request). A usage that cannot be priced is
@@ -136,10 +143,10 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
       if (event.outcome !== 'unserved') {
         try {
           // the dearer of the model asked for and the model the provider says it used: an alias never bills cheaper
-          credits = Math.max(priceOf(event.model, event.usage), priceOf(event.providerModel, event.usage));
+          credits = Math.max(priceOf(event.model, event.usage, prices), priceOf(event.providerModel, event.usage, prices));
         } catch (err) {
           config.logger?.error({ generationId: event.generationId, err: (err as Error).message }, 'could not price a generation; charging its worst case');
-          credits = priceOf(event.model, event.worstCase);
+          credits = priceOf(event.model, event.worstCase, prices);
         }
       }
       // the charge and the generation's record are written in one step (one script in Redis)

@@ -7,13 +7,19 @@ export interface Price {
 }
 
 /**
- * The price table: credits per 1K tokens by model, with a `default` for any other model. Charges are exact to
- * a thousandth of a credit.
+ * The price table: credits per 1K tokens by model, with a `default` for any other model — one table for every
+ * endpoint (chat, Responses, legacy completions price prompt/input and completion/output tokens; embeddings only
+ * their input). Charges are exact to a thousandth of a credit. `INFERY_CONFIG`'s `prices` go over it.
  */
 export const PRICES: Record<string, Price> = {
   default: { prompt: 10, completion: 30 },
   'gpt-4o': { prompt: 25, completion: 100 },
   'gpt-4o-mini': { prompt: 1.5, completion: 6 },
+  'gpt-3.5-turbo-instruct': { prompt: 15, completion: 20 },
+  // embeddings generate nothing: only the input is priced
+  'text-embedding-3-small': { prompt: 0.2, completion: 0 },
+  'text-embedding-3-large': { prompt: 1.3, completion: 0 },
+  'mock-embed': { prompt: 1, completion: 0 },
 };
 
 /**

@@ -5,12 +5,16 @@ import pino from 'pino';
 import { createApp, parseApiKeys } from './app';
 import { startMockProvider, type MockProvider } from './mock-provider';
 import { connectRedisState, safeRedisURL, type RedisState } from './redis';
+import { loadConfig, MOCK_BASE_URL } from './config';
 
 /**
  * Runs the example gateway. Environment:
  * - PORT (default 3000)
  * - INFERY_UPSTREAM_URL: an OpenAI-compatible base URL; unset, a built-in mock provider starts in-process
  * - INFERY_UPSTREAM_KEY: the key sent upstream
+ * - INFERY_CONFIG: a JSON file with several upstreams (fallback, prices): `{"upstreams":[{"name","baseURL",
+ *   "apiKey","models"},…]}`; wins over INFERY_UPSTREAM_URL/KEY. `"apiKey": "$NAME"` reads the variable NAME,
+ *   `"baseURL": "mock"` is the built-in mock provider
  * - INFERY_API_KEYS: accepted client keys, `key` or `key:credits`, comma-separated; unset, one demo key
  * - INFERY_REDIS_URL: keep balances, holds, generation records and limits in this Redis (shared by every
  *   instance using it); unset, in this process's memory. Keys missing in Redis are created with their credits,
@@ -36,8 +40,18 @@ function wholeEnv(name: string, fallback: number): number {
 async function main(): Promise<void> {
   const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' });
   let mock: MockProvider | undefined;
+  const configFile = process.env.INFERY_CONFIG?.trim();
+  const fileConfig = configFile ? loadConfig(configFile) : undefined;
   let upstreamURL = process.env.INFERY_UPSTREAM_URL;
-  if (!upstreamURL) {
+  if (fileConfig) {
+    if (upstreamURL) logger.warn({ config: configFile }, 'INFERY_CONFIG is set: INFERY_UPSTREAM_URL and INFERY_UPSTREAM_KEY are ignored');
+    // "baseURL": "mock" is the built-in mock provider
+    if (fileConfig.upstreams.some((u) => u.baseURL === MOCK_BASE_URL)) {
+      mock = await startMockProvider();
+      for (const u of fileConfig.upstreams) if (u.baseURL === MOCK_BASE_URL) u.baseURL = mock.url;
+    }
+    upstreamURL = fileConfig.upstreams[0]!.baseURL;
+  } else if (!upstreamURL) {
     mock = await startMockProvider();
     upstreamURL = mock.url;
   }
@@ -70,6 +84,9 @@ async function main(): Promise<void> {
     ledgerQueueDepth: () => shared?.store.pendingSettles ?? 0,
     upstreamURL,
     upstreamKey: process.env.INFERY_UPSTREAM_KEY || undefined,
+    upstreams: fileConfig?.upstreams,
+    fallback: fileConfig?.fallback,
+    prices: fileConfig?.prices,
     apiKeys,
     maxConcurrent,
     requestsPerMinute,
@@ -87,7 +104,9 @@ async function main(): Promise<void> {
     const lines = [
       `infery-stream example gateway listening on http://localhost:${actual}`,
       `  chat page: http://localhost:${actual}/?key=${encodeURIComponent(Object.keys(apiKeys)[0]!)}`,
-      `  upstream: ${mock ? `built-in mock provider (${mock.url})` : upstreamURL}`,
+      fileConfig
+        ? `  upstreams (${configFile}): ${fileConfig.upstreams.map((u) => `${u.name} ${u.baseURL === mock?.url ? '(built-in mock)' : u.baseURL}`).join(', ')}`
+        : `  upstream: ${mock ? `built-in mock provider (${mock.url})` : upstreamURL}`,
       `  ledger: ${redisURL ? `Redis ${safeRedisURL(redisURL)}` : 'in memory (set INFERY_REDIS_URL to share it between instances)'}`,
       process.env.INFERY_API_KEYS ? `  client keys: ${Object.keys(apiKeys).length} from INFERY_API_KEYS` : `  demo key: ${demoKey} (1000 credits)`,
       '',

@@ -18,3 +18,7 @@ export type { MemoryCreditStoreOptions } from './stores/memory-credit-store';
 export { generationDraft } from './stores/credit-store';
 export type { CreditStore, Balance, Settlement, GenerationRecord, GenerationDraft } from './stores/credit-store';
 export type { Observer, RequestEnd, GenerationStart, GenerationSettled, LimitRefusal } from './metrics/observer';
+export type { UpstreamConfig, FallbackOptions, FallbackTrigger } from './upstream/upstreams';
+export type { Endpoint } from './relay/surface';
+export { UpstreamAttemptsError } from './upstream/upstream-pool';
+export type { UpstreamFailure } from './upstream/upstream-pool';

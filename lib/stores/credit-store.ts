@@ -30,7 +30,12 @@ export interface GenerationRecord {
   id: string;
   /** The provider's id: the `id` of the chunks (or body) the client saw; `null` if the provider sent none. */
   provider_id: string | null;
+  /** Which API: `chat.completions`, `completions`, `responses` or `embeddings`. */
+  endpoint: string;
   model: string;
+  /** The upstream that served it, and those tried first that failed (several upstreams with fallback). */
+  upstream: string | null;
+  failed_upstreams: Array<{ upstream: string; code: string; status: number }>;
   stream: boolean;
   outcome: Outcome;
   usage: Usage;
@@ -51,12 +56,15 @@ export type GenerationDraft = Omit<GenerationRecord, 'credits_used' | 'unpaid'>;
 
 /** The record of a metered generation, as a store keeps it once `settle` says what it charged. */
 export function generationDraft(
-  event: Pick<MeterEvent, 'generationId' | 'providerId' | 'model' | 'stream' | 'outcome' | 'usage' | 'cancelled' | 'finishReason' | 'error' | 'timings'>,
+  event: Pick<MeterEvent, 'generationId' | 'providerId' | 'endpoint' | 'upstream' | 'failedUpstreams' | 'model' | 'stream' | 'outcome' | 'usage' | 'cancelled' | 'finishReason' | 'error' | 'timings'>,
 ): GenerationDraft {
   return {
     id: event.generationId,
     provider_id: event.providerId ?? null,
+    endpoint: event.endpoint,
     model: event.model,
+    upstream: event.upstream ?? null,
+    failed_upstreams: event.failedUpstreams,
     stream: event.stream,
     outcome: event.outcome,
     usage: event.usage,

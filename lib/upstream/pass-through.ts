@@ -9,6 +9,7 @@ import type { ResolvedOptions } from '../options';
 import { logRequestEnd, requestIdOf, type RequestLogLine } from '../request-log';
 import { relayPassThroughResponse } from './pass-through-response';
 import { upstreamTimeoutError, upstreamUnreachableError } from './upstream';
+import { ModelCatalog } from './model-catalog';
 import { BODY_HEADERS, gatewayHeaders } from './upstream-headers';
 
 /** True when the request announces a body (a length above zero, or chunked). */
@@ -52,6 +53,7 @@ function frameBody(proxyReq: ClientRequest, req: IncomingMessage): void {
  * is the canonical sub-path the route table matched, appended to the upstream's base path. Not metered.
  */
 export function createPassThrough<Account>(opts: ResolvedOptions<Account>, inflight: InFlight) {
+  const catalog = opts.severalUpstreams ? new ModelCatalog(opts.upstreams, opts.logger) : undefined;
   // The canonical sub-path the route table matched, per request: the only path ever sent upstream.
   const subPaths = new WeakMap<IncomingMessage, string>();
   // The route template the request matched (`/models/{id}`), for the log line and metrics.
@@ -144,6 +146,12 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
       return;
     }
     if (res.destroyed) return;
+    if (catalog && (route === '/models' || route === '/models/{id}')) {
+      // several upstreams: the gateway lists what it serves itself
+      await catalog.answer(res, route === '/models' ? undefined : decodeURIComponent(subPath.slice('/models/'.length)));
+      log(req, { status: res.statusCode });
+      return;
+    }
     // At the shutdown deadline: a 503 if nothing was sent yet, else the connection is closed.
     inflight.add(res, (err) => (res.headersSent ? res.destroy() : sendError(res, err, true)), responseDone(res));
     subPaths.set(req, subPath);

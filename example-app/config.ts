@@ -1,0 +1,72 @@
+import fs from 'node:fs';
+import type { FallbackOptions, UpstreamConfig } from '../lib';
+import type { Price } from './ledger';
+
+/** What `INFERY_CONFIG` names: a JSON file with the upstreams (and, optionally, fallback rules and prices). */
+export interface FileConfig {
+  upstreams: UpstreamConfig[];
+  fallback?: FallbackOptions;
+  /** Credits per 1K prompt and completion tokens by model, over the built-in table (`default` too). */
+  prices?: Record<string, Price>;
+}
+
+/** The `baseURL` that stands for the built-in mock provider, so a config can be tried offline. */
+export const MOCK_BASE_URL = 'mock';
+
+/**
+ * Reads and checks the JSON file at `file`:
+ * `{"upstreams":[{"name":"primary","baseURL":"https://…/v1","apiKey":"…","models":["gpt-*"]},{"name":"backup",…}],
+ * "fallback":{…},"prices":{"gpt-4o":{"prompt":25,"completion":100}}}`. An `apiKey` written `$NAME` is read from
+ * the environment variable NAME (so the file holds no secret); `"baseURL": "mock"` is the built-in mock
+ * provider. Each upstream's fields are validated by the library when the gateway is created. Throws an Error
+ * whose message names the file and the problem.
+ */
+export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): FileConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new Error(`INFERY_CONFIG: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`INFERY_CONFIG: ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`INFERY_CONFIG: ${file} must hold a JSON object with "upstreams"`);
+  const config = json as Record<string, unknown>;
+  for (const key of Object.keys(config)) {
+    if (!['upstreams', 'fallback', 'prices'].includes(key)) throw new Error(`INFERY_CONFIG: unknown key "${key}" in ${file} (expected upstreams, fallback, prices)`);
+  }
+  if (!Array.isArray(config.upstreams) || config.upstreams.length === 0) {
+    throw new Error(`INFERY_CONFIG: ${file} needs "upstreams": a non-empty list of {"name","baseURL","apiKey","models"}`);
+  }
+  const upstreams = (config.upstreams as unknown[]).map((entry, i) => {
+    if (typeof entry !== 'object' || entry === null || Array.isArray(entry)) throw new Error(`INFERY_CONFIG: upstreams[${i}] must be an object`);
+    const upstream = { ...(entry as Record<string, unknown>) };
+    if (typeof upstream.apiKey === 'string' && upstream.apiKey.startsWith('$')) {
+      const name = upstream.apiKey.slice(1);
+      const value = env[name];
+      if (!value) throw new Error(`INFERY_CONFIG: upstreams[${i}].apiKey names the environment variable ${name}, which is not set`);
+      upstream.apiKey = value;
+    }
+    return upstream as unknown as UpstreamConfig;
+  });
+  return { upstreams, fallback: config.fallback as FallbackOptions | undefined, prices: parsePrices(config.prices, file) };
+}
+
+function parsePrices(value: unknown, file: string): Record<string, Price> | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`INFERY_CONFIG: "prices" in ${file} must be an object of model → {"prompt","completion"}`);
+  const prices = Object.create(null) as Record<string, Price>;
+  for (const [model, price] of Object.entries(value)) {
+    const p = price as Record<string, unknown> | null;
+    const ok = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n) && n >= 0;
+    if (typeof p !== 'object' || p === null || !ok(p.prompt) || !ok(p.completion ?? 0)) {
+      throw new Error(`INFERY_CONFIG: prices["${model}"] must be {"prompt": credits per 1K, "completion": credits per 1K}, numbers ≥ 0`);
+    }
+    prices[model.trim().toLowerCase()] = { prompt: p.prompt, completion: (p.completion as number | undefined) ?? 0 };
+  }
+  return prices;
+}
