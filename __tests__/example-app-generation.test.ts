@@ -75,7 +75,10 @@ describe('example app: credits by model and generation lookup', () => {
     expect(res.body.data).toEqual({
       id: s.generationId,
       provider_id: s.id,
+      endpoint: 'chat.completions',
       model: 'mock-1',
+      upstream: 'default',
+      failed_upstreams: [],
       stream: true,
       outcome: 'completed',
       unpaid: 0,
