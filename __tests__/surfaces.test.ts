@@ -1,0 +1,843 @@
+/**
+ * The other metered APIs — Responses, legacy Completions, Embeddings — with the official `openai` SDK as the
+ * client of a real gateway over real sockets, in front of a scripted provider that answers like OpenAI (and, at
+ * the end, of the example app with its built-in mock provider). Every server is stopped in afterEach/afterAll.
+ * Tests named "BUG: …" describe behaviour that is wrong today and fail until it is fixed.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import OpenAI, { APIError, APIUserAbortError } from 'openai';
+import type { ResponseStreamEvent } from 'openai/resources/responses/responses';
+import type { Options, ReserveContext } from '../lib';
+import { KEY, startGateway, UPSTREAM_KEY, type Account, type TestGateway } from './helpers/gateway';
+import { ScriptedProvider, sleep } from './helpers/provider';
+import { parseSse, waitFor } from './helpers/sse-client';
+import {
+  completionJson,
+  completionSteps,
+  embeddingsJson,
+  RESP_ID,
+  responseObject,
+  responsesPrefix,
+  responsesSteps,
+  responsesUsage,
+  typed,
+  vectors,
+} from './helpers/surface-scripts';
+
+const INPUT = 'Say hello to the gateway';
+
+let provider: ScriptedProvider;
+let gateway: TestGateway;
+let client: OpenAI;
+const extraGateways: TestGateway[] = [];
+const extraServers: http.Server[] = [];
+
+beforeEach(async () => {
+  provider = await new ScriptedProvider().start();
+  gateway = await startGateway(provider.url);
+  client = sdk(gateway);
+});
+
+afterEach(async () => {
+  await gateway.close();
+  for (const gw of extraGateways.splice(0)) await gw.close();
+  for (const server of extraServers.splice(0)) {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+  await provider.stop();
+});
+
+function sdk(gw: TestGateway, apiKey = KEY): OpenAI {
+  return new OpenAI({ apiKey, baseURL: `${gw.url}/v1`, maxRetries: 0, timeout: 15_000 });
+}
+
+/** Another gateway in front of the same provider, closed in afterEach. */
+async function gatewayWith(overrides: Partial<Options<Account>>, upstreamURL = provider.url): Promise<TestGateway> {
+  const gw = await startGateway(upstreamURL, overrides);
+  extraGateways.push(gw);
+  return gw;
+}
+
+/** Lets a late, unexpected meter call show up before a test checks how many there were. */
+const settle = (): Promise<void> => sleep(60);
+
+/** Collects an SDK stream, returning the events and the error the iteration threw (if any). Bounded. */
+async function collect<T>(stream: AsyncIterable<T>, max = 10_000): Promise<{ events: T[]; error: unknown }> {
+  const events: T[] = [];
+  try {
+    for await (const event of stream) {
+      events.push(event);
+      if (events.length >= max) break;
+    }
+  } catch (error) {
+    return { events, error };
+  }
+  return { events, error: undefined };
+}
+
+/** POSTs JSON to the gateway with fetch and returns the raw answer text. */
+async function rawPost(url: string, path: string, body: unknown, key = KEY): Promise<{ status: number; headers: Headers; text: string }> {
+  const res = await fetch(`${url}/v1${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, headers: res.headers, text: await res.text() };
+}
+
+/** The SSE events of a raw answer as {event, data}. */
+function sseEvents(raw: string): Array<{ event: string | undefined; data: string }> {
+  const out: Array<{ event: string | undefined; data: string }> = [];
+  for (const block of raw.split('\n\n')) {
+    if (block.trim() === '') continue;
+    let event: string | undefined;
+    const data: string[] = [];
+    for (const line of block.split('\n')) {
+      if (line.startsWith('event: ')) event = line.slice(7);
+      else if (line.startsWith('data: ')) data.push(line.slice(6));
+    }
+    if (data.length) out.push({ event, data: data.join('\n') });
+  }
+  return out;
+}
+
+const deltas = (events: ResponseStreamEvent[]): string[] =>
+  events.filter((e): e is Extract<ResponseStreamEvent, { type: 'response.output_text.delta' }> => e.type === 'response.output_text.delta').map((e) => e.delta);
+
+// ------------------------------------------------------------------------------------------------------------------
+// POST /v1/responses
+// ------------------------------------------------------------------------------------------------------------------
+
+describe('Responses API, streaming', () => {
+  test('responses.create({stream:true}): deltas in order, the completed event carries credits_used = what meter returned, metered once as responses with both usage shapes, X-Generation-Id', async () => {
+    const words = ['Hello', ' from', ' the', ' Responses', ' API'];
+    provider.reply = () => ({ steps: responsesSteps(words, { usage: responsesUsage(21, 5, 4, 2) }) });
+
+    const { data: stream, response } = await client.responses.create({ model: 'test-model', input: INPUT, stream: true }).withResponse();
+    const generationId = response.headers.get('x-generation-id');
+    expect(generationId).toMatch(/^gen-/);
+    const { events, error } = await collect(stream);
+    expect(error).toBeUndefined();
+
+    expect(deltas(events)).toEqual(words);
+    const types = events.map((e) => e.type);
+    expect(types[0]).toBe('response.created');
+    expect(types.at(-1)).toBe('response.completed');
+    expect(types.filter((t) => t === 'response.completed')).toHaveLength(1);
+    // sequence numbers as the provider sent them, strictly increasing
+    const seqs = events.map((e) => e.sequence_number);
+    expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
+
+    const completed = events.at(-1) as Extract<ResponseStreamEvent, { type: 'response.completed' }>;
+    expect(gateway.meterCalls).toHaveLength(1);
+    const meter = gateway.meterCalls[0]!;
+    expect((completed.response as any).credits_used).toBe(26); // startGateway's meter returns total_tokens
+    expect(completed.response.usage).toMatchObject({ input_tokens: 21, output_tokens: 5, total_tokens: 26 });
+    expect(completed.response.output_text ?? words.join('')).toBe(words.join(''));
+
+    expect(meter.endpoint).toBe('responses');
+    expect(meter.path).toBe('/responses');
+    expect(meter.outcome).toBe('completed');
+    expect(meter.generationId).toBe(generationId);
+    expect(meter.providerId).toBe(RESP_ID);
+    expect(meter.upstream).toBe('default');
+    expect(meter.failedUpstreams).toEqual([]);
+    expect(meter.usage).toMatchObject({ prompt_tokens: 21, completion_tokens: 5, total_tokens: 26 });
+    expect(meter.usage.estimated).toBeUndefined();
+    expect(meter.usage.prompt_tokens_details).toEqual({ cached_tokens: 4 });
+    expect(meter.usage.completion_tokens_details).toEqual({ reasoning_tokens: 2 });
+    expect(meter.providerUsage).toEqual({
+      input_tokens: 21,
+      input_tokens_details: { cached_tokens: 4 },
+      output_tokens: 5,
+      output_tokens_details: { reasoning_tokens: 2 },
+      total_tokens: 26,
+    });
+    expect(meter.stream).toBe(true);
+    expect(meter.timings.ttftMs).not.toBeNull();
+
+    // upstream got the request as the client sent it, with the gateway's cap and its own key
+    expect(provider.last.path).toBe('/v1/responses');
+    expect(provider.last.json).toMatchObject({ model: 'test-model', input: INPUT, stream: true, max_output_tokens: 4096 });
+    expect(provider.last.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);
+    await settle();
+    expect(gateway.meterCalls).toHaveLength(1);
+  });
+
+  test('each delta is flushed: a provider pacing events 120 ms apart sends the next one only after the client has seen the previous one', async () => {
+    const words = ['one', ' two', ' three', ' four', ' five'];
+    let seenByClient = 0;
+    const violations: string[] = [];
+    const sentAt: number[] = [];
+    const paced = http.createServer((req: IncomingMessage, res: ServerResponse) => {
+      req.resume();
+      req.on('end', async () => {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        res.flushHeaders();
+        const steps = responsesSteps(words);
+        let deltaIndex = 0;
+        for (const step of steps) {
+          if (res.destroyed) return;
+          const raw = (step as { raw: string }).raw;
+          if (raw.includes('response.output_text.delta')) {
+            if (deltaIndex > 0) {
+              await sleep(120);
+              if (seenByClient < deltaIndex) violations.push(`delta ${deltaIndex} about to be sent, the client has seen ${seenByClient}`);
+            }
+            sentAt.push(Date.now());
+            deltaIndex++;
+          }
+          res.write(raw);
+        }
+        res.end();
+      });
+    });
+    extraServers.push(paced);
+    await new Promise<void>((r) => paced.listen(0, '127.0.0.1', r));
+    const gw = await gatewayWith({}, `http://127.0.0.1:${(paced.address() as AddressInfo).port}/v1`);
+
+    const stream = await sdk(gw).responses.create({ model: 'test-model', input: INPUT, stream: true });
+    const seenAt: number[] = [];
+    const got: string[] = [];
+    for await (const event of stream) {
+      if (event.type === 'response.output_text.delta') {
+        seenByClient++;
+        seenAt.push(Date.now());
+        got.push(event.delta);
+      }
+    }
+    expect(got).toEqual(words);
+    const lag = seenAt.map((t, i) => t - sentAt[i]!);
+    console.log(`responses flush: delta seen by the SDK ${lag.join(', ')} ms after the provider wrote it`);
+    expect(violations).toEqual([]);
+    for (const ms of lag) expect(ms).toBeLessThan(100);
+  });
+
+  test('the responses.stream() helper: finalResponse() has output_text and credits_used', async () => {
+    const words = ['The', ' helper', ' works'];
+    provider.reply = () => ({ steps: responsesSteps(words, { usage: responsesUsage(9, 3) }) });
+    const helper = client.responses.stream({ model: 'test-model', input: INPUT });
+    const texts: string[] = [];
+    helper.on('response.output_text.delta', (e) => texts.push(e.delta));
+    const final = await helper.finalResponse();
+    expect(texts).toEqual(words);
+    expect(final.output_text).toBe('The helper works');
+    expect((final as any).credits_used).toBe(12);
+    expect(final.id).toBe(RESP_ID);
+    expect(gateway.meterCalls).toHaveLength(1);
+    expect(gateway.meterCalls[0]).toMatchObject({ endpoint: 'responses', outcome: 'completed', usage: { prompt_tokens: 9, completion_tokens: 3 } });
+  });
+
+  test('an aborted Responses stream: the provider sees its request closed promptly, metered once as cancelled with an estimate of what was produced', async () => {
+    const words = Array.from({ length: 100 }, (_, i) => ` word${i}`);
+    provider.reply = () => ({ steps: responsesSteps(words, { gap: 40 }) });
+    const controller = new AbortController();
+    const stream = await client.responses.create({ model: 'test-model', input: INPUT, stream: true }, { signal: controller.signal });
+    let seen = 0;
+    let abortedAt = 0;
+    let caught: unknown;
+    try {
+      for await (const event of stream) {
+        if (event.type === 'response.output_text.delta') seen++;
+        if (seen === 5 && abortedAt === 0) {
+          abortedAt = Date.now();
+          controller.abort();
+        }
+        if (seen > 60) break; // bound: the abort did not stop the stream
+      }
+    } catch (err) {
+      caught = err;
+    }
+    expect(abortedAt).toBeGreaterThan(0);
+    // the plain Stream of create() ends its iteration quietly on abort (the .stream() helper raises APIUserAbortError)
+    if (caught !== undefined) expect(caught).toBeInstanceOf(APIUserAbortError);
+    expect(seen).toBeLessThan(10);
+
+    await waitFor(() => provider.last.closedEarlyAt !== undefined, 3000, 'the provider to see its request closed');
+    const latency = provider.last.closedEarlyAt! - abortedAt;
+    console.log(`responses abort: the provider saw its request closed ${latency} ms after AbortController.abort()`);
+    expect(latency).toBeLessThan(1000);
+    expect(provider.last.stepsWritten).toBeLessThan(60);
+
+    await waitFor(() => gateway.meterCalls.length > 0, 3000, 'meter');
+    await settle();
+    expect(gateway.meterCalls).toHaveLength(1);
+    const event = gateway.meterCalls[0]!;
+    expect(event).toMatchObject({ endpoint: 'responses', outcome: 'cancelled', cancelled: true });
+    expect(event.usage.estimated).toBe(true);
+    // about 5–8 words of two tokens each were produced
+    expect(event.usage.completion_tokens).toBeGreaterThanOrEqual(5);
+    expect(event.usage.completion_tokens).toBeLessThan(40);
+    expect(event.usage.prompt_tokens).toBeGreaterThan(0);
+  });
+
+  describe('a provider failing mid-stream: the SDK iteration throws an APIError (the gateway error event), metered once as failed', () => {
+    test.each<[string, () => ReturnType<ScriptedProvider['reply']>, Partial<Options<Account>>, RegExp]>([
+      ['drops the connection', () => ({ steps: [...responsesPrefix(['Half', ' an']), { wait: 20 }, { destroy: true }] }), {}, /connection to the upstream provider was lost/i],
+      [
+        'sends garbage',
+        () => ({ steps: [...responsesPrefix(['Half', ' an']), { raw: 'event: response.output_text.delta\ndata: {"type":"response.output_text.del\n\n' }, { wait: 500 }] }),
+        {},
+        /not valid JSON/i,
+      ],
+      ['goes idle', () => ({ steps: [...responsesPrefix(['Half', ' an']), { hang: true }] }), { idleTimeout: 300 }, /sent nothing for 300 ms/i],
+      [
+        'ends the stream without a final event',
+        () => ({ steps: responsesPrefix(['Half', ' an']) }),
+        {},
+        /ended the stream before the generation finished/i,
+      ],
+    ])('%s', async (_name, reply, overrides, message) => {
+      provider.reply = reply;
+      const gw = Object.keys(overrides).length ? await gatewayWith(overrides) : gateway;
+      const stream = await sdk(gw).responses.create({ model: 'test-model', input: INPUT, stream: true });
+      const { events, error } = await collect(stream);
+      expect(deltas(events)).toEqual(['Half', ' an']);
+      expect(error).toBeInstanceOf(APIError);
+      expect((error as APIError).message).toMatch(message);
+      expect((error as APIError).code).toMatch(/^upstream_/);
+      await waitFor(() => gw.meterCalls.length > 0, 3000, 'meter');
+      await settle();
+      expect(gw.meterCalls).toHaveLength(1);
+      expect(gw.meterCalls[0]).toMatchObject({ endpoint: 'responses', outcome: 'failed', cancelled: false });
+      expect(gw.meterCalls[0]!.error?.code).toMatch(/^upstream_/);
+      expect(gw.meterCalls[0]!.usage.completion_tokens).toBeGreaterThan(0);
+    });
+
+    test('the error event is in the Responses shape, its sequence_number after the last relayed one', async () => {
+      provider.reply = () => ({ steps: [...responsesPrefix(['Half', ' an']), { wait: 30 }, { destroy: true }] });
+      const res = await rawPost(gateway.url, '/responses', { model: 'test-model', input: INPUT, stream: true });
+      const events = sseEvents(res.text);
+      const last = events.at(-1)!;
+      expect(last.event).toBe('error');
+      const payload = JSON.parse(last.data) as Record<string, unknown>;
+      const previous = JSON.parse(events.at(-2)!.data) as { sequence_number: number };
+      expect(payload).toMatchObject({ type: 'error', code: 'upstream_connection_lost', param: null, sequence_number: previous.sequence_number + 1 });
+      expect(payload.error).toMatchObject({ code: 'upstream_connection_lost', type: 'upstream_error' });
+      expect(typeof payload.message).toBe('string');
+    });
+
+    test('a provider `error` event that carries the upstream key is redacted: the key never reaches the client', async () => {
+      const secretMessage = `Incorrect API key provided: ${UPSTREAM_KEY}. You can find your key at platform.openai.com.`;
+      provider.reply = () => ({
+        steps: [
+          ...responsesPrefix(['Half']),
+          typed('error', { code: `invalid_api_key ${UPSTREAM_KEY}`, message: secretMessage, param: null, sequence_number: 6 }),
+          { wait: 200 },
+        ],
+      });
+      const res = await rawPost(gateway.url, '/responses', { model: 'test-model', input: INPUT, stream: true });
+      expect(res.text).not.toContain(UPSTREAM_KEY);
+      expect(res.text).not.toContain(UPSTREAM_KEY.slice(3)); // nor its secret part without the prefix
+
+      const stream = await client.responses.create({ model: 'test-model', input: INPUT, stream: true });
+      const { error } = await collect(stream);
+      expect(error).toBeInstanceOf(APIError);
+      const err = error as APIError;
+      expect(err.message).toMatch(/Incorrect API key provided/);
+      expect(JSON.stringify({ m: err.message, c: err.code, e: err.error })).not.toContain(UPSTREAM_KEY.slice(3));
+      await settle();
+      expect(gateway.meterCalls).toHaveLength(2);
+      for (const call of gateway.meterCalls) expect(call.outcome).toBe('failed');
+      expect(JSON.stringify(gateway.logs)).not.toContain(UPSTREAM_KEY.slice(3));
+    });
+  });
+
+  test.each(['response.incomplete', 'response.failed'] as const)('a %s final event also gets credits_used (metered once)', async (final) => {
+    provider.reply = () => ({
+      steps: responsesSteps(['Cut', ' short'], {
+        final,
+        usage: responsesUsage(8, 2),
+        finalExtra: final === 'response.failed' ? { error: { code: 'server_error', message: 'The model failed.' } } : { incomplete_details: { reason: 'max_output_tokens' } },
+      }),
+    });
+    const stream = await client.responses.create({ model: 'test-model', input: INPUT, stream: true });
+    const { events, error } = await collect(stream);
+    expect(error).toBeUndefined();
+    const last = events.at(-1)!;
+    expect(last.type).toBe(final);
+    expect((last as any).response.credits_used).toBe(10);
+    await settle();
+    expect(gateway.meterCalls).toHaveLength(1);
+    expect(gateway.meterCalls[0]!.outcome).toBe(final === 'response.failed' ? 'failed' : 'completed');
+    expect(gateway.meterCalls[0]!.usage).toMatchObject({ prompt_tokens: 8, completion_tokens: 2 });
+    if (final === 'response.incomplete') expect(gateway.meterCalls[0]!.finishReason).toBe('incomplete');
+  });
+
+  test('provider usage missing from the final event: the estimate is billed and shown as usage.estimated in the final event', async () => {
+    provider.reply = () => ({ steps: responsesSteps(['Some', ' words', ' here'], { usage: null }) });
+    const stream = await client.responses.create({ model: 'test-model', input: INPUT, stream: true });
+    const { events } = await collect(stream);
+    const final = events.at(-1) as Extract<ResponseStreamEvent, { type: 'response.completed' }>;
+    expect(final.type).toBe('response.completed');
+    const usage = final.response.usage as unknown as Record<string, unknown>;
+    expect(usage.estimated).toBe(true);
+    expect(usage.output_tokens).toBeGreaterThan(0);
+    expect(gateway.meterCalls).toHaveLength(1);
+    const meter = gateway.meterCalls[0]!;
+    expect(meter.usage.estimated).toBe(true);
+    expect(meter.providerUsage).toBeUndefined();
+    expect(usage.input_tokens).toBe(meter.usage.prompt_tokens);
+    expect(usage.output_tokens).toBe(meter.usage.completion_tokens);
+    expect((final.response as any).credits_used).toBe(meter.usage.total_tokens);
+  });
+});
+
+describe('Responses API, JSON, background and reads', () => {
+  test('non-stream responses.create() has a top-level credits_used, metered once', async () => {
+    provider.reply = () => ({ json: responseObject('completed', 'Plain answer', responsesUsage(14, 2)) });
+    const { data, response } = await client.responses.create({ model: 'test-model', input: INPUT }).withResponse();
+    expect(data.output_text).toBe('Plain answer');
+    expect((data as any).credits_used).toBe(16);
+    expect(data.usage).toMatchObject({ input_tokens: 14, output_tokens: 2 });
+    expect(response.headers.get('x-generation-id')).toBe(gateway.meterCalls[0]!.generationId);
+    expect(gateway.meterCalls).toHaveLength(1);
+    expect(gateway.meterCalls[0]).toMatchObject({ endpoint: 'responses', outcome: 'completed', stream: false, usage: { prompt_tokens: 14, completion_tokens: 2 } });
+    expect(provider.last.json?.max_output_tokens).toBe(4096);
+  });
+
+  test('background: true → 400 background_not_supported, nothing upstream, nothing metered; with allowBackground it is forwarded', async () => {
+    const reserves: unknown[] = [];
+    const gw = await gatewayWith({ reserve: (ctx) => void reserves.push(ctx) });
+    let caught: unknown;
+    try {
+      await sdk(gw).responses.create({ model: 'test-model', input: INPUT, background: true });
+    } catch (err) {
+      caught = err;
+    }
+    expect(caught).toBeInstanceOf(APIError);
+    expect((caught as APIError).status).toBe(400);
+    expect((caught as APIError).code).toBe('background_not_supported');
+    expect((caught as APIError).param).toBe('background');
+    const streamed = await rawPost(gw.url, '/responses', { model: 'test-model', input: INPUT, background: true, stream: true });
+    expect(streamed.status).toBe(400);
+    expect(provider.requests).toHaveLength(0);
+    expect(reserves).toHaveLength(0);
+    await settle();
+    expect(gw.meterCalls).toHaveLength(0);
+
+    const allowed = await gatewayWith({ allowBackground: true });
+    provider.reply = () => ({ json: responseObject('queued' as never, undefined, null, { background: true }) });
+    const queued = await sdk(allowed).responses.create({ model: 'test-model', input: INPUT, background: true });
+    expect(queued.status).toBe('queued');
+    expect(provider.requests).toHaveLength(1);
+    expect(provider.last.json?.background).toBe(true);
+    expect(allowed.meterCalls).toHaveLength(1);
+    expect(allowed.meterCalls[0]!.endpoint).toBe('responses');
+  });
+
+  test('GET /v1/responses/{id} and /input_items are passed through (free: no reserve, no meter), the upstream key used and never shown', async () => {
+    const reserves: unknown[] = [];
+    const gw = await gatewayWith({ reserve: (ctx) => void reserves.push(ctx) });
+    provider.reply = (req) =>
+      req.path.endsWith('/input_items')
+        ? { json: { object: 'list', data: [{ id: 'msg_in1', type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_text', text: INPUT }] }], first_id: 'msg_in1', last_id: 'msg_in1', has_more: false } }
+        : { json: responseObject('completed', 'Stored answer', responsesUsage(3, 2)) };
+    const c = sdk(gw);
+    const stored = await c.responses.retrieve(RESP_ID);
+    expect(stored.output_text).toBe('Stored answer');
+    expect((stored as any).credits_used).toBeUndefined();
+    expect(provider.last.method).toBe('GET');
+    expect(provider.last.path).toBe(`/v1/responses/${RESP_ID}`);
+    expect(provider.last.headers.authorization).toBe(`Bearer ${UPSTREAM_KEY}`);
+
+    const items = await c.responses.inputItems.list(RESP_ID);
+    expect(items.data).toHaveLength(1);
+    expect(provider.last.path).toMatch(new RegExp(`^/v1/responses/${RESP_ID}/input_items`));
+    await settle();
+    expect(reserves).toHaveLength(0);
+    expect(gw.meterCalls).toHaveLength(0);
+
+    // other methods on those paths are not passed through
+    const del = await fetch(`${gw.url}/v1/responses/${RESP_ID}`, { method: 'DELETE', headers: { authorization: `Bearer ${KEY}` } });
+    expect([404, 405]).toContain(del.status);
+    const unauth = await fetch(`${gw.url}/v1/responses/${RESP_ID}`);
+    expect(unauth.status).toBe(401);
+    expect(provider.requests).toHaveLength(2);
+  });
+
+  test('BUG: GET /v1/responses/{id} lets any account read another account\'s stored response (the pass-through uses the shared upstream key and never checks who created it)', async () => {
+    // two accounts on one gateway; alice creates a stored response, bob reads it by id
+    const gw = await gatewayWith({ authenticate: (req) => ({ 'key-alice': { id: 'alice' }, 'key-bob': { id: 'bob' } })[String(req.headers.authorization).slice(7)] ?? null });
+    const store = new Map<string, Record<string, unknown>>();
+    provider.reply = (req) => {
+      if (req.method === 'POST') {
+        const answer = responseObject('completed', 'alice\'s private answer', responsesUsage(5, 3), { id: 'resp_alice_private' });
+        store.set('resp_alice_private', answer);
+        return { json: answer };
+      }
+      const id = req.path.split('/')[3]!;
+      return store.has(id) ? { json: store.get(id) } : { status: 404, json: { error: { message: 'No response found', type: 'invalid_request_error', code: null, param: null } } };
+    };
+    const alice = sdk(gw, 'key-alice');
+    const bob = sdk(gw, 'key-bob');
+    const created = await alice.responses.create({ model: 'test-model', input: 'my secret question' });
+    expect(created.id).toBe('resp_alice_private');
+    let bobRead: unknown;
+    try {
+      bobRead = await bob.responses.retrieve('resp_alice_private');
+    } catch (err) {
+      bobRead = err;
+    }
+    // bob must not get alice's response: 404 as if it did not exist
+    expect(bobRead).toBeInstanceOf(APIError);
+    expect((bobRead as APIError).status).toBe(404);
+  });
+});
+
+describe('Responses API: what a client cannot get for free', () => {
+  test.each<[string, unknown]>([
+    ['0', 0],
+    ['negative', -5],
+    ['fractional', 1.5],
+    ['a string', '100'],
+    ['above 2^53', 2 ** 60],
+  ])('max_output_tokens %s → 400 before anything is held or sent', async (_name, value) => {
+    const reserves: unknown[] = [];
+    const gw = await gatewayWith({ reserve: (ctx) => void reserves.push(ctx) });
+    const res = await rawPost(gw.url, '/responses', { model: 'test-model', input: INPUT, max_output_tokens: value, stream: true });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text).error).toMatchObject({ code: 'invalid_value', param: 'max_output_tokens' });
+    expect(reserves).toHaveLength(0);
+    expect(provider.requests).toHaveLength(0);
+    await settle();
+    expect(gw.meterCalls).toHaveLength(0);
+  });
+
+  test('a huge max_output_tokens is reserved for in full and sent upstream as it is (the provider is held to what was reserved)', async () => {
+    const reserves: ReserveContext<Account>[] = [];
+    const gw = await gatewayWith({ reserve: (ctx) => (reserves.push(ctx), ctx.worstCase.completion_tokens <= 100_000) });
+    const res = await rawPost(gw.url, '/responses', { model: 'test-model', input: INPUT, max_output_tokens: 1_000_000_000 });
+    expect(res.status).toBe(402);
+    expect(reserves[0]!.worstCase.completion_tokens).toBe(1_000_000_000);
+    expect(reserves[0]!.capSource).toBe('max_output_tokens');
+    expect(provider.requests).toHaveLength(0);
+
+    provider.reply = () => ({ json: responseObject('completed', 'ok', responsesUsage(5, 1)) });
+    const ok = await rawPost(gw.url, '/responses', { model: 'test-model', input: INPUT, max_output_tokens: 50_000 });
+    expect(ok.status).toBe(200);
+    expect(provider.last.json?.max_output_tokens).toBe(50_000);
+  });
+
+  test('a reserve hook lowering the cap lowers max_output_tokens sent upstream', async () => {
+    const gw = await gatewayWith({ reserve: () => ({ hold: 'h', maxCompletionTokens: 64 }) });
+    provider.reply = () => ({ json: responseObject('completed', 'ok', responsesUsage(5, 1)) });
+    const res = await rawPost(gw.url, '/responses', { model: 'test-model', input: INPUT });
+    expect(res.status).toBe(200);
+    expect(provider.last.json?.max_output_tokens).toBe(64);
+    expect(gw.meterCalls[0]!.worstCase.completion_tokens).toBe(64);
+  });
+
+  test.each<[string, unknown]>([
+    ['output_tokens 1e308', { input_tokens: 10, output_tokens: 1e308, total_tokens: 1e308 }],
+    ['negative input_tokens', { input_tokens: -50, output_tokens: 3, total_tokens: 3 }],
+    ['counts as strings', { input_tokens: '10', output_tokens: '3' }],
+    ['no output_tokens', { input_tokens: 10 }],
+    ['chat-shaped usage only', { prompt_tokens: 1, completion_tokens: 1 }],
+  ])('a provider reporting absurd usage (%s) fails closed: the estimate is billed, never the absurd figure', async (_name, usage) => {
+    provider.reply = () => ({ steps: responsesSteps(['A', ' real', ' answer', ' of', ' words'], { usage }) });
+    const stream = await client.responses.create({ model: 'test-model', input: INPUT, stream: true });
+    const { events, error } = await collect(stream);
+    expect(error).toBeUndefined();
+    const final = events.at(-1) as any;
+    expect(final.response.usage.estimated).toBe(true);
+    expect(gateway.meterCalls).toHaveLength(1);
+    const meter = gateway.meterCalls[0]!;
+    expect(meter.usage.estimated).toBe(true);
+    expect(meter.usage.completion_tokens).toBeGreaterThan(0);
+    expect(meter.usage.completion_tokens).toBeLessThanOrEqual(meter.worstCase.completion_tokens);
+    expect(meter.usage.prompt_tokens).toBeGreaterThan(0);
+    expect(Number.isSafeInteger(final.response.credits_used)).toBe(true);
+    expect(gateway.logs.some((l) => l.level === 'warn' && /unusable provider usage/.test(String(l.msg)))).toBe(true);
+  });
+
+  test('a provider reporting zero usage for a non-empty answer is not believed (no free generation)', async () => {
+    provider.reply = () => ({ steps: responsesSteps(['Free', ' words', ' for', ' nobody'], { usage: responsesUsage(0, 0) }) });
+    const stream = await client.responses.create({ model: 'test-model', input: INPUT, stream: true });
+    const { events } = await collect(stream);
+    const final = events.at(-1) as any;
+    expect(final.response.credits_used).toBeGreaterThan(0);
+    const meter = gateway.meterCalls[0]!;
+    expect(meter.usage.prompt_tokens).toBeGreaterThan(0);
+    expect(meter.usage.completion_tokens).toBeGreaterThan(0);
+  });
+
+  test('a model no upstream serves → 404 model_not_found before any reserve, on every surface', async () => {
+    const reserves: unknown[] = [];
+    const gw = await gatewayWith({
+      upstream: undefined,
+      upstreams: [{ name: 'only', baseURL: provider.url, apiKey: UPSTREAM_KEY, models: ['gpt-*'] }],
+      reserve: (ctx) => void reserves.push(ctx),
+    });
+    const c = sdk(gw);
+    const attempts: Array<Promise<unknown>> = [
+      c.responses.create({ model: 'claude-x', input: INPUT, stream: true }),
+      c.responses.create({ model: 'claude-x', input: INPUT }),
+      c.completions.create({ model: 'claude-x', prompt: 'hi' }),
+      c.embeddings.create({ model: 'claude-x', input: 'hi' }),
+      c.chat.completions.create({ model: 'claude-x', messages: [{ role: 'user', content: 'hi' }] }),
+    ];
+    for (const attempt of attempts) {
+      const err = await attempt.then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(APIError);
+      expect((err as APIError).status).toBe(404);
+      expect((err as APIError).code).toBe('model_not_found');
+    }
+    expect(reserves).toHaveLength(0);
+    expect(provider.requests).toHaveLength(0);
+    await settle();
+    expect(gw.meterCalls).toHaveLength(0);
+  });
+});
+
+// ------------------------------------------------------------------------------------------------------------------
+// POST /v1/completions (legacy)
+// ------------------------------------------------------------------------------------------------------------------
+
+describe('Completions (legacy)', () => {
+  test('completions.create({stream:true}): the chunks, then the gateway usage chunk with credits_used second-to-last, then [DONE]; metered once as completions; 16 max_tokens sent when absent', async () => {
+    const words = ['Once', ' upon', ' a', ' time'];
+    provider.reply = () => ({ steps: completionSteps(words, { usage: [6, 4] }) });
+    const stream = await client.completions.create({ model: 'test-instruct', prompt: 'Tell a story', stream: true });
+    const { events, error } = await collect(stream);
+    expect(error).toBeUndefined();
+    expect(events.map((c) => c.choices[0]?.text ?? '').join('')).toBe(words.join(''));
+    const last = events.at(-1) as any;
+    expect(last.choices).toEqual([]);
+    expect(last.credits_used).toBe(10);
+    expect(last.usage).toMatchObject({ prompt_tokens: 6, completion_tokens: 4, total_tokens: 10 });
+    expect(last.id).toBe('cmpl-test123');
+    expect(last.object).toBe('text_completion');
+    expect(provider.last.path).toBe('/v1/completions');
+    expect(provider.last.json).toMatchObject({ max_tokens: 16, stream: true, stream_options: { include_usage: true } });
+    expect(gateway.meterCalls).toHaveLength(1);
+    expect(gateway.meterCalls[0]).toMatchObject({ endpoint: 'completions', path: '/completions', outcome: 'completed', usage: { prompt_tokens: 6, completion_tokens: 4 } });
+    expect(gateway.meterCalls[0]!.worstCase.completion_tokens).toBe(16);
+
+    // the same on the wire
+    const raw = await rawPost(gateway.url, '/completions', { model: 'test-instruct', prompt: 'Tell a story', stream: true });
+    const { events: data } = parseSse(raw.text);
+    expect(data.at(-1)).toBe('[DONE]');
+    const usageChunk = JSON.parse(data.at(-2)!) as Record<string, unknown>;
+    expect(usageChunk).toMatchObject({ choices: [], credits_used: 10, usage: { prompt_tokens: 6, completion_tokens: 4, total_tokens: 10 } });
+    expect(data.filter((d) => d.includes('credits_used'))).toHaveLength(1);
+    expect(data.filter((d) => d === '[DONE]')).toHaveLength(1);
+    // the provider's own chunks are relayed unchanged
+    expect(data.slice(0, 4).map((d) => (JSON.parse(d) as any).choices[0].text)).toEqual(words);
+    await settle();
+    expect(gateway.meterCalls).toHaveLength(2);
+  });
+
+  test('non-stream completions.create(): top-level credits_used and the billed usage', async () => {
+    provider.reply = () => ({ json: completionJson('Hello there') });
+    const answer = await client.completions.create({ model: 'test-instruct', prompt: 'Say hi', max_tokens: 30 });
+    expect(answer.choices[0]!.text).toBe('Hello there');
+    expect((answer as any).credits_used).toBe(9);
+    expect(provider.last.json?.max_tokens).toBe(30);
+    expect(gateway.meterCalls[0]).toMatchObject({ endpoint: 'completions', stream: false, outcome: 'completed' });
+  });
+
+  test('best_of and n: the worst case reserved is max(n, best_of) completions of max_tokens each', async () => {
+    const reserves: ReserveContext<Account>[] = [];
+    const gw = await gatewayWith({ reserve: (ctx) => void reserves.push(ctx) });
+    provider.reply = () => ({ json: completionJson('x', { prompt_tokens: 5, completion_tokens: 20, total_tokens: 25 }) });
+    await sdk(gw).completions.create({ model: 'test-instruct', prompt: 'Say hi', n: 2, best_of: 5, max_tokens: 10 });
+    expect(reserves[0]!.choices).toBe(5);
+    expect(reserves[0]!.maxCompletionTokens).toBe(10);
+    expect(reserves[0]!.worstCase.completion_tokens).toBe(50);
+    expect(reserves[0]!.endpoint).toBe('completions');
+    await sdk(gw).completions.create({ model: 'test-instruct', prompt: 'Say hi', n: 3 });
+    expect(reserves[1]!.choices).toBe(3);
+    expect(reserves[1]!.worstCase.completion_tokens).toBe(48);
+    expect(provider.last.json?.max_tokens).toBe(16);
+  });
+
+  test.each<[string, Record<string, unknown>, string]>([
+    ['n: 1000', { n: 1000 }, 'n'],
+    ['n: 0', { n: 0 }, 'n'],
+    ['best_of: 1000', { best_of: 1000 }, 'best_of'],
+    ['max_tokens: 0', { max_tokens: 0 }, 'max_tokens'],
+    ['max_tokens: -1', { max_tokens: -1 }, 'max_tokens'],
+    ['max_tokens: "16"', { max_tokens: '16' }, 'max_tokens'],
+  ])('%s → 400 before anything is held or sent', async (_name, extra, param) => {
+    const reserves: unknown[] = [];
+    const gw = await gatewayWith({ reserve: (ctx) => void reserves.push(ctx) });
+    const res = await rawPost(gw.url, '/completions', { model: 'test-instruct', prompt: 'hi', ...extra });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text).error.param).toBe(param);
+    expect(reserves).toHaveLength(0);
+    expect(provider.requests).toHaveLength(0);
+  });
+
+  test.each<[string, unknown]>([
+    ['missing', undefined],
+    ['an empty array', []],
+    ['an object', { text: 'hi' }],
+    ['mixed strings and numbers', ['a', 1]],
+  ])('a prompt that is %s → 400', async (_name, prompt) => {
+    const res = await rawPost(gateway.url, '/completions', { model: 'test-instruct', prompt });
+    expect(res.status).toBe(400);
+    expect(provider.requests).toHaveLength(0);
+  });
+
+  test('BUG: a token-array prompt is billed by its length (not twice): the reserved and estimated prompt tokens are about the number of tokens sent', async () => {
+    const reserves: ReserveContext<Account>[] = [];
+    const gw = await gatewayWith({ reserve: (ctx) => void reserves.push(ctx) });
+    const tokens = Array.from({ length: 400 }, (_, i) => 1000 + i);
+    // the provider sends no usage, so the estimate is what is billed
+    provider.reply = () => ({ json: completionJson('ok', null) });
+    await rawPost(gw.url, '/completions', { model: 'test-instruct', prompt: [tokens], max_tokens: 5 });
+    const billed = gw.meterCalls[0]!.usage;
+    console.log(`token-array prompt of 400 tokens: reserved ${reserves[0]!.worstCase.prompt_tokens}, billed ${billed.prompt_tokens} prompt tokens`);
+    expect(billed.estimated).toBe(true);
+    expect(billed.prompt_tokens).toBeGreaterThanOrEqual(400);
+    expect(billed.prompt_tokens).toBeLessThan(400 * 1.25);
+    expect(reserves[0]!.worstCase.prompt_tokens).toBeLessThan(400 * 1.5);
+  });
+
+  test('a completions stream aborted mid-way: the provider sees it closed, metered once as cancelled', async () => {
+    provider.reply = () => ({ steps: completionSteps(Array.from({ length: 100 }, () => ' word'), { gap: 30, usage: false }) });
+    const controller = new AbortController();
+    const stream = await client.completions.create({ model: 'test-instruct', prompt: 'go', stream: true, max_tokens: 200 }, { signal: controller.signal });
+    let seen = 0;
+    let abortedAt = 0;
+    await collect(
+      (async function* () {
+        for await (const chunk of stream) {
+          seen++;
+          if (seen === 4) {
+            abortedAt = Date.now();
+            controller.abort();
+          }
+          if (seen > 60) return;
+          yield chunk;
+        }
+      })(),
+    );
+    await waitFor(() => provider.last.closedEarlyAt !== undefined, 3000, 'the provider to see its request closed');
+    console.log(`completions abort: provider closed ${provider.last.closedEarlyAt! - abortedAt} ms after abort()`);
+    expect(provider.last.closedEarlyAt! - abortedAt).toBeLessThan(1000);
+    await waitFor(() => gateway.meterCalls.length > 0, 3000, 'meter');
+    await settle();
+    expect(gateway.meterCalls).toHaveLength(1);
+    expect(gateway.meterCalls[0]).toMatchObject({ endpoint: 'completions', outcome: 'cancelled' });
+    expect(gateway.meterCalls[0]!.usage.completion_tokens).toBeGreaterThan(0);
+  });
+});
+
+// ------------------------------------------------------------------------------------------------------------------
+// POST /v1/embeddings
+// ------------------------------------------------------------------------------------------------------------------
+
+describe('Embeddings', () => {
+  test.each<[string, 'float' | undefined]>([
+    ['encoding_format float', 'float'],
+    ['the SDK default (base64, decoded by the SDK)', undefined],
+  ])('embeddings.create with %s: vectors intact, top-level credits_used, metered once as embeddings with completion_tokens 0', async (_name, format) => {
+    provider.reply = (req) => ({ json: embeddingsJson(req.json) });
+    const input = ['first text', 'second text', 'third'];
+    const answer = await client.embeddings.create({ model: 'text-embedding-test', input, ...(format ? { encoding_format: format } : {}) });
+    expect(provider.last.json?.encoding_format).toBe(format ?? 'base64');
+    expect(answer.data.map((d) => d.embedding)).toEqual(vectors(3));
+    expect((answer as any).credits_used).toBe(21);
+    expect(answer.usage).toEqual({ prompt_tokens: 21, total_tokens: 21 });
+    expect(gateway.meterCalls).toHaveLength(1);
+    const meter = gateway.meterCalls[0]!;
+    expect(meter).toMatchObject({ endpoint: 'embeddings', path: '/embeddings', outcome: 'completed', stream: false });
+    expect(meter.usage).toMatchObject({ prompt_tokens: 21, completion_tokens: 0, total_tokens: 21 });
+    expect(meter.providerUsage).toEqual({ prompt_tokens: 21, total_tokens: 21 });
+    expect(meter.worstCase.completion_tokens).toBe(0);
+    // base64 on the wire, unchanged
+    if (!format) {
+      const raw = await rawPost(gateway.url, '/embeddings', { model: 'text-embedding-test', input, encoding_format: 'base64' });
+      const json = JSON.parse(raw.text) as { data: Array<{ embedding: unknown }> };
+      expect(typeof json.data[0]!.embedding).toBe('string');
+    }
+  });
+
+  test('provider omits usage → the estimate is billed and marked', async () => {
+    provider.reply = (req) => ({ json: embeddingsJson(req.json, null) });
+    const answer = await client.embeddings.create({ model: 'text-embedding-test', input: 'a sentence of a few words to embed', encoding_format: 'float' });
+    expect((answer.usage as any).estimated).toBe(true);
+    expect(answer.usage.prompt_tokens).toBeGreaterThan(0);
+    const meter = gateway.meterCalls[0]!;
+    expect(meter.usage).toMatchObject({ completion_tokens: 0, estimated: true });
+    expect((answer as any).credits_used).toBe(meter.usage.total_tokens);
+  });
+
+  test('a provider reporting zero or absurd usage fails closed: the estimate is billed', async () => {
+    for (const usage of [{ prompt_tokens: 0, total_tokens: 0 }, { prompt_tokens: 1e308, total_tokens: 1e308 }, { prompt_tokens: '7' }]) {
+      provider.reply = (req) => ({ json: embeddingsJson(req.json, usage) });
+      const answer = await client.embeddings.create({ model: 'text-embedding-test', input: 'a sentence of a few words to embed', encoding_format: 'float' });
+      expect(answer.usage.prompt_tokens).toBeGreaterThan(0);
+      expect(answer.usage.prompt_tokens).toBeLessThan(100);
+      expect((answer.usage as any).estimated).toBe(true);
+    }
+    expect(gateway.meterCalls).toHaveLength(3);
+  });
+
+  test('BUG: an embeddings provider reporting completion_tokens gets them billed, though an embedding generates nothing (worst case 0)', async () => {
+    provider.reply = (req) => ({ json: embeddingsJson(req.json, { prompt_tokens: 7, completion_tokens: 100_000, total_tokens: 100_007 }) });
+    const answer = await client.embeddings.create({ model: 'text-embedding-test', input: 'hello', encoding_format: 'float' });
+    const meter = gateway.meterCalls[0]!;
+    console.log(`embeddings with provider completion_tokens 100000: meter sees completion_tokens ${meter.usage.completion_tokens}, total ${meter.usage.total_tokens}; client charged ${(answer as any).credits_used}`);
+    expect(meter.usage.completion_tokens).toBe(0);
+    expect(meter.usage.total_tokens).toBe(7);
+  });
+
+  test('BUG: token-array inputs are billed by their length (not twice) when the provider sends no usage', async () => {
+    const reserves: ReserveContext<Account>[] = [];
+    const gw = await gatewayWith({ reserve: (ctx) => void reserves.push(ctx) });
+    provider.reply = (req) => ({ json: embeddingsJson(req.json, null) });
+    const input = [Array.from({ length: 300 }, (_, i) => i + 1), Array.from({ length: 100 }, (_, i) => i + 1)];
+    const answer = await sdk(gw).embeddings.create({ model: 'text-embedding-test', input, encoding_format: 'float' });
+    expect(answer.data).toHaveLength(2);
+    const billed = gw.meterCalls[0]!.usage.prompt_tokens;
+    console.log(`token-array embeddings input of 400 tokens: reserved ${reserves[0]!.worstCase.prompt_tokens}, billed ${billed}`);
+    expect(billed).toBeGreaterThanOrEqual(400);
+    expect(billed).toBeLessThan(400 * 1.25);
+  });
+
+  test.each<[string, unknown]>([
+    ['an empty string', ''],
+    ['an empty array', []],
+    ['mixed strings and numbers', ['a', 1]],
+    ['an object', { text: 'a' }],
+    ['2049 inputs', Array.from({ length: 2049 }, () => 'x')],
+  ])('input that is %s → 400, nothing sent, nothing metered', async (_name, input) => {
+    const res = await rawPost(gateway.url, '/embeddings', { model: 'text-embedding-test', input });
+    expect(res.status).toBe(400);
+    expect(JSON.parse(res.text).error.param).toBe('input');
+    expect(provider.requests).toHaveLength(0);
+    await settle();
+    expect(gateway.meterCalls).toHaveLength(0);
+  });
+
+  test('stream: true → 400, and an unknown encoding_format → 400', async () => {
+    const streamed = await rawPost(gateway.url, '/embeddings', { model: 'text-embedding-test', input: 'hi', stream: true });
+    expect(streamed.status).toBe(400);
+    expect(JSON.parse(streamed.text).error.param).toBe('stream');
+    const format = await rawPost(gateway.url, '/embeddings', { model: 'text-embedding-test', input: 'hi', encoding_format: 'int8' });
+    expect(format.status).toBe(400);
+    expect(provider.requests).toHaveLength(0);
+    const bad = await client.embeddings.create({ model: 'text-embedding-test', input: '' }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(bad).toBeInstanceOf(APIError);
+    expect((bad as APIError).status).toBe(400);
+  });
+
+  test('a provider answer that is not JSON → 502, settled as failed at the prompt estimate', async () => {
+    provider.reply = () => ({ status: 200, steps: [{ raw: '{"object":"list","data":[' }] , headers: { 'content-type': 'application/json' } });
+    const res = await rawPost(gateway.url, '/embeddings', { model: 'text-embedding-test', input: 'hello world' });
+    expect(res.status).toBe(502);
+    expect(gateway.meterCalls).toHaveLength(1);
+    expect(gateway.meterCalls[0]).toMatchObject({ endpoint: 'embeddings', outcome: 'failed' });
+  });
+});
