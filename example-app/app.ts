@@ -153,6 +153,8 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
       const settlement = await store.settle(event.account, event.generationId, event.model, credits, generationDraft(event));
       return settlement.charged;
     },
+    // a stored response is shown only to the key that created it: its record (shared on Redis) says whose it is
+    ownsResponse: async (account, responseId) => (await store.findGeneration(account, responseId))?.endpoint === 'responses',
     limits: { maxConcurrent: config.maxConcurrent ?? 32, requestsPerMinute: config.requestsPerMinute ?? 600, store: config.limitStore },
     defaultMaxTokens: config.defaultMaxTokens,
     ...config.timeouts,

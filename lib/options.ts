@@ -4,6 +4,7 @@ import { MemoryLimitStore, type LimitStore } from './billing/limits';
 import type { MeterEvent } from './core/metering';
 import { DEFAULT_PASS_THROUGH, parseRoute, type Route } from './routing/routes';
 import { SURFACES } from './surfaces';
+import { ResponseOwners } from './responses/response-owners';
 import { parseFallback, parseUpstreams, singleUpstream, type FallbackOptions, type ResolvedUpstream, type UpstreamConfig } from './upstream/upstreams';
 import { containedCounter } from './core/usage';
 import { containedObserver, OBSERVER_MEMBERS, type ContainedObserver, type Observer } from './metrics/observer';
@@ -109,6 +110,14 @@ export interface Options<Account = unknown, Req extends IncomingMessage = Incomi
    */
   allowBackground?: boolean;
   /**
+   * Whether `account` may read the stored response `responseId` through `GET /responses/{id}` and
+   * `…/input_items` (pass-through routes, read with the gateway's one upstream key, which can read every response
+   * it created). Default: the gateway's own record, in this process's memory, of the responses each account
+   * created through it (by `limits.key`, else the account itself or its `id`). With several instances, look the
+   * id up in your shared records instead. Any other answer is 404 `response_not_found`.
+   */
+  ownsResponse?: (account: Account, responseId: string) => boolean | Promise<boolean>;
+  /**
    * Milliseconds the gateway keeps reading a finished stream (every choice sent its `finish_reason`) after the
    * client left, waiting for the provider's usage so the generation is billed at it. Default: `5_000`.
    */
@@ -195,6 +204,12 @@ export interface ResolvedOptions<Account> {
   basePath: string;
   passThrough: Route[];
   allowBackground: boolean;
+  /** Whether the account may read a stored response (the host's hook, or the in-memory record). */
+  ownsResponse: (account: Account, responseId: string) => Promise<boolean>;
+  /** The in-memory record of response owners (recorded when a Responses generation settles). */
+  responseOwners: ResponseOwners;
+  /** The account's key for the in-memory records (`limits.key`, else the account or its `id`); undefined if none. */
+  accountKey: (account: Account) => string | undefined;
   usageGraceTimeout: number;
   bodyLimit: number;
   upstreamTimeout: number;
@@ -217,7 +232,7 @@ export interface ResolvedOptions<Account> {
 export type UpstreamSettings = Pick<ResolvedOptions<unknown>, 'upstream' | 'forwardHeaders' | 'upstreamTimeout'>;
 
 const KNOWN_KEYS = new Set([
-  'upstream', 'upstreams', 'fallback', 'authenticate', 'preflight', 'reserve', 'meter', 'defaultMaxTokens', 'limits', 'basePath', 'passThrough', 'allowBackground',
+  'upstream', 'upstreams', 'fallback', 'authenticate', 'preflight', 'reserve', 'meter', 'defaultMaxTokens', 'limits', 'basePath', 'passThrough', 'allowBackground', 'ownsResponse',
   'usageGraceTimeout', 'bodyLimit', 'upstreamTimeout', 'idleTimeout', 'heartbeatInterval', 'maxDuration', 'writeTimeout',
   'maxEventBytes', 'meterTimeout',
   'maxResponseBytes', 'forwardHeaders', 'logger', 'observer', 'countTokens',
@@ -353,6 +368,16 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
   const observer = parseObserver(opts.observer);
 
   const single = { baseURL, apiKey: upstream.apiKey as string | undefined, headers };
+  const responseOwners = new ResponseOwners();
+  const keyOf = limits?.key ?? defaultAccountKey;
+  const accountKey = (account: Account): string | undefined => {
+    try {
+      return keyOf(account as never);
+    } catch {
+      return undefined;
+    }
+  };
+  const ownsHook = fn<(account: Account, id: string) => boolean | Promise<boolean>>('ownsResponse', opts.ownsResponse, false);
   return {
     upstream: single,
     upstreams: several ?? [singleUpstream(single, 'default')],
@@ -367,6 +392,11 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
     basePath: basePath.replace(/\/$/, ''),
     passThrough,
     allowBackground: flag('allowBackground', opts.allowBackground),
+    responseOwners,
+    accountKey,
+    ownsResponse: ownsHook
+      ? async (account: Account, id: string) => (await ownsHook(account, id)) === true
+      : async (account: Account, id: string) => responseOwners.owns(accountKey(account), id),
     usageGraceTimeout: amount('usageGraceTimeout', opts.usageGraceTimeout, 5_000, 'milliseconds', true),
     bodyLimit: amount('bodyLimit', opts.bodyLimit, 10 * 1024 * 1024, 'bytes'),
     upstreamTimeout: amount('upstreamTimeout', opts.upstreamTimeout, 60_000, 'milliseconds'),

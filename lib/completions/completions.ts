@@ -5,7 +5,6 @@ import { choicesStream } from '../chat/chat-stream';
 import { InferyError } from '../errors';
 import type { Surface } from '../relay/surface';
 import { checkStream, requireModel } from '../request-body';
-import { tokenArrayLength } from '../billing/token-arrays';
 
 /** OpenAI's default `max_tokens` for legacy completions: what the provider generates when a client sets none. */
 export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
@@ -33,12 +32,8 @@ export const completions: Surface = {
     }
     return { model, stream: checkStream(body) };
   },
-  async estimate(body, count) {
-    const estimate = await estimatePrompt(body, count);
-    // token arrays are exact: each number is a token the provider reads
-    const tokens = tokenArrayLength(body.prompt);
-    return { tokens: estimate.tokens + tokens, bound: estimate.bound + tokens };
-  },
+  // every string counts, and every number of a token array as one token (the estimate's rule for numbers)
+  estimate: (body, count) => estimatePrompt(body, count),
   cap(body): CompletionCap {
     const n = wholeParam(body, 'n', 128) ?? 1;
     const bestOf = wholeParam(body, 'best_of', 128) ?? 1;

@@ -189,6 +189,11 @@ export class Generation<Account> {
       usage = estimatedUsage(worst.prompt_tokens, worst.completion_tokens);
     }
     this.meteredUsage = usage;
+    if (this.surface.endpoint === 'responses' && this.providerId !== undefined) {
+      // the account may read this stored response back through the pass-through; nobody else may
+      const key = this.opts.accountKey(this.ticket.account);
+      if (key !== undefined) this.opts.responseOwners.record(key, this.providerId);
+    }
     return settle(this.opts, {
       ticket: this.ticket,
       req: this.req,

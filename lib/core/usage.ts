@@ -199,7 +199,8 @@ export type UsageDialect = 'chat' | 'responses' | 'embeddings';
 
 /** A Responses or embeddings usage in the chat shape every meter event carries (details renamed alike). */
 function normalizeUsage(u: Record<string, unknown>, dialect: Exclude<UsageDialect, 'chat'>): Record<string, unknown> {
-  if (dialect === 'embeddings') return { ...u, completion_tokens: u.completion_tokens ?? 0 };
+  // an embedding generates nothing: completion tokens a provider reports are not believed
+  if (dialect === 'embeddings') return { ...u, completion_tokens: 0, total_tokens: undefined };
   const { input_tokens: input, output_tokens: output, input_tokens_details: inDetails, output_tokens_details: outDetails, ...rest } = u;
   const out: Record<string, unknown> = { ...rest, prompt_tokens: input, completion_tokens: output };
   if (inDetails !== undefined) out.prompt_tokens_details = inDetails;

@@ -1,5 +1,4 @@
 import { estimatePrompt } from '../billing/prompt-estimate';
-import { tokenArrayLength } from '../billing/token-arrays';
 import type { Generation } from '../core/generation';
 import { InferyError } from '../errors';
 import type { Surface } from '../relay/surface';
@@ -35,11 +34,8 @@ export const embeddings: Surface = {
     }
     return { model, stream: false };
   },
-  async estimate(body, count) {
-    const estimate = await estimatePrompt(body, count);
-    const tokens = tokenArrayLength(body.input);
-    return { tokens: estimate.tokens + tokens, bound: estimate.bound + tokens };
-  },
+  // every string counts, and every number of a token array as one token (the estimate's rule for numbers)
+  estimate: (body, count) => estimatePrompt(body, count),
   cap: () => ({ perChoice: 0, source: 'default', choices: 1 }),
   withCap: (body) => body,
   upstreamBody: (body) => JSON.stringify(body),

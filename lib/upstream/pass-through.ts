@@ -137,6 +137,13 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
       }
       const account = await authenticateOrThrow(opts, req);
       await checkRequestRate(opts, account);
+      if (route.startsWith('/responses/{')) {
+        // a stored response is read with the gateway's key, which reads every account's: only its creator may
+        const id = decodeURIComponent(subPath.split('/')[2] ?? '');
+        if (!(await opts.ownsResponse(account, id))) {
+          throw new InferyError(404, 'response_not_found', `No response with id ${JSON.stringify(id.slice(0, 100))} was created with this key.`, { param: 'response_id' });
+        }
+      }
       await runPreflight(opts, account, req, subPath, undefined);
       if (inflight.draining) throw shuttingDown();
     } catch (caught) {

@@ -1,0 +1,25 @@
+/** How many response ids the in-memory record keeps (the oldest are forgotten first). */
+const CAPACITY = 100_000;
+
+/**
+ * Which account created which stored response, so `GET /responses/{id}` (and `…/input_items`) — passed through
+ * with the gateway's one upstream key, which can read every response it ever created — only shows an account its
+ * own. The default record is this process's memory, bounded; a gateway with several instances passes
+ * `ownsResponse` (e.g. a lookup in its shared generation records) instead.
+ */
+export class ResponseOwners {
+  private readonly owners = new Map<string, string>();
+
+  record(accountKey: string, responseId: string): void {
+    this.owners.delete(responseId);
+    this.owners.set(responseId, accountKey);
+    if (this.owners.size > CAPACITY) {
+      const oldest = this.owners.keys().next().value;
+      if (oldest !== undefined) this.owners.delete(oldest);
+    }
+  }
+
+  owns(accountKey: string | undefined, responseId: string): boolean {
+    return accountKey !== undefined && this.owners.get(responseId) === accountKey;
+  }
+}
