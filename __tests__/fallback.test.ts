@@ -411,3 +411,28 @@ describe('end to end: two upstreams, the first down, the mock provider second', 
     for (const e of gw.meterCalls) expect(e.outcome).toBe('completed');
   });
 });
+
+describe('reads of stored responses with several upstreams', () => {
+  test('BUG: with the first upstream down, GET /v1/responses/{id} of a response the second created is not served (pass-through goes to the first upstream only)', async () => {
+    const stored = new Map<string, unknown>();
+    second.reply = (req) => {
+      if (req.method === 'POST') {
+        const body = { id: 'resp_on_second', object: 'response', created_at: 1, status: 'completed', model: 'test-model', output: [], usage: responsesUsage(3, 1) };
+        stored.set('resp_on_second', body);
+        return { json: body };
+      }
+      const id = req.path.split('/')[3]!.split('?')[0]!;
+      return stored.has(id) ? { json: stored.get(id) } : { status: 404, json: { error: { message: 'not found', type: 'invalid_request_error', code: null, param: null } } };
+    };
+    const gw = await gatewayOver([up('first', await refusedURL(), FIRST_KEY), up('second', second.url, SECOND_KEY)]);
+    const c = sdk(gw);
+    const created = await c.responses.create({ model: 'test-model', input: 'remember me' });
+    expect(created.id).toBe('resp_on_second');
+    const read = await c.responses.retrieve('resp_on_second').then(
+      (r) => ({ status: 200, id: r.id }),
+      (e: unknown) => ({ status: (e as APIError).status, id: undefined }),
+    );
+    console.log(`GET /v1/responses/{id} after fallback: ${read.status}; the second provider saw ${second.requests.filter((r) => r.method === 'GET').length} GET`);
+    expect(read).toEqual({ status: 200, id: 'resp_on_second' });
+  });
+});

@@ -978,3 +978,39 @@ describe('example app with the mock provider, end to end', () => {
     await nothingHeld();
   });
 });
+
+describe('Responses API: a provider that misbehaves', () => {
+  test('a provider that ignores stream:true and answers one JSON Response: the client gets it as the final event with credits_used', async () => {
+    provider.reply = () => ({ json: responseObject('completed', 'All at once', responsesUsage(4, 3)) });
+    const res = await rawPost(gateway.url, '/responses', { model: 'test-model', input: INPUT, stream: true });
+    expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const events = sseEvents(res.text);
+    const final = events.at(-1)!;
+    expect(final.event).toBe('response.completed');
+    const payload = JSON.parse(final.data) as { type: string; response: Record<string, unknown> };
+    expect(payload.type).toBe('response.completed');
+    expect(payload.response.credits_used).toBe(7);
+    expect(gateway.meterCalls).toHaveLength(1);
+  });
+
+  test('BUG: a final event with a duplicated top-level "response" key shows the client the provider\'s credits_used (0), not the gateway\'s', async () => {
+    const response = responseObject('completed', 'Pay me', responsesUsage(4, 3));
+    // the gateway writes credits_used into the first "response" object; JSON readers keep the last one
+    const data = `{"type":"response.completed","sequence_number":9,"response":${JSON.stringify(response)},"response":${JSON.stringify({ ...response, credits_used: 0 })}}`;
+    provider.reply = () => ({ steps: [...responsesPrefix(['Pay', ' me']), { raw: `event: response.completed\ndata: ${data}\n\n` }] });
+    const stream = await client.responses.create({ model: 'test-model', input: INPUT, stream: true });
+    const { events } = await collect(stream);
+    const final = events.at(-1) as any;
+    expect(gateway.meterCalls).toHaveLength(1);
+    console.log(`duplicated "response" key: charged ${gateway.meterCalls[0]!.usage.total_tokens}, the client reads credits_used ${final.response.credits_used}`);
+    expect(final.response.credits_used).toBe(7);
+  });
+
+  test('a provider that skips response.created: the plain iteration still gets the final event with credits_used', async () => {
+    provider.reply = () => ({ steps: responsesSteps(['No', ' created']).slice(2) });
+    const stream = await client.responses.create({ model: 'test-model', input: INPUT, stream: true });
+    const { events, error } = await collect(stream);
+    expect(error).toBeUndefined();
+    expect((events.at(-1) as any).response.credits_used).toBeGreaterThan(0);
+  });
+});
