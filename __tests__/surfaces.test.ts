@@ -438,6 +438,9 @@ describe('Responses API, JSON, background and reads', () => {
         ? { json: { object: 'list', data: [{ id: 'msg_in1', type: 'message', role: 'user', status: 'completed', content: [{ type: 'input_text', text: INPUT }] }], first_id: 'msg_in1', last_id: 'msg_in1', has_more: false } }
         : { json: responseObject('completed', 'Stored answer', responsesUsage(3, 2)) };
     const c = sdk(gw);
+    // an account reads back only what it created through the gateway
+    const created = await c.responses.create({ model: 'test-model', input: INPUT });
+    expect(created.id).toBe(RESP_ID);
     const stored = await c.responses.retrieve(RESP_ID);
     expect(stored.output_text).toBe('Stored answer');
     expect((stored as any).credits_used).toBeUndefined();
@@ -449,18 +452,18 @@ describe('Responses API, JSON, background and reads', () => {
     expect(items.data).toHaveLength(1);
     expect(provider.last.path).toMatch(new RegExp(`^/v1/responses/${RESP_ID}/input_items`));
     await settle();
-    expect(reserves).toHaveLength(0);
-    expect(gw.meterCalls).toHaveLength(0);
+    expect(reserves).toHaveLength(1); // the create only
+    expect(gw.meterCalls).toHaveLength(1);
 
     // other methods on those paths are not passed through
     const del = await fetch(`${gw.url}/v1/responses/${RESP_ID}`, { method: 'DELETE', headers: { authorization: `Bearer ${KEY}` } });
     expect([404, 405]).toContain(del.status);
     const unauth = await fetch(`${gw.url}/v1/responses/${RESP_ID}`);
     expect(unauth.status).toBe(401);
-    expect(provider.requests).toHaveLength(2);
+    expect(provider.requests).toHaveLength(3);
   });
 
-  test('BUG: GET /v1/responses/{id} lets any account read another account\'s stored response (the pass-through uses the shared upstream key and never checks who created it)', async () => {
+  test('regression (was a BUG): GET /v1/responses/{id} does not let one account read another account\'s stored response (the pass-through uses the shared upstream key)', async () => {
     // two accounts on one gateway; alice creates a stored response, bob reads it by id
     const gw = await gatewayWith({ authenticate: (req) => ({ 'key-alice': { id: 'alice' }, 'key-bob': { id: 'bob' } })[String(req.headers.authorization).slice(7)] ?? null });
     const store = new Map<string, Record<string, unknown>>();
@@ -486,6 +489,51 @@ describe('Responses API, JSON, background and reads', () => {
     // bob must not get alice's response: 404 as if it did not exist
     expect(bobRead).toBeInstanceOf(APIError);
     expect((bobRead as APIError).status).toBe(404);
+  });
+  test('the owner check cannot be walked around with path tricks: no request of bob\'s reaches the provider naming alice\'s response', async () => {
+    const gw = await gatewayWith({ authenticate: (req) => ({ 'key-alice': { id: 'alice' }, 'key-bob': { id: 'bob' } })[String(req.headers.authorization).slice(7)] ?? null });
+    provider.reply = (req) =>
+      req.method === 'POST'
+        ? { json: responseObject('completed', 'mine', responsesUsage(5, 3), { id: req.headers.authorization === `Bearer ${UPSTREAM_KEY}` && String(req.json?.input).includes('alice') ? 'resp_alice' : 'resp_bob' }) }
+        : { json: { object: 'response', id: 'echo', output: [], path: req.path } };
+    await sdk(gw, 'key-alice').responses.create({ model: 'test-model', input: 'alice asks' });
+    await sdk(gw, 'key-bob').responses.create({ model: 'test-model', input: 'bob asks' });
+    const before = provider.requests.length;
+    const paths = [
+      '/v1/responses/resp_alice',
+      '/v1/responses/resp_alice/input_items',
+      '/v1/responses/resp_bob/../resp_alice',
+      '/v1/responses/resp_bob%2F..%2Fresp_alice',
+      '/v1/responses/resp_bob%2f..%2fresp_alice/input_items',
+      '/v1/responses/resp_bob/input_items/../../resp_alice',
+      '/v1/responses//resp_alice',
+      '/v1/responses/resp_alice?x=/resp_bob',
+      '/v1/responses/resp_bob?x=/../resp_alice',
+      '/v1/responses/%72esp_alice',
+      '/V1/Responses/resp_alice',
+      '/v1/responses/resp_bob;/../resp_alice',
+      '/v1/responses/resp_bob%00/../resp_alice',
+      '/v1/responses/resp_bob\\..\\resp_alice',
+      '/v1/./responses/resp_alice',
+    ];
+    const statuses: string[] = [];
+    for (const path of paths) {
+      const status = await new Promise<number>((resolve) => {
+        const r = http.request(`${gw.url}${path}`, { method: 'GET', headers: { authorization: 'Bearer key-bob' } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        r.on('error', () => resolve(-1));
+        r.end();
+      });
+      statuses.push(`${status} ${path}`);
+    }
+    console.log(`bob's tricky reads:\n${statuses.join('\n')}`);
+    // a query string is the provider's to read as parameters, not as a path: only the path part counts
+    const leaked = provider.requests.slice(before).filter((r) => /alice/.test(decodeURIComponent(r.path.split('?')[0]!)));
+    expect(leaked.map((r) => r.path)).toEqual([]);
+    // bob reads his own
+    expect((await sdk(gw, 'key-bob').responses.retrieve('resp_bob')).id).toBe('echo');
   });
 });
 
@@ -687,7 +735,7 @@ describe('Completions (legacy)', () => {
     expect(provider.requests).toHaveLength(0);
   });
 
-  test('BUG: a token-array prompt is billed by its length (not twice): the reserved and estimated prompt tokens are about the number of tokens sent', async () => {
+  test('regression (was a BUG): a token-array prompt is billed by its length (not twice): the reserved and estimated prompt tokens are about the number of tokens sent', async () => {
     const reserves: ReserveContext<Account>[] = [];
     const gw = await gatewayWith({ reserve: (ctx) => void reserves.push(ctx) });
     const tokens = Array.from({ length: 400 }, (_, i) => 1000 + i);
@@ -783,7 +831,7 @@ describe('Embeddings', () => {
     expect(gateway.meterCalls).toHaveLength(3);
   });
 
-  test('BUG: an embeddings provider reporting completion_tokens gets them billed, though an embedding generates nothing (worst case 0)', async () => {
+  test('regression (was a BUG): an embeddings provider reporting completion_tokens does not get them billed (an embedding generates nothing; worst case 0)', async () => {
     provider.reply = (req) => ({ json: embeddingsJson(req.json, { prompt_tokens: 7, completion_tokens: 100_000, total_tokens: 100_007 }) });
     const answer = await client.embeddings.create({ model: 'text-embedding-test', input: 'hello', encoding_format: 'float' });
     const meter = gateway.meterCalls[0]!;
@@ -792,7 +840,7 @@ describe('Embeddings', () => {
     expect(meter.usage.total_tokens).toBe(7);
   });
 
-  test('BUG: token-array inputs are billed by their length (not twice) when the provider sends no usage', async () => {
+  test('regression (was a BUG): token-array inputs are billed by their length (not twice) when the provider sends no usage', async () => {
     const reserves: ReserveContext<Account>[] = [];
     const gw = await gatewayWith({ reserve: (ctx) => void reserves.push(ctx) });
     provider.reply = (req) => ({ json: embeddingsJson(req.json, null) });
