@@ -37,8 +37,16 @@ const KEYS = {
   markdown: 'page-key-markdown',
   turns: 'page-key-turns',
   elapsed: 'page-key-elapsed',
+  responses: 'page-key-responses',
+  responsesStop: 'page-key-responses-stop',
+  responsesFail: 'page-key-responses-fail',
+  responsesTurns: 'page-key-responses-turns',
+  responsesTools: 'page-key-responses-tools',
 };
+/** What GET /v1/models lists that can chat: the mock's list without mock-embed (an embedding model). */
 const MOCK_MODELS = ['mock-1', 'mock-slow', 'mock-error', 'mock-garbage', 'mock-429', 'mock-stall', 'mock-no-usage'];
+const API_STORAGE = 'infery-stream.api';
+type Api = 'chat' | 'responses';
 
 let mock: MockProvider;
 let server: http.Server;
@@ -51,11 +59,21 @@ const used = (key: string): number => created.ledger.balanceOf(key)!.used;
 const text = async (selector: string): Promise<string> => (await page.textContent(selector))?.trim() ?? '';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Opens the page as the banner's link does (`/?key=…`) and waits for the balance and the models. */
-async function openPage(key: string): Promise<void> {
-  await page.goto(`${url}/?key=${encodeURIComponent(key)}`);
+/**
+ * Opens the page as the banner's link does (`/?key=…`, plus `extra` parameters), waits for the balance and the
+ * models, and sets the API toggle (kept in sessionStorage, so each test says which it wants).
+ */
+async function openPage(key: string, api: Api = 'chat', extra = ''): Promise<void> {
+  await page.goto(`${url}/?key=${encodeURIComponent(key)}${extra}`);
   await page.waitForFunction(() => document.querySelector('#balance')?.textContent !== '');
   await page.waitForSelector('select#model option[value="mock-1"]', { state: 'attached' });
+  await page.check(`#api-${api}`);
+}
+
+/** The key's ledger line through the API, as a client would read it. */
+async function credits(key: string): Promise<{ balance: number; used: number }> {
+  const res = await fetch(`${url}/v1/credits`, { headers: { authorization: `Bearer ${key}` } });
+  return ((await res.json()) as { data: { balance: number; used: number } }).data;
 }
 
 /** Sends `prompt` (on the selected model) and waits until the answer is done. */
@@ -65,11 +83,19 @@ async function ask(prompt: string): Promise<void> {
   await page.waitForFunction(() => document.querySelector('#status')?.textContent?.startsWith('done'));
 }
 
-/** The bodies of the page's POST /v1/chat/completions requests, recorded while `fn` runs. */
-async function recordingRequests(fn: () => Promise<void>): Promise<Array<{ model: string; messages: Array<{ role: string; content: string | null }> }>> {
-  const bodies: Array<{ model: string; messages: Array<{ role: string; content: string | null }> }> = [];
+interface RecordedBody {
+  model: string;
+  stream?: boolean;
+  messages: Array<{ role: string; content: string | null }>;
+  input: Array<{ role: string; content: string }>;
+  previous_response_id?: string;
+}
+
+/** The bodies of the page's POST requests to `endpoint` (chat completions by default), recorded while `fn` runs. */
+async function recordingRequests(fn: () => Promise<void>, endpoint = '/v1/chat/completions'): Promise<RecordedBody[]> {
+  const bodies: RecordedBody[] = [];
   const listener = (req: import('playwright-core').Request): void => {
-    if (req.method() === 'POST' && new URL(req.url()).pathname === '/v1/chat/completions') bodies.push(req.postDataJSON());
+    if (req.method() === 'POST' && new URL(req.url()).pathname === endpoint) bodies.push(req.postDataJSON());
   };
   page.on('request', listener);
   try {
@@ -237,6 +263,7 @@ test('shows an HTTP error in OpenAI shape', async () => {
   await page.goto(`${url}/?key=not-a-key`);
   // GET /v1/models is refused too: the model is typed in a text field instead
   await page.waitForSelector('input#model');
+  await page.check('#api-chat');
   await page.fill('#model', 'mock-1');
   await page.click('#send');
   await page.waitForFunction(() => document.querySelector('#error')?.textContent !== '');
@@ -306,6 +333,9 @@ test('lists the models from GET /v1/models in a select', async () => {
   await openPage(KEYS.text);
   expect(await page.locator('select#model').count()).toBe(1);
   const options = await page.locator('#model option').evaluateAll((os) => os.map((o) => (o as HTMLOptionElement).value));
+  // the mock lists mock-embed too: an embedding model cannot chat, so it is left out
+  const listed = ((await (await fetch(`${url}/v1/models`, { headers: { authorization: `Bearer ${KEYS.text}` } })).json()) as { data: Array<{ id: string }> }).data.map((m) => m.id);
+  expect(listed).toContain('mock-embed');
   expect(options).toEqual(MOCK_MODELS);
   expect(await page.inputValue('#model')).toBe('mock-1');
 });
@@ -356,4 +386,205 @@ test('shows the elapsed time while waiting and streaming, then time to first tok
   expect(total).toBeGreaterThan(ttft);
   expect(await text('#elapsed')).toMatch(/^first token \d+ ms · total \d+\.\d s$/);
   await page.waitForFunction(() => document.querySelector('#credits')?.textContent !== '', undefined, { timeout: 5_000 });
+});
+
+// ---- The Responses API toggle --------------------------------------------------------------------------------
+
+/** Samples the output's text length every 60 ms until the status says done (or 80 samples). */
+async function sampleWhileStreaming(): Promise<number[]> {
+  const lengths: number[] = [];
+  for (let i = 0; i < 80; i++) {
+    lengths.push((await page.textContent('#output'))?.length ?? 0);
+    if ((await text('#status')).startsWith('done')) break;
+    await sleep(60);
+  }
+  return lengths;
+}
+
+test('with the API toggle on Responses, streams the answer from POST /v1/responses token by token and shows its credits_used', async () => {
+  await openPage(KEYS.responses, 'responses');
+  expect(await page.evaluate((k) => sessionStorage.getItem(k), API_STORAGE)).toBe('responses');
+  expect(await text('#endpoint')).toBe('POST /v1/responses');
+  const before = await credits(KEYS.responses);
+  let lengths: number[] = [];
+  const chatBodies = await recordingRequests(async () => {
+    const bodies = await recordingRequests(async () => {
+      await page.fill('#prompt', PROMPT);
+      await page.click('#send');
+      lengths = await sampleWhileStreaming();
+      await page.waitForFunction(() => document.querySelector('#status')?.textContent?.startsWith('done'));
+    }, '/v1/responses');
+    expect(bodies).toHaveLength(1);
+    expect(bodies[0]!.model).toBe('mock-1');
+    expect(bodies[0]!.stream).toBe(true);
+    expect(bodies[0]!.input).toEqual([{ role: 'user', content: PROMPT }]);
+    expect(bodies[0]!.messages).toBeUndefined();
+    expect(bodies[0]!.previous_response_id).toBeUndefined();
+  });
+  expect(chatBodies).toHaveLength(0);
+
+  const final = await text('#output');
+  expect(final).toMatch(/^You said: "Write a haiku about TCP"\. Streaming lets a reader/);
+  expect(await text('#status')).toBe('done · status completed');
+  const partial = [...new Set(lengths.filter((n) => n > 0 && n < final.length))];
+  expect(partial.length).toBeGreaterThanOrEqual(4);
+  expect(partial).toEqual([...partial].sort((a, b) => a - b));
+  expect(partial[0]!).toBeLessThan(final.length / 2);
+
+  // credits_used from response.completed, equal to what the ledger charged
+  const after = await credits(KEYS.responses);
+  const charged = after.used - before.used;
+  expect(charged).toBeGreaterThan(0);
+  expect(Number(await text('#credits'))).toBe(charged);
+  expect(await text('.turn.assistant .cost')).toBe(`· ${charged} credits`);
+  expect(await text('.turn.assistant .via')).toBe('/v1/responses');
+  expect(Number(await text('#ttft'))).toBeGreaterThan(0);
+  await page.waitForFunction((u) => document.querySelector('#used')?.textContent === String(u), after.used);
+  expect(Number(await text('#balance'))).toBeCloseTo(after.balance, 6);
+  expect(await text('#error')).toBe('');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page-responses.png'), fullPage: true });
+});
+
+test('Responses: Stop aborts a slow answer and shows the charge of the stopped generation', async () => {
+  // What the whole answer costs: the same input, non-streaming, on mock-1 (same words, same price as mock-slow).
+  const ref = await fetch(`${url}/v1/responses`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${KEYS.reference}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ model: 'mock-1', input: [{ role: 'user', content: PROMPT }] }),
+  });
+  const fullCharge = ((await ref.json()) as { credits_used: number }).credits_used;
+  expect(fullCharge).toBeGreaterThan(0);
+
+  await openPage(KEYS.responsesStop, 'responses');
+  await page.selectOption('#model', 'mock-slow');
+  await page.fill('#prompt', PROMPT);
+  await page.click('#send');
+  await page.waitForFunction(() => (document.querySelector('#output')?.textContent ?? '').split(' ').length >= 2, undefined, { timeout: 5_000 });
+  await page.click('#stop');
+  await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'stopped');
+  const atStop = await text('#output');
+  expect(atStop).toMatch(/^You said/);
+
+  await page.waitForFunction(() => document.querySelector('#credits')?.textContent !== '', undefined, { timeout: 5_000 });
+  const charged = (await credits(KEYS.responsesStop)).used;
+  expect(charged).toBe(used(KEYS.responsesStop));
+  expect(charged).toBeGreaterThan(0);
+  expect(charged).toBeLessThan(fullCharge / 2);
+  expect(Number(await text('#credits'))).toBeCloseTo(charged, 6);
+  expect(await text('.turn.assistant .cost')).toBe(`· ${Number(await text('#credits'))} credits`);
+  expect(await text('#credits-note')).toMatch(/^Stopped: charged only for the tokens produced before Stop/);
+  await page.waitForFunction((u) => Number(document.querySelector('#used')?.textContent) === u, charged);
+
+  // More than a mock-slow word gap later, nothing more arrived and nothing more was charged.
+  await sleep(1_300);
+  expect(await text('#output')).toBe(atStop);
+  expect(used(KEYS.responsesStop)).toBe(charged);
+  expect(await page.isDisabled('#stop')).toBe(true);
+  expect(await page.isEnabled('#send')).toBe(true);
+  expect(await text('.turn.assistant[data-outcome="stopped"] .content')).toBe(atStop);
+  expect(await text('.turn.assistant .meta')).toBe('stopped');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page-responses-stopped.png'), fullPage: true });
+});
+
+test('Responses: the mid-stream error event (mock-fail) and an HTTP 429 are shown', async () => {
+  // mock-fail is not listed by GET /v1/models: ?model= adds it to the select
+  await openPage(KEYS.responsesFail, 'responses', '&model=mock-fail');
+  expect(await page.inputValue('#model')).toBe('mock-fail');
+  await page.fill('#prompt', PROMPT);
+  await page.click('#send');
+  await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'failed mid-stream');
+  expect(await text('#error')).toBe('The stream failed mid-answer: The mock provider failed mid-response (mock-fail). (server_error)');
+  expect(await text('#output')).toMatch(/^You said/);
+  expect(await text('.turn.assistant .meta')).toBe('failed');
+  // the words produced before the failure are charged, and that charge is shown
+  await page.waitForFunction(() => document.querySelector('#credits')?.textContent !== '', undefined, { timeout: 5_000 });
+  const charged = (await credits(KEYS.responsesFail)).used;
+  expect(charged).toBeGreaterThan(0);
+  expect(Number(await text('#credits'))).toBeCloseTo(charged, 6);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page-responses-error.png'), fullPage: true });
+
+  // mock-429: refused before any event, HTTP 429 in OpenAI's error shape; the turn is taken back
+  await page.click('#new-chat');
+  await page.selectOption('#model', 'mock-429');
+  await page.fill('#prompt', PROMPT);
+  await page.click('#send');
+  await page.waitForFunction(() => document.querySelector('#status')?.textContent === 'error 429');
+  expect(await text('#error')).toMatch(/^HTTP 429: .*Rate limit reached for mock-429.* \(rate_limit_exceeded\)$/);
+  expect(await page.locator('#transcript .turn').count()).toBe(0);
+  expect(await page.inputValue('#prompt')).toBe(PROMPT);
+  expect((await credits(KEYS.responsesFail)).used).toBe(charged);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page-responses-429.png'), fullPage: true });
+});
+
+test('Responses: a streamed function_call item renders like a chat tool call, and the next turn sends it back as input items', async () => {
+  await openPage(KEYS.responsesTools, 'responses');
+  await page.check('#tools');
+  try {
+    const bodies = await recordingRequests(async () => {
+      await page.fill('#prompt', 'What is the weather in Paris?');
+      await page.click('#send');
+      await page.waitForSelector('#toolcalls .toolcall');
+      await page.waitForFunction(() => document.querySelector('#status')?.textContent?.startsWith('done'));
+      expect(await text('#toolcalls .toolcall .name')).toBe('get_weather()');
+      expect(JSON.parse(await text('#toolcalls .toolcall .arguments'))).toHaveProperty('location');
+      expect(await text('#output')).toBe('');
+      expect(Number(await text('#credits'))).toBe(used(KEYS.responsesTools));
+      await page.uncheck('#tools');
+      await ask('thanks, and now?');
+    }, '/v1/responses');
+    expect(bodies).toHaveLength(2);
+    expect(bodies[0]!.input).toEqual([{ role: 'user', content: 'What is the weather in Paris?' }]);
+    expect((bodies[0] as unknown as { tools: Array<{ type: string; name: string }> }).tools).toEqual([expect.objectContaining({ type: 'function', name: 'get_weather' })]);
+    const items = bodies[1]!.input as unknown as Array<Record<string, unknown>>;
+    expect(items.map((i) => i.type ?? i.role)).toEqual(['user', 'function_call', 'function_call_output', 'user']);
+    expect(items[1]).toMatchObject({ name: 'get_weather', call_id: expect.stringMatching(/^call_/) });
+    expect(items[2]!.call_id).toBe(items[1]!.call_id);
+    expect(await page.locator('#transcript .turn.assistant .content').last().textContent()).toMatch(/^You said: "thanks, and now\?"/);
+  } finally {
+    await page.uncheck('#tools');
+  }
+});
+
+test('the API toggle persists across a reload; Responses keeps a multi-turn conversation as input messages; chat completions still works', async () => {
+  await openPage(KEYS.responsesTurns, 'responses');
+  await page.reload();
+  await page.waitForSelector('select#model option[value="mock-1"]', { state: 'attached' });
+  expect(await page.isChecked('#api-responses')).toBe(true);
+  expect(await page.isChecked('#api-chat')).toBe(false);
+  expect(await text('#endpoint')).toBe('POST /v1/responses');
+
+  const bodies = await recordingRequests(async () => {
+    await ask('first question about sockets');
+    await ask('second question about ports');
+  }, '/v1/responses');
+  expect(bodies).toHaveLength(2);
+  expect(bodies[0]!.input).toEqual([{ role: 'user', content: 'first question about sockets' }]);
+  const second = bodies[1]!.input;
+  expect(second.map((m) => m.role)).toEqual(['user', 'assistant', 'user']);
+  expect(second[0]!.content).toBe('first question about sockets');
+  expect(second[1]!.content).toMatch(/^You said: "first question about sockets"\. Streaming lets a reader/);
+  expect(second[2]!.content).toBe('second question about ports');
+  expect(bodies.every((b) => b.previous_response_id === undefined)).toBe(true);
+  const answers = await page.locator('#transcript .turn.assistant .content').allTextContents();
+  expect(answers[1]).toMatch(/^You said: "second question about ports"/);
+
+  // switched back to chat completions, the same conversation goes on as messages
+  await page.check('#api-chat');
+  expect(await page.evaluate((k) => sessionStorage.getItem(k), API_STORAGE)).toBe('chat');
+  expect(await text('#endpoint')).toBe('POST /v1/chat/completions');
+  const before = used(KEYS.responsesTurns);
+  const chatBodies = await recordingRequests(() => ask('third question, over chat'));
+  expect(chatBodies).toHaveLength(1);
+  expect(chatBodies[0]!.messages.map((m) => m.role)).toEqual(['user', 'assistant', 'user', 'assistant', 'user']);
+  expect(chatBodies[0]!.messages[4]!.content).toBe('third question, over chat');
+  expect(await text('#status')).toMatch(/^done · finish_reason stop$/);
+  const lastAnswer = page.locator('#transcript .turn.assistant').last();
+  expect(await lastAnswer.locator('.via').textContent()).toBe('/v1/chat/completions');
+  expect(await lastAnswer.locator('.content').textContent()).toMatch(/^You said: "third question, over chat"/);
+  expect(Number(await text('#credits'))).toBeCloseTo(used(KEYS.responsesTurns) - before, 6);
+  await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page-mixed-apis.png'), fullPage: true });
+
+  await page.reload();
+  await page.waitForSelector('select#model option[value="mock-1"]', { state: 'attached' });
+  expect(await page.isChecked('#api-chat')).toBe(true);
 });

@@ -1,7 +1,7 @@
-// The chat page: a multi-turn conversation streamed from POST /v1/chat/completions and read with
-// readGatewayStream (lib/stream-reader.ts, served as /stream-reader.js from its browser build). The assistant's
-// Markdown is rendered with marked and sanitised with DOMPurify (served from node_modules as /vendor/*.js).
-// No framework.
+// The chat page: a multi-turn conversation streamed from POST /v1/chat/completions, or from POST /v1/responses
+// (the Responses API, chosen with the API toggle), and read with readGatewayStream (lib/stream-reader.ts, served
+// as /stream-reader.js from its browser build). The assistant's Markdown is rendered with marked and sanitised
+// with DOMPurify (served from node_modules as /vendor/*.js). No framework.
 
 import { marked } from '/vendor/marked.js';
 import DOMPurify from '/vendor/purify.js';
@@ -11,6 +11,7 @@ const els = {
   form: $('form'), key: $('key'), modelSlot: $('model-slot'), prompt: $('prompt'), tools: $('tools'), send: $('send'), stop: $('stop'),
   newChat: $('new-chat'), transcript: $('transcript'), credits: $('credits'), creditsNote: $('credits-note'), ttft: $('ttft'),
   total: $('total'), balance: $('balance'), used: $('used'), error: $('error'), status: $('status'), elapsed: $('elapsed'),
+  endpoint: $('endpoint'),
 };
 /** The model control: a <select> of GET /v1/models, or a text field when that call fails. */
 const modelControl = () => /** @type {HTMLInputElement | HTMLSelectElement} */ (document.getElementById('model'));
@@ -28,6 +29,9 @@ const WEATHER_TOOL = {
     },
   },
 };
+
+/** The same tool in the Responses API's shape (name and parameters at the top level). */
+const RESPONSES_WEATHER_TOOL = { type: 'function', ...WEATHER_TOOL.function };
 
 // ---- Markdown, sanitised ----------------------------------------------------------------------------------
 
@@ -68,6 +72,28 @@ if (keyFromUrl !== null) {
 els.key.value = sessionStorage.getItem(KEY_STORAGE) ?? '';
 const wantedModel = params.get('model');
 const currentKey = () => els.key.value.trim();
+
+// ---- The API: Chat Completions or Responses, a toggle kept in sessionStorage ---------------------------------
+
+const API_STORAGE = 'infery-stream.api';
+const APIS = {
+  chat: { path: '/v1/chat/completions', label: 'Chat Completions' },
+  responses: { path: '/v1/responses', label: 'Responses' },
+};
+/** @returns {'chat' | 'responses'} the API the next message goes to */
+const currentApi = () => (/** @type {HTMLInputElement | null} */ (document.querySelector('input[name="api"]:checked'))?.value === 'responses' ? 'responses' : 'chat');
+function apiChanged() {
+  const api = currentApi();
+  sessionStorage.setItem(API_STORAGE, api);
+  els.endpoint.textContent = `POST ${APIS[api].path}`;
+}
+{
+  const stored = sessionStorage.getItem(API_STORAGE);
+  const radio = /** @type {HTMLInputElement | null} */ (document.getElementById(`api-${stored}`));
+  if (stored && stored in APIS && radio) radio.checked = true;
+  els.endpoint.textContent = `POST ${APIS[currentApi()].path}`;
+}
+for (const radio of document.querySelectorAll('input[name="api"]')) radio.addEventListener('change', apiChanged);
 
 // ---- State ------------------------------------------------------------------------------------------------
 
@@ -118,7 +144,10 @@ async function refreshBalance() {
   }
 }
 
-/** GET /v1/models (with the key) into the select; a text field when the call fails. */
+/** Models listed by GET /v1/models that cannot chat: embedding models (`text-embedding-3-small`, `mock-embed`, …). */
+const notForChat = (id) => /embed/i.test(id);
+
+/** GET /v1/models (with the key) into the select, without embedding models; a text field when the call fails. */
 async function loadModels() {
   const previous = modelControl().value || wantedModel || '';
   let ids = null;
@@ -127,7 +156,7 @@ async function loadModels() {
       const res = await fetch('/v1/models', { headers: auth(), cache: 'no-store' });
       if (res.ok) {
         const body = await res.json();
-        ids = Array.isArray(body?.data) ? body.data.map((m) => m?.id).filter((id) => typeof id === 'string' && id) : null;
+        ids = Array.isArray(body?.data) ? body.data.map((m) => m?.id).filter((id) => typeof id === 'string' && id && !notForChat(id)) : null;
       }
     } catch {
       ids = null;
@@ -186,21 +215,37 @@ function turnElement(role, label) {
   return { turn, head, content };
 }
 
-/** Appends the user's turn and an empty assistant turn; the latter's parts carry the ids #output and #toolcalls. */
-function startTurn(prompt) {
+/**
+ * Appends the user's turn and an empty assistant turn; the latter's parts carry the ids #output and #toolcalls.
+ * The assistant's head names the endpoint that answered, then its outcome (`meta`) and its charge (`cost`).
+ */
+function startTurn(prompt, api) {
   for (const id of ['output', 'toolcalls']) document.getElementById(id)?.removeAttribute('id');
   turnElement('user', 'You').content.textContent = prompt;
   const { turn, head, content } = turnElement('assistant', 'Assistant');
+  turn.dataset.api = api;
+  const via = document.createElement('span');
+  via.className = 'via';
+  via.textContent = APIS[api].path;
+  via.title = `Answered by POST ${APIS[api].path} (${APIS[api].label} API)`;
   const meta = document.createElement('span');
   meta.className = 'meta';
-  head.append(meta);
+  const cost = document.createElement('span');
+  cost.className = 'cost';
+  head.append(via, meta, cost);
   content.id = 'output';
   const toolcalls = document.createElement('div');
   toolcalls.className = 'toolcalls';
   toolcalls.id = 'toolcalls';
   turn.append(toolcalls);
   turn.scrollIntoView({ block: 'nearest' });
-  return { turn, meta, output: content, toolcalls };
+  return { turn, meta, cost, output: content, toolcalls };
+}
+
+/** Shows what an answer cost: in the stats (this answer) and in its turn's head. */
+function showCredits(view, credits) {
+  els.credits.textContent = String(credits);
+  view.cost.textContent = `· ${credits} credits`;
 }
 
 function renderToolCalls(view, calls) {
@@ -238,6 +283,23 @@ function rememberAnswer(text, calls) {
   }
 }
 
+/**
+ * The conversation (chat messages) as Responses API input items: user and assistant messages with string
+ * content, an assistant's tool calls as function_call items, the tool answers as function_call_output items.
+ */
+function toResponsesInput(messages) {
+  const input = [];
+  for (const m of messages) {
+    if (m.role === 'tool') {
+      input.push({ type: 'function_call_output', call_id: m.tool_call_id, output: m.content });
+      continue;
+    }
+    if (typeof m.content === 'string' && m.content !== '') input.push({ role: m.role, content: m.content });
+    for (const call of m.tool_calls ?? []) input.push({ type: 'function_call', call_id: call.id, name: call.function.name, arguments: call.function.arguments });
+  }
+  return input;
+}
+
 function clearAnswerStats() {
   for (const el of [els.error, els.credits, els.ttft, els.total, els.creditsNote, els.elapsed]) el.textContent = '';
 }
@@ -251,7 +313,7 @@ function setBusy(busy) {
  * After a Stop (or a mid-stream failure) the gateway settles what was produced a moment later: poll
  * GET /v1/generation?id=<X-Generation-Id> until this generation's record is there, and show its charge.
  */
-async function chargeAfterStop(generationId, note) {
+async function chargeAfterStop(generationId, note, view) {
   for (let i = 0; i < 20 && generationId; i++) {
     await new Promise((r) => setTimeout(r, 150));
     const res = await fetch(`/v1/generation?id=${encodeURIComponent(generationId)}`, { headers: auth(), cache: 'no-store' });
@@ -259,12 +321,124 @@ async function chargeAfterStop(generationId, note) {
       const { data } = await res.json();
       // the balance first, so the charge and the balance appear together (the record exists: it is settled)
       await refreshBalance();
-      els.credits.textContent = String(round(data.credits_used));
+      showCredits(view, round(data.credits_used));
       els.creditsNote.textContent = note;
       return;
     }
   }
   await refreshBalance();
+}
+
+// ---- Reading the two kinds of stream into one answer ------------------------------------------------------------
+
+/**
+ * @typedef {import('../../lib/stream-reader').ToolCall} ToolCall
+ * @typedef {{ onText(delta: string, text: string): void, onToolCalls(calls: ToolCall[]): void }} AnswerHandlers
+ * @typedef {object} Answer what a stream produced, whichever the API
+ * @property {string} text
+ * @property {ToolCall[]} calls
+ * @property {'done' | 'incomplete' | 'failed' | 'ended-early'} outcome `failed`: the response said so (response.failed)
+ * @property {string} summary for the status line, e.g. `finish_reason stop` or `status completed`
+ * @property {number} [creditsUsed] the gateway's charge for it, when the stream carried it
+ * @property {string} [error] why it failed (outcome `failed`)
+ */
+
+/** A Chat Completions stream: `choices[0].delta`, the gateway's usage chunk with `credits_used`, then `[DONE]`. */
+async function readChatStream(readGatewayStream, stream, handlers) {
+  const result = await readGatewayStream(stream, handlers);
+  return /** @type {Answer} */ ({
+    text: result.text,
+    calls: result.toolCalls,
+    outcome: result.done ? 'done' : 'ended-early',
+    summary: `finish_reason ${result.finishReason ?? 'none'}`,
+    creditsUsed: result.creditsUsed,
+  });
+}
+
+const TERMINAL_EVENTS = new Set(['response.completed', 'response.incomplete', 'response.failed', 'response.cancelled']);
+
+/**
+ * A Responses API stream: typed events (`event: response.output_text.delta`, …), no `[DONE]`; the final
+ * response.completed / .incomplete / .failed carries the response with its usage and the gateway's
+ * `credits_used`. readGatewayStream parses the events and hands each one to `onChunk`; a mid-stream
+ * `event: error` makes it throw a GatewayStreamError, as a chat stream's error event does.
+ */
+async function readResponsesStream(readGatewayStream, stream, handlers) {
+  let text = '';
+  /** The output item and content part the last text came from: a new part starts a new paragraph. */
+  let lastPart = null;
+  /** @type {Map<number, ToolCall>} function_call items by output_index */
+  const calls = new Map();
+  /** @type {{ type: string, response: any } | null} */
+  let final = null;
+  const callList = () => [...calls.values()].sort((a, b) => a.index - b.index).map((c) => ({ ...c, function: { ...c.function } }));
+  const addText = (event) => {
+    if (typeof event.delta !== 'string' || event.delta === '') return;
+    const part = `${event.output_index ?? 0}:${event.content_index ?? 0}`;
+    if (lastPart !== null && part !== lastPart && text !== '') text += '\n\n';
+    lastPart = part;
+    text += event.delta;
+    handlers.onText(event.delta, text);
+  };
+  const callAt = (event) => calls.get(typeof event.output_index === 'number' ? event.output_index : -1);
+
+  await readGatewayStream(stream, {
+    onChunk(event) {
+      switch (event.type) {
+        case 'response.output_text.delta':
+        case 'response.refusal.delta':
+          addText(event);
+          break;
+        case 'response.output_item.added':
+        case 'response.output_item.done': {
+          const item = event.item;
+          if (item?.type !== 'function_call' || typeof event.output_index !== 'number') break;
+          const call = calls.get(event.output_index) ?? { index: event.output_index, type: 'function', function: { name: '', arguments: '' } };
+          if (typeof item.call_id === 'string' && item.call_id) call.id = item.call_id;
+          if (typeof item.name === 'string' && item.name) call.function.name = item.name;
+          if (typeof item.arguments === 'string' && item.arguments.length >= call.function.arguments.length) call.function.arguments = item.arguments;
+          calls.set(event.output_index, call);
+          handlers.onToolCalls(callList());
+          break;
+        }
+        case 'response.function_call_arguments.delta': {
+          const call = callAt(event);
+          if (!call || typeof event.delta !== 'string') break;
+          call.function.arguments += event.delta;
+          handlers.onToolCalls(callList());
+          break;
+        }
+        case 'response.function_call_arguments.done': {
+          const call = callAt(event);
+          if (!call || typeof event.arguments !== 'string') break;
+          call.function.arguments = event.arguments;
+          handlers.onToolCalls(callList());
+          break;
+        }
+        default:
+          if (TERMINAL_EVENTS.has(event.type)) final = { type: event.type, response: event.response ?? {} };
+      }
+    },
+  });
+
+  const answer = /** @type {Answer} */ ({ text, calls: callList(), outcome: 'ended-early', summary: 'no final event' });
+  if (!final) return answer;
+  const response = final.response;
+  if (typeof response.credits_used === 'number') answer.creditsUsed = response.credits_used;
+  const status = typeof response.status === 'string' ? response.status : final.type.slice('response.'.length);
+  if (final.type === 'response.completed') {
+    answer.outcome = 'done';
+    answer.summary = `status ${status}`;
+  } else if (final.type === 'response.incomplete') {
+    answer.outcome = 'incomplete';
+    answer.summary = `incomplete: ${response.incomplete_details?.reason ?? 'no reason given'}`;
+  } else {
+    answer.outcome = 'failed';
+    answer.summary = status;
+    const error = response.error;
+    answer.error = `The response ${status === 'cancelled' ? 'was cancelled' : 'failed'}: ${error?.message ?? 'no reason given'}${error?.code ? ` (${error.code})` : ''}`;
+  }
+  return answer;
 }
 
 async function send(event) {
@@ -278,14 +452,17 @@ async function send(event) {
   const { readGatewayStream, GatewayStreamError } = await reader;
   const userMessage = { role: 'user', content: prompt };
   const chat = chatId;
-  const body = {
-    model: modelControl().value.trim(),
-    stream: true,
-    messages: [...conversation, userMessage],
-    ...(els.tools.checked ? { tools: [WEATHER_TOOL] } : {}),
-  };
+  const api = currentApi();
+  const model = modelControl().value.trim();
+  const messages = [...conversation, userMessage];
+  // The conversation is kept as chat messages and sent whole each time in the chosen API's shape, so one
+  // conversation can switch API between turns. Responses: stateless, no previous_response_id, nothing stored.
+  const body =
+    api === 'responses'
+      ? { model, stream: true, store: false, input: toResponsesInput(messages), ...(els.tools.checked ? { tools: [RESPONSES_WEATHER_TOOL] } : {}) }
+      : { model, stream: true, messages, ...(els.tools.checked ? { tools: [WEATHER_TOOL] } : {}) };
   clearAnswerStats();
-  const view = startTurn(prompt);
+  const view = startTurn(prompt, api);
   els.prompt.value = '';
   let generationId = null;
 
@@ -340,7 +517,7 @@ async function send(event) {
 
   try {
     await refreshBalance();
-    const res = await fetch('/v1/chat/completions', {
+    const res = await fetch(APIS[api].path, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json', ...auth() },
       body: JSON.stringify(body),
@@ -357,7 +534,8 @@ async function send(event) {
       setStatus('error', `error ${res.status}`);
       return;
     }
-    const result = await readGatewayStream(res.body, {
+    /** @type {AnswerHandlers} */
+    const handlers = {
       onText(_delta, whole) {
         first();
         text = whole;
@@ -368,17 +546,36 @@ async function send(event) {
         calls = toolCalls;
         renderToolCalls(view, toolCalls);
       },
-    });
-    text = result.text ?? text;
-    calls = result.toolCalls ?? calls;
-    finish(result.done ? 'done' : 'ended-early', true);
-    if (result.creditsUsed !== undefined) els.credits.textContent = String(result.creditsUsed);
-    else els.creditsNote.textContent = 'The gateway sent no credits chunk for this answer.';
-    if (result.done) setStatus('done', `done · finish_reason ${result.finishReason ?? 'none'}`);
-    else {
+    };
+    const answer = api === 'responses' ? await readResponsesStream(readGatewayStream, res.body, handlers) : await readChatStream(readGatewayStream, res.body, handlers);
+    text = answer.text ?? text;
+    calls = answer.calls ?? calls;
+    if (answer.outcome === 'failed') {
+      // response.failed: what arrived stays, as after a mid-stream error
+      finish('failed', true);
+      view.meta.textContent = 'failed';
+      showError(answer.error ?? 'The response failed.');
+      setStatus('error', 'failed mid-stream');
+      if (answer.creditsUsed !== undefined) showCredits(view, answer.creditsUsed);
+      else await chargeAfterStop(generationId, 'Failed: charged for the tokens produced before the failure (read from GET /v1/generation).', view);
+      await refreshBalance();
+      return;
+    }
+    finish(answer.outcome === 'ended-early' ? 'ended-early' : 'done', true);
+    if (answer.creditsUsed !== undefined) showCredits(view, answer.creditsUsed);
+    else els.creditsNote.textContent = api === 'responses' ? 'The final event carried no credits_used for this answer.' : 'The gateway sent no credits chunk for this answer.';
+    if (answer.outcome === 'done') setStatus('done', `done · ${answer.summary}`);
+    else if (answer.outcome === 'incomplete') {
+      view.meta.textContent = 'incomplete';
+      setStatus('done', `done · ${answer.summary}`);
+    } else {
       view.meta.textContent = 'incomplete';
       setStatus('error', 'ended early');
-      showError('The stream ended without [DONE]: the answer may be incomplete.');
+      showError(
+        api === 'responses'
+          ? 'The stream ended without response.completed: the answer may be incomplete.'
+          : 'The stream ended without [DONE]: the answer may be incomplete.',
+      );
     }
     await refreshBalance();
   } catch (err) {
@@ -389,7 +586,7 @@ async function send(event) {
       setStatus('stopped', 'stopped');
       controller = null;
       setBusy(false);
-      await chargeAfterStop(generationId, 'Stopped: charged only for the tokens produced before Stop (read from GET /v1/generation).');
+      await chargeAfterStop(generationId, 'Stopped: charged only for the tokens produced before Stop (read from GET /v1/generation).', view);
       return;
     }
     finish('failed', true);
@@ -397,7 +594,7 @@ async function send(event) {
     if (err instanceof GatewayStreamError) {
       showError(`The stream failed mid-answer: ${err.message} (${err.code})`);
       setStatus('error', 'failed mid-stream');
-      await chargeAfterStop(generationId, 'Failed mid-stream: charged for the tokens produced before the failure (read from GET /v1/generation).');
+      await chargeAfterStop(generationId, 'Failed mid-stream: charged for the tokens produced before the failure (read from GET /v1/generation).', view);
     } else {
       showError(`Request failed: ${err instanceof Error ? err.message : String(err)}`);
       setStatus('error', 'network error');
