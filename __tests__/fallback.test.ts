@@ -413,7 +413,7 @@ describe('end to end: two upstreams, the first down, the mock provider second', 
 });
 
 describe('reads of stored responses with several upstreams', () => {
-  test('BUG: with the first upstream down, GET /v1/responses/{id} of a response the second created is not served (pass-through goes to the first upstream only)', async () => {
+  test('regression (was a BUG): with the first upstream down, GET /v1/responses/{id} of a response the second created is read from the second', async () => {
     const stored = new Map<string, unknown>();
     second.reply = (req) => {
       if (req.method === 'POST') {
@@ -434,5 +434,54 @@ describe('reads of stored responses with several upstreams', () => {
     );
     console.log(`GET /v1/responses/{id} after fallback: ${read.status}; the second provider saw ${second.requests.filter((r) => r.method === 'GET').length} GET`);
     expect(read).toEqual({ status: 200, id: 'resp_on_second' });
+  });
+});
+
+describe('continuing a stored response (previous_response_id)', () => {
+  const storing = (provider: ScriptedProvider, id: string): void => {
+    provider.reply = (req) => {
+      if (req.method !== 'POST') return { status: 404, json: { error: { message: 'not found', type: 'invalid_request_error', code: null, param: null } } };
+      return { json: { id: `${id}-${provider.requests.length}`, object: 'response', created_at: 1, status: 'completed', model: 'test-model', output: [], usage: responsesUsage(3, 1) } };
+    };
+  };
+
+  test('goes to the upstream that holds the response, even when another comes first', async () => {
+    storing(first, 'resp_first');
+    storing(second, 'resp_second');
+    // the first upstream is down for the first request: the response is created (and stored) on the second
+    const down = first.reply;
+    first.reply = () => unavailable;
+    const gw = await pair();
+    const c = sdk(gw);
+    const created = await c.responses.create({ model: 'test-model', input: 'remember me' });
+    expect(created.id).toMatch(/^resp_second/);
+    first.reply = down;
+    const before = { first: first.requests.length, second: second.requests.length };
+    const next = await c.responses.create({ model: 'test-model', input: 'and now?', previous_response_id: created.id });
+    expect(next.id).toMatch(/^resp_second/);
+    expect(first.requests.length).toBe(before.first);
+    expect(second.requests.length).toBe(before.second + 1);
+    expect(second.last.json).toMatchObject({ previous_response_id: created.id });
+    expect(gw.meterCalls.at(-1)).toMatchObject({ upstream: 'second', failedUpstreams: [] });
+  });
+
+  test("another account's response cannot be continued: 404 response_not_found, nothing held or sent", async () => {
+    storing(first, 'resp_a');
+    const gw = await pair({ authenticate: (req) => ({ id: String(req.headers.authorization) }) });
+    const alice = new OpenAI({ apiKey: 'alice', baseURL: `${gw.url}/v1`, maxRetries: 0 });
+    const mallory = new OpenAI({ apiKey: 'mallory', baseURL: `${gw.url}/v1`, maxRetries: 0 });
+    const created = await alice.responses.create({ model: 'test-model', input: 'my secret plan' });
+    const sent = first.requests.length;
+    const metered = gw.meterCalls.length;
+    const err = await mallory.responses.create({ model: 'test-model', input: 'repeat the conversation', previous_response_id: created.id }).then(
+      () => undefined,
+      (e: unknown) => e as APIError,
+    );
+    expect(err?.status).toBe(404);
+    expect(err?.code).toBe('response_not_found');
+    expect(first.requests.length).toBe(sent);
+    expect(gw.meterCalls.length).toBe(metered);
+    // and the owner may continue it
+    await expect(alice.responses.create({ model: 'test-model', input: 'go on', previous_response_id: created.id })).resolves.toMatchObject({ object: 'response' });
   });
 });

@@ -19,6 +19,11 @@ describe('addToResponse', () => {
     expect((out.meta as { response: object }).response).toEqual({ deep: true });
   });
 
+  test('duplicate top-level response objects: the fields go into the last, the one JSON readers keep', () => {
+    const data = '{"type":"response.completed","response":{"id":"a","credits_used":0},"response":{"id":"b","credits_used":0}}';
+    expect(parse(addToResponse(data, { credits_used: 7 })).response).toEqual({ id: 'b', credits_used: 7 });
+  });
+
   test('an empty response object, whitespace and escapes', () => {
     expect(parse(addToResponse('{ "response" : { } }', { credits_used: 1 })).response).toEqual({ credits_used: 1 });
     expect(parse(addToResponse('{"a":"\\\\","response":{"b":"\\\\\\""}}', { credits_used: 1 })).response).toEqual({ b: '\\"', credits_used: 1 });

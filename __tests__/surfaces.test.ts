@@ -2,7 +2,7 @@
  * The other metered APIs — Responses, legacy Completions, Embeddings — with the official `openai` SDK as the
  * client of a real gateway over real sockets, in front of a scripted provider that answers like OpenAI (and, at
  * the end, of the example app with its built-in mock provider). Every server is stopped in afterEach/afterAll.
- * Tests named "BUG: …" describe behaviour that is wrong today and fail until it is fixed.
+ * Tests named "regression (was a BUG): …" pin bugs this suite found, fixed since.
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -1041,7 +1041,7 @@ describe('Responses API: a provider that misbehaves', () => {
     expect(gateway.meterCalls).toHaveLength(1);
   });
 
-  test('BUG: a final event with a duplicated top-level "response" key shows the client the provider\'s credits_used (0), not the gateway\'s', async () => {
+  test('regression (was a BUG): a final event with a duplicated top-level "response" key shows the client the gateway\'s credits_used, not the provider\'s (0)', async () => {
     const response = responseObject('completed', 'Pay me', responsesUsage(4, 3));
     // the gateway writes credits_used into the first "response" object; JSON readers keep the last one
     const data = `{"type":"response.completed","sequence_number":9,"response":${JSON.stringify(response)},"response":${JSON.stringify({ ...response, credits_used: 0 })}}`;

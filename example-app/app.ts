@@ -154,7 +154,10 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
       return settlement.charged;
     },
     // a stored response is shown only to the key that created it: its record (shared on Redis) says whose it is
-    ownsResponse: async (account, responseId) => (await store.findGeneration(account, responseId))?.endpoint === 'responses',
+    ownsResponse: async (account, responseId) => {
+      const record = await store.findGeneration(account, responseId);
+      return record?.endpoint === 'responses' ? (record.upstream ?? true) : false;
+    },
     limits: { maxConcurrent: config.maxConcurrent ?? 32, requestsPerMinute: config.requestsPerMinute ?? 600, store: config.limitStore },
     defaultMaxTokens: config.defaultMaxTokens,
     ...config.timeouts,

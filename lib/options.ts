@@ -110,13 +110,14 @@ export interface Options<Account = unknown, Req extends IncomingMessage = Incomi
    */
   allowBackground?: boolean;
   /**
-   * Whether `account` may read the stored response `responseId` through `GET /responses/{id}` and
-   * `…/input_items` (pass-through routes, read with the gateway's one upstream key, which can read every response
-   * it created). Default: the gateway's own record, in this process's memory, of the responses each account
-   * created through it (by `limits.key`, else the account itself or its `id`). With several instances, look the
-   * id up in your shared records instead. Any other answer is 404 `response_not_found`.
+   * Whether `account` created the stored response `responseId`: only then may it read it (`GET /responses/{id}`,
+   * `…/input_items`, read with the gateway's upstream key, which reads every response) or continue it
+   * (`previous_response_id`). Return `true`, or the name of the upstream that holds it (with `upstreams`: the read
+   * or the continuation goes there); anything else is 404 `response_not_found`. Default: the gateway's own record,
+   * in this process's memory, of the responses each account created (by `limits.key`, else the account itself or
+   * its `id`). With several instances, look the id up in your shared records instead.
    */
-  ownsResponse?: (account: Account, responseId: string) => boolean | Promise<boolean>;
+  ownsResponse?: (account: Account, responseId: string) => boolean | string | Promise<boolean | string>;
   /**
    * Milliseconds the gateway keeps reading a finished stream (every choice sent its `finish_reason`) after the
    * client left, waiting for the provider's usage so the generation is billed at it. Default: `5_000`.
@@ -204,8 +205,11 @@ export interface ResolvedOptions<Account> {
   basePath: string;
   passThrough: Route[];
   allowBackground: boolean;
-  /** Whether the account may read a stored response (the host's hook, or the in-memory record). */
-  ownsResponse: (account: Account, responseId: string) => Promise<boolean>;
+  /**
+   * Where the account's stored response is (`{ upstream }`: its upstream's name, undefined for the first), or
+   * undefined when it is not the account's: the host's `ownsResponse`, or the in-memory record.
+   */
+  findResponse: (account: Account, responseId: string) => Promise<{ upstream: string | undefined } | undefined>;
   /** The in-memory record of response owners (recorded when a Responses generation settles). */
   responseOwners: ResponseOwners;
   /** The account's key for the in-memory records (`limits.key`, else the account or its `id`); undefined if none. */
@@ -377,7 +381,7 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
       return undefined;
     }
   };
-  const ownsHook = fn<(account: Account, id: string) => boolean | Promise<boolean>>('ownsResponse', opts.ownsResponse, false);
+  const ownsHook = fn<(account: Account, id: string) => boolean | string | Promise<boolean | string>>('ownsResponse', opts.ownsResponse, false);
   return {
     upstream: single,
     upstreams: several ?? [singleUpstream(single, 'default')],
@@ -394,9 +398,12 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
     allowBackground: flag('allowBackground', opts.allowBackground),
     responseOwners,
     accountKey,
-    ownsResponse: ownsHook
-      ? async (account: Account, id: string) => (await ownsHook(account, id)) === true
-      : async (account: Account, id: string) => responseOwners.owns(accountKey(account), id),
+    findResponse: ownsHook
+      ? async (account: Account, id: string) => {
+          const answer = await ownsHook(account, id);
+          return answer === true ? { upstream: undefined } : typeof answer === 'string' && answer !== '' ? { upstream: answer } : undefined;
+        }
+      : async (account: Account, id: string) => responseOwners.find(accountKey(account), id),
     usageGraceTimeout: amount('usageGraceTimeout', opts.usageGraceTimeout, 5_000, 'milliseconds', true),
     bodyLimit: amount('bodyLimit', opts.bodyLimit, 10 * 1024 * 1024, 'bytes'),
     upstreamTimeout: amount('upstreamTimeout', opts.upstreamTimeout, 60_000, 'milliseconds'),

@@ -192,7 +192,7 @@ export class Generation<Account> {
     if (this.surface.endpoint === 'responses' && this.providerId !== undefined) {
       // the account may read this stored response back through the pass-through; nobody else may
       const key = this.opts.accountKey(this.ticket.account);
-      if (key !== undefined) this.opts.responseOwners.record(key, this.providerId);
+      if (key !== undefined) this.opts.responseOwners.record(key, this.providerId, this.upstream);
     }
     return settle(this.opts, {
       ticket: this.ticket,

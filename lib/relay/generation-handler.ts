@@ -14,6 +14,24 @@ import { StreamRelay } from './stream-relay';
 import type { Surface } from './surface';
 import { modelNotFound, UpstreamAttemptsError, type UpstreamPool } from '../upstream/upstream-pool';
 
+/**
+ * For a Responses request with `previous_response_id`: the name of the upstream holding that response (with
+ * several upstreams), or undefined (any upstream serving the model). 404 `response_not_found` when it is not the
+ * account's, before anything is held.
+ */
+async function storedResponseHome<Account>(opts: ResolvedOptions<Account>, pool: UpstreamPool, account: Account, body: Record<string, unknown>): Promise<string | undefined> {
+  const previous = body.previous_response_id;
+  if (previous === undefined || previous === null) return undefined;
+  if (typeof previous !== 'string' || previous === '') {
+    throw new InferyError(400, 'invalid_type', '`previous_response_id` must be a response id (a string).', { param: 'previous_response_id' });
+  }
+  const found = await opts.findResponse(account, previous);
+  if (!found) {
+    throw new InferyError(404, 'response_not_found', `No response with id ${JSON.stringify(previous.slice(0, 100))} was created with this key.`, { param: 'previous_response_id' });
+  }
+  return opts.severalUpstreams && found.upstream !== undefined && pool.named(found.upstream) ? found.upstream : undefined;
+}
+
 /** The request ended before anything went upstream because its client left. */
 const clientLeft = (): InferyError => new InferyError(499, 'client_closed_request', 'The client closed the connection before the request was sent upstream.');
 
@@ -43,6 +61,8 @@ export async function handleGeneration<Account>(
     const { model, stream } = surface.validate(body, opts);
     // a model no upstream serves is refused before anything is held
     if (pool.candidates(model).length === 0) throw modelNotFound(model);
+    // continuing a stored response reads its conversation: only its creator may, on the upstream that holds it
+    const only = surface.endpoint === 'responses' ? await storedResponseHome(opts, pool, account, body) : undefined;
     await checkBodyShape(body);
     await runPreflight(opts, account, req, surface.path, body);
     const ticket = await admitGeneration(opts, account, req, res, surface, body, model);
@@ -59,7 +79,7 @@ export async function handleGeneration<Account>(
 
     // the first upstream that serves the model, the next ones on a failure before the first byte (`fallback`);
     // each gets the body with its own name for the model (an alias)
-    const call = pool.open(surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream);
+    const call = pool.open(surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream, only);
     // While waiting for the provider's headers, shutting down answers 503 and releases the hold.
     stop = (err) => {
       call.abort();

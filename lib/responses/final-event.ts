@@ -22,13 +22,17 @@ function insertBefore(data: string, open: number, close: number, extra: string):
   return `${data.slice(0, close)}${empty ? '' : ','}${extra}${data.slice(close)}`;
 }
 
-/** Where the top-level `response` object opens and closes, or undefined. */
+/**
+ * Where the top-level `response` object opens and closes, or undefined. With duplicate `response` keys, the last
+ * one: the one JSON readers keep (so a provider cannot hide the added fields in a first copy).
+ */
 function responseSpan(data: string): { start: number; end: number } | undefined {
   let depth = 0;
   let i = 0;
   let key: string | undefined;
   let expectKey = false;
   let start = -1;
+  let last: { start: number; end: number } | undefined;
   const n = data.length;
   while (i < n) {
     const c = data[i]!;
@@ -41,13 +45,16 @@ function responseSpan(data: string): { start: number; end: number } | undefined 
       continue;
     }
     if (c === '{' || c === '[') {
-      if (depth === 1 && c === '{' && key === 'response' && start === -1) start = i;
+      if (depth === 1 && c === '{' && key === 'response') start = i;
       depth++;
       expectKey = c === '{' && depth === 1;
     } else if (c === '}' || c === ']') {
       depth--;
-      if (depth === 1 && start !== -1) return { start, end: i };
-      if (depth === 0) return undefined;
+      if (depth === 1 && start !== -1) {
+        last = { start, end: i };
+        start = -1;
+      }
+      if (depth === 0) return last;
     } else if (c === ',' && depth === 1) {
       expectKey = true;
       key = undefined;
@@ -56,5 +63,5 @@ function responseSpan(data: string): { start: number; end: number } | undefined 
     }
     i++;
   }
-  return undefined;
+  return last;
 }

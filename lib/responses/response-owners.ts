@@ -8,18 +8,21 @@ const CAPACITY = 100_000;
  * `ownsResponse` (e.g. a lookup in its shared generation records) instead.
  */
 export class ResponseOwners {
-  private readonly owners = new Map<string, string>();
+  private readonly owners = new Map<string, { account: string; upstream: string | undefined }>();
 
-  record(accountKey: string, responseId: string): void {
+  /** Notes that `accountKey` created `responseId` on `upstream` (the upstream's name). */
+  record(accountKey: string, responseId: string, upstream: string | undefined): void {
     this.owners.delete(responseId);
-    this.owners.set(responseId, accountKey);
+    this.owners.set(responseId, { account: accountKey, upstream });
     if (this.owners.size > CAPACITY) {
       const oldest = this.owners.keys().next().value;
       if (oldest !== undefined) this.owners.delete(oldest);
     }
   }
 
-  owns(accountKey: string | undefined, responseId: string): boolean {
-    return accountKey !== undefined && this.owners.get(responseId) === accountKey;
+  /** Where `accountKey`'s response `responseId` is stored (`{ upstream }`), or undefined when it is not theirs. */
+  find(accountKey: string | undefined, responseId: string): { upstream: string | undefined } | undefined {
+    const entry = this.owners.get(responseId);
+    return accountKey !== undefined && entry?.account === accountKey ? { upstream: entry.upstream } : undefined;
   }
 }

@@ -10,6 +10,7 @@ import { logRequestEnd, requestIdOf, type RequestLogLine } from '../request-log'
 import { relayPassThroughResponse } from './pass-through-response';
 import { upstreamTimeoutError, upstreamUnreachableError } from './upstream';
 import { ModelCatalog } from './model-catalog';
+import type { ResolvedUpstream } from './upstreams';
 import { BODY_HEADERS, gatewayHeaders } from './upstream-headers';
 
 /** True when the request announces a body (a length above zero, or chunked). */
@@ -54,6 +55,11 @@ function frameBody(proxyReq: ClientRequest, req: IncomingMessage): void {
  */
 export function createPassThrough<Account>(opts: ResolvedOptions<Account>, inflight: InFlight) {
   const catalog = opts.severalUpstreams ? new ModelCatalog(opts.upstreams, opts.logger) : undefined;
+  // the upstream a request goes to: the first, or the one that holds the stored response it reads
+  const first = opts.upstreams[0]!;
+  const targets = new WeakMap<IncomingMessage, ResolvedUpstream>();
+  const targetOf = (req: IncomingMessage): ResolvedUpstream => targets.get(req) ?? first;
+  const settingsOf = (upstream: ResolvedUpstream) => ({ ...opts, upstream: { baseURL: upstream.baseURL, apiKey: upstream.apiKey, headers: upstream.headers } });
   // The canonical sub-path the route table matched, per request: the only path ever sent upstream.
   const subPaths = new WeakMap<IncomingMessage, string>();
   // The route template the request matched (`/models/{id}`), for the log line and metrics.
@@ -76,7 +82,8 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
   };
 
   const proxy = createProxyMiddleware<IncomingMessage, ServerResponse>({
-    target: opts.upstream.baseURL.href.replace(/\/$/, ''),
+    target: first.baseURL.href.replace(/\/$/, ''),
+    router: (req: IncomingMessage) => targetOf(req).baseURL.href.replace(/\/$/, ''),
     changeOrigin: true,
     xfwd: false,
     // the gateway writes the answer itself: allow-listed headers, the key redacted, no redirect (see
@@ -91,15 +98,16 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
         for (const name of proxyReq.getHeaderNames()) {
           if (!BODY_HEADERS.has(name) && !opts.forwardHeaders.has(name)) proxyReq.removeHeader(name);
         }
-        for (const [name, value] of Object.entries(gatewayHeaders(opts, req))) proxyReq.setHeader(name, value);
-        proxyReq.setHeader('host', opts.upstream.baseURL.host);
+        const upstream = targetOf(req);
+        for (const [name, value] of Object.entries(gatewayHeaders(settingsOf(upstream), req))) proxyReq.setHeader(name, value);
+        proxyReq.setHeader('host', upstream.baseURL.host);
         // a body the gateway can read, to redact the key from it (a compressed answer is decoded anyway)
         proxyReq.setHeader('accept-encoding', 'identity');
         frameBody(proxyReq, req);
       },
       proxyRes: (proxyRes: IncomingMessage, req: IncomingMessage, res: ServerResponse) => {
         // every error code the relay reports is the provider's failure (a redirect, a cut or undecodable body)
-        relayPassThroughResponse(proxyRes, req, res, opts.upstream.apiKey, (end) =>
+        relayPassThroughResponse(proxyRes, req, res, targetOf(req).apiKey, (end) =>
           log(req, { ...end, errorSource: end.errorCode === undefined ? undefined : 'upstream' }),
         );
       },
@@ -138,11 +146,15 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
       const account = await authenticateOrThrow(opts, req);
       await checkRequestRate(opts, account);
       if (route.startsWith('/responses/{')) {
-        // a stored response is read with the gateway's key, which reads every account's: only its creator may
+        // a stored response is read with the gateway's key, which reads every account's: only its creator may,
+        // from the upstream that holds it
         const id = decodeURIComponent(subPath.split('/')[2] ?? '');
-        if (!(await opts.ownsResponse(account, id))) {
+        const found = await opts.findResponse(account, id);
+        if (!found) {
           throw new InferyError(404, 'response_not_found', `No response with id ${JSON.stringify(id.slice(0, 100))} was created with this key.`, { param: 'response_id' });
         }
+        const home = found.upstream === undefined ? undefined : opts.upstreams.find((u) => u.name === found.upstream);
+        if (home) targets.set(req, home);
       }
       await runPreflight(opts, account, req, subPath, undefined);
       if (inflight.draining) throw shuttingDown();

@@ -113,15 +113,22 @@ export class UpstreamPool {
   }
 
   /** The upstreams serving `model`, in list order, with the name each one knows it by. */
-  candidates(model: string): Array<{ upstream: ResolvedUpstream; providerModel: string }> {
-    return this.upstreams.filter((upstream) => upstream.serves(model)).map((upstream) => ({ upstream, providerModel: upstream.providerModel(model) }));
+  candidates(model: string, only?: string): Array<{ upstream: ResolvedUpstream; providerModel: string }> {
+    return this.upstreams
+      .filter((upstream) => (only === undefined ? upstream.serves(model) : upstream.name === only))
+      .map((upstream) => ({ upstream, providerModel: upstream.providerModel(model) }));
+  }
+
+  /** The upstream named `name`, if there is one. */
+  named(name: string): ResolvedUpstream | undefined {
+    return this.upstreams.find((upstream) => upstream.name === name);
   }
 
   /**
    * POSTs `body(providerModel)` to `path` below each candidate's base URL in turn, until one answers 2xx. Never
    * throws; `response` rejects only with an {@link UpstreamAttemptsError}.
    */
-  open(path: string, model: string, body: (providerModel: string) => string, req: IncomingMessage, stream: boolean): PoolCall {
+  open(path: string, model: string, body: (providerModel: string) => string, req: IncomingMessage, stream: boolean, only?: string): PoolCall {
     const startedAt = Date.now();
     let current: UpstreamCall | undefined;
     let failing: IncomingMessage | undefined;
@@ -136,7 +143,8 @@ export class UpstreamPool {
     const unlessAborted = <T>(promise: Promise<T>): Promise<T | 'aborted'> => Promise.race([promise, abortSignal]);
 
     const run = async (): Promise<PoolResponse> => {
-      const candidates = this.candidates(model);
+      // `only`: the one upstream that holds what the request continues (a stored response), whatever it serves
+      const candidates = this.candidates(model, only);
       if (candidates.length === 0) throw modelNotFound(model);
       const attempts = Math.min(candidates.length, this.fallback.maxAttempts);
       let last: InferyError | undefined;
