@@ -41,3 +41,14 @@ describe('addToResponse', () => {
     expect(out.endsWith(',"credits_used":1}}')).toBe(true);
   });
 });
+
+describe('the Responses surface refuses what it cannot meter or prove', () => {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const { responses } = require('../lib/responses/responses') as typeof import('../lib/responses/responses');
+  test('conversation → 400 conversation_not_supported; background → 400 unless allowed', () => {
+    expect(() => responses.validate({ model: 'm', input: 'hi', conversation: 'conv_1' }, { allowBackground: false })).toThrow(/conversation/);
+    expect(() => responses.validate({ model: 'm', input: 'hi', background: true }, { allowBackground: false })).toThrow(/Background/);
+    expect(responses.validate({ model: 'm', input: 'hi', background: true }, { allowBackground: true })).toEqual({ model: 'm', stream: false });
+    expect(() => responses.validate({ model: 'm' }, { allowBackground: false })).toThrow(/input/);
+  });
+});

@@ -8,7 +8,8 @@ import { responsesStream } from './responses-stream';
 
 /**
  * `POST /responses` (OpenAI's Responses API). A request needs `model` and something to answer (`input`, a stored
- * `prompt`, or a `previous_response_id` / `conversation` to continue); its worst case is the bound of every
+ * `prompt`, or a `previous_response_id` of the caller's own to continue; `conversation` is refused, as no
+ * conversation can be proven to be the caller's); its worst case is the bound of every
  * string the provider reads plus `max_output_tokens` (else `defaultMaxTokens`, sent upstream as
  * `max_output_tokens`; reasoning tokens count within it). `background: true` runs on after the request and cannot
  * be metered here: 400 `background_not_supported` unless the host set `allowBackground`.
@@ -31,8 +32,18 @@ export const responses: Surface = {
       throw new InferyError(400, 'invalid_type', '`input` must be a string or an array of input items.', { param: 'input' });
     }
     const hasInput = (typeof input === 'string' && input !== '') || (Array.isArray(input) && input.length > 0);
-    if (!hasInput && body.prompt == null && body.previous_response_id == null && body.conversation == null) {
+    if (!hasInput && body.prompt == null && body.previous_response_id == null) {
       throw new InferyError(400, 'missing_required_parameter', 'You must provide `input` (a string or an array of input items).', { param: 'input' });
+    }
+    if (body.conversation !== undefined && body.conversation !== null) {
+      // a conversation is read with the gateway's upstream key, which reads every account's; this gateway does not
+      // serve the Conversations API, so none of them can be proven to be the caller's
+      throw new InferyError(
+        400,
+        'conversation_not_supported',
+        '`conversation` is not available on this gateway: send the earlier turns in `input`, or continue a response of yours with `previous_response_id`.',
+        { param: 'conversation' },
+      );
     }
     if (body.background !== undefined && body.background !== null && typeof body.background !== 'boolean') {
       throw new InferyError(400, 'invalid_type', '`background` must be a boolean.', { param: 'background' });
