@@ -1,6 +1,6 @@
 import compression from 'compression';
 import express, { type Express } from 'express';
-import { bearerToken, generationDraft, InferyError, inferyStream, MemoryCreditStore, type CreditStore, type FallbackOptions, type InferyStreamMiddleware, type UpstreamConfig, type LimitStore, type Logger, type ReserveContext } from '../lib';
+import { bearerToken, generationDraft, InferyError, inferyStream, MemoryCreditStore, type CreditStore, type Endpoint, type FallbackOptions, type InferyStreamMiddleware, type UpstreamConfig, type LimitStore, type Logger, type ReserveContext } from '../lib';
 import { prometheusObserver } from '../lib/metrics/prometheus';
 import { mountChatPage } from './chat-page';
 import { mountMetrics } from './metrics';
@@ -8,6 +8,14 @@ import { PRICES, priceFor, priceOf, type Price } from './ledger';
 
 /** The largest request body the app accepts (its express.json() limit). */
 const BODY_LIMIT = 10 * 1024 * 1024;
+
+/** What a client can lower to make a request fit its balance, by API. */
+const LOWER: Record<Endpoint, string> = {
+  'chat.completions': 'Lower max_completion_tokens',
+  responses: 'Lower max_output_tokens',
+  completions: 'Lower max_tokens (or send fewer prompts, n or best_of)',
+  embeddings: 'Send a shorter input',
+};
 
 /** The smallest completion cap the app lowers a default cap to before it refuses with 402. */
 const MIN_LOWERED_CAP = 16;
@@ -110,7 +118,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
    * Holds the worst case of a generation (its id is the hold id). When the client set no cap and the default
    * one does not fit, the cap is lowered to what the balance covers; otherwise a 402 says what it would take.
    */
-  const reserve = async ({ account, generationId, model, worstCase, maxCompletionTokens, capSource, choices }: ReserveContext<string>) => {
+  const reserve = async ({ account, generationId, endpoint, model, worstCase, maxCompletionTokens, capSource, choices }: ReserveContext<string>) => {
     const worst = priceOf(model, worstCase, prices);
     if (await store.reserve(account, generationId, worst)) return { hold: generationId };
     const available = (await store.balanceOf(account))?.balance ?? 0;
@@ -128,7 +136,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
       402,
       'insufficient_quota',
       `This request can cost up to ${worst} credits (${worstCase.prompt_tokens} prompt and ${worstCase.completion_tokens} completion tokens of ${model}); ` +
-        `${available} are available. Lower max_completion_tokens or top up your balance.`,
+        `${available} are available. ${LOWER[endpoint]} or top up your balance.`,
     );
   };
 
@@ -151,6 +159,10 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
       }
       // the charge and the generation's record are written in one step (one script in Redis)
       const settlement = await store.settle(event.account, event.generationId, event.model, credits, generationDraft(event));
+      if (settlement.unpaid > 0) {
+        // the provider's usage cost more than the hold and the whole balance: the rest was not taken
+        config.logger?.warn({ generationId: event.generationId, model: event.model, unpaid: settlement.unpaid, charged: settlement.charged }, 'a generation cost more than its hold and the balance; the rest is recorded as unpaid');
+      }
       return settlement.charged;
     },
     // a stored response is shown only to the key that created it: its record (shared on Redis) says whose it is

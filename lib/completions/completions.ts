@@ -12,7 +12,8 @@ export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
 /**
  * `POST /completions` (legacy). A request needs `model` and a `prompt` (a string, strings, or token arrays); its
  * worst case is the prompt's bound plus `max_tokens` (16 when absent, as OpenAI, sent upstream so every provider
- * holds to it) times the completions generated, `max(n, best_of)` (`best_of` candidates are all billed). The
+ * holds to it) times the completions generated: `max(n, best_of)` for each prompt of the list (`best_of`
+ * candidates are all billed). The
  * stream is the chat contract: the provider's chunks untouched, the gateway's usage chunk with `credits_used`
  * second-to-last, `data: [DONE]` last.
  */
@@ -38,7 +39,8 @@ export const completions: Surface = {
     const n = wholeParam(body, 'n', 128) ?? 1;
     const bestOf = wholeParam(body, 'best_of', 128) ?? 1;
     const maxTokens = wholeParam(body, 'max_tokens', Number.MAX_SAFE_INTEGER);
-    const choices = Math.max(n, bestOf);
+    // the provider generates max(n, best_of) completions for each prompt of the list
+    const choices = promptCount(body.prompt) * Math.max(n, bestOf);
     return maxTokens === undefined ? { perChoice: COMPLETIONS_DEFAULT_MAX_TOKENS, source: 'default', choices } : { perChoice: maxTokens, source: 'max_tokens', choices };
   },
   withCap(body, _cap, perChoice) {
@@ -48,3 +50,9 @@ export const completions: Surface = {
   stream: () => choicesStream('text'),
   json: choicesJson('text'),
 };
+
+/** How many prompts a `prompt` holds: a string or one token array is one; a list of strings or token arrays, its length. */
+export function promptCount(prompt: unknown): number {
+  if (!Array.isArray(prompt) || prompt.length === 0) return 1;
+  return typeof prompt[0] === 'number' ? 1 : prompt.length;
+}

@@ -49,6 +49,7 @@ export class Generation<Account> {
 
   private readonly startedAt = performance.now();
   private readonly finishedChoices = new Set<number>();
+  private outputDone = false;
   private finishing: Promise<number | undefined> | undefined;
   private meteredUsage: Usage | undefined;
   private warnedUsage = false;
@@ -102,9 +103,17 @@ export class Generation<Account> {
     for (let i = 0; i < this.ticket.choices; i++) this.finishedChoices.add(i);
   }
 
-  /** True once every choice asked for (`n`) sent its `finish_reason`: the provider finished generating. */
+  /**
+   * Notes that the client has been sent the whole answer, though the provider's final event (with the usage) is
+   * still to come (the Responses API's `*.done` events): a client that leaves now is not a cancellation.
+   */
+  markOutputDone(): void {
+    this.outputDone = true;
+  }
+
+  /** True once every choice asked for (`n`) sent its `finish_reason` (or the output was done): the provider finished generating. */
   get generationFinished(): boolean {
-    return this.finishedChoices.size >= this.ticket.choices;
+    return this.outputDone || this.finishedChoices.size >= this.ticket.choices;
   }
 
   /**

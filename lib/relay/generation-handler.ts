@@ -79,7 +79,7 @@ export async function handleGeneration<Account>(
 
     // the first upstream that serves the model, the next ones on a failure before the first byte (`fallback`);
     // each gets the body with its own name for the model (an alias)
-    const call = pool.open(surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream, only);
+    const call = pool.open(surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream, only, opts.maxDuration);
     // While waiting for the provider's headers, shutting down answers 503 and releases the hold.
     stop = (err) => {
       call.abort();
@@ -98,7 +98,15 @@ export async function handleGeneration<Account>(
       try {
         served = await call.response;
       } catch (err) {
-        if (err instanceof UpstreamAttemptsError) gen.failedUpstreams = err.failures;
+        if (err instanceof UpstreamAttemptsError) {
+          gen.failedUpstreams = err.failures;
+          if (err.mayHaveRun && !gen.finished) {
+            // sent in full, no answer: the provider may have run it and bills us; the prompt is charged
+            sendError(res, err);
+            void gen.finish('failed', err);
+            return;
+          }
+        }
         throw err;
       }
       const upstream = served.res;

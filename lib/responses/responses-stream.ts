@@ -6,6 +6,9 @@ import type { StreamDialect, StreamStep } from '../relay/surface';
 import { addToResponse } from './final-event';
 import { readResponseIds, responsesUsage, tallyOutput } from './responses-usage';
 
+/** Events after which the client holds a whole piece of the answer: a client leaving then has been served. */
+const OUTPUT_DONE = new Set(['response.output_text.done', 'response.output_item.done', 'response.content_part.done', 'response.function_call_arguments.done', 'response.refusal.done']);
+
 /** The events that end a Response and carry its usage. */
 const FINAL = new Set(['response.completed', 'response.incomplete', 'response.failed']);
 
@@ -37,6 +40,8 @@ export function responsesStream(): StreamDialect {
       const response = typeof chunk.response === 'object' && chunk.response !== null ? (chunk.response as Record<string, unknown>) : undefined;
       if (response) readResponseIds(gen, response);
       if (type.endsWith('.delta') && typeof chunk.delta === 'string' && gen.tally.add(chunk.delta)) gen.markFirstToken();
+      // the answer the client sees is complete: leaving now, it still pays the final usage (reasoning included)
+      if (OUTPUT_DONE.has(type)) gen.markOutputDone();
       if (FINAL.has(type)) {
         gen.recordUsage(response?.usage);
         // the text came as deltas; the final response repeats it, so it is only tallied when no delta came
@@ -63,10 +68,11 @@ export function responsesStream(): StreamDialect {
       // a provider that ignored `stream`: the whole Response as its final event, written by the closing
       const status = typeof json.status === 'string' ? json.status : 'completed';
       const type = status === 'failed' ? 'response.failed' : status === 'incomplete' ? 'response.incomplete' : 'response.completed';
-      sequence += 1;
-      held = { type, data: JSON.stringify({ type, sequence_number: sequence, response: json }) };
+      // response.created first, as the openai SDK's stream helper requires; the JSON was checked serialisable
+      const created = { type: 'response.created', sequence_number: ++sequence, response: { ...json, status: 'in_progress', output: [], usage: null } };
+      held = { type, data: JSON.stringify({ type, sequence_number: ++sequence, response: json }) };
       void gen;
-      return '';
+      return frame('response.created', JSON.stringify(created));
     },
   };
 }

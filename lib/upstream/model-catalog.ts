@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http';
 import { InferyError, sendError } from '../errors';
 import type { Logger } from '../options';
 import { modelNotFound } from './upstream-pool';
+import { carriesKey, redact } from './upstream-headers';
 import type { ResolvedUpstream } from './upstreams';
 
 /** One model in `GET /models`, as OpenAI lists them. */
@@ -13,6 +14,7 @@ export interface ModelEntry {
 }
 
 const CACHE_MS = 60_000;
+const FAILED_RETRY_MS = 10_000;
 const FETCH_TIMEOUT_MS = 5_000;
 const MAX_LIST_BYTES = 2 * 1024 * 1024;
 const MAX_MODELS = 5_000;
@@ -25,6 +27,8 @@ const MAX_MODELS = 5_000;
  */
 export class ModelCatalog {
   private cached: { at: number; list: Promise<ModelEntry[]> } | undefined;
+  /** When a list that failed in part is built again (sooner than the cache's minute). */
+  private retryAt = Infinity;
 
   constructor(
     private readonly upstreams: readonly ResolvedUpstream[],
@@ -55,15 +59,21 @@ export class ModelCatalog {
   /** The models served, each once, in upstream order. */
   list(): Promise<ModelEntry[]> {
     const now = Date.now();
-    if (!this.cached || now - this.cached.at > CACHE_MS) this.cached = { at: now, list: this.build() };
+    if (!this.cached || now - this.cached.at > CACHE_MS || now >= this.retryAt) {
+      this.retryAt = Infinity;
+      this.cached = { at: now, list: this.build() };
+    }
     return this.cached.list;
   }
 
   private async build(): Promise<ModelEntry[]> {
+    const keys = this.upstreams.flatMap((u) => (u.apiKey ? [u.apiKey] : []));
+    // an id that carries an upstream key (a provider echoing it, or key-shaped) is never listed
     const seen = new Set<string>();
     const out: ModelEntry[] = [];
     const add = (id: string, owner: string): void => {
       if (seen.has(id) || out.length >= MAX_MODELS) return;
+      if (keys.some((key) => carriesKey(id, key)) || redact(id, undefined) !== id) return;
       seen.add(id);
       out.push({ id, object: 'model', created: 0, owned_by: owner });
     };
@@ -91,8 +101,10 @@ export class ModelCatalog {
       if (!Array.isArray(json.data)) return [];
       return (json.data as Array<{ id?: unknown } | null>).flatMap((m) => (typeof m?.id === 'string' && m.id.length <= 256 ? [m.id] : [])).slice(0, MAX_MODELS);
     } catch (err) {
-      this.logger?.warn({ upstream: upstream.name, err: err instanceof Error ? err.message.slice(0, 200) : 'unknown' }, 'infery-stream could not list an upstream\'s models');
-      this.cached = undefined; // try again on the next request, not in a minute
+      const message = err instanceof Error ? redact(err.message, upstream.apiKey).slice(0, 200) : 'unknown';
+      this.logger?.warn({ upstream: upstream.name, err: message }, 'infery-stream could not list an upstream\'s models');
+      // tried again after FAILED_RETRY_MS, not on every request: a down upstream must not cost each client a time-out
+      this.retryAt = Math.min(this.retryAt, Date.now() + FAILED_RETRY_MS);
       return [];
     }
   }

@@ -38,6 +38,11 @@ export interface PoolCall {
  */
 export class UpstreamAttemptsError extends InferyError {
   readonly failures: UpstreamFailure[];
+  /**
+   * True when the last upstream may have run the generation although no answer came: a request sent in full
+   * that timed out waiting for its answer, or whose connection broke after it was sent, without streaming.
+   */
+  mayHaveRun = false;
 
   constructor(error: InferyError, failures: UpstreamFailure[]) {
     super(error.status, error.code, error.message, { type: error.type, param: error.param, cause: error.cause });
@@ -45,6 +50,9 @@ export class UpstreamAttemptsError extends InferyError {
     this.failures = failures;
   }
 }
+
+/** Connection errors that mean the request never reached a provider: safe to send to the next one. */
+const NEVER_REACHED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
 
 /** The subset of a pino logger the pool uses. */
 export interface PoolLogger {
@@ -128,7 +136,12 @@ export class UpstreamPool {
    * POSTs `body(providerModel)` to `path` below each candidate's base URL in turn, until one answers 2xx. Never
    * throws; `response` rejects only with an {@link UpstreamAttemptsError}.
    */
-  open(path: string, model: string, body: (providerModel: string) => string, req: IncomingMessage, stream: boolean, only?: string): PoolCall {
+  /**
+   * `answerTimeout`: for a request that does not stream, how long to wait for the answer's headers — they come
+   * only when the whole generation is done, so `upstreamTimeout` does not apply; and such a request is never sent
+   * to another upstream after a time-out or a connection that broke once it was sent (the first may have run it).
+   */
+  open(path: string, model: string, body: (providerModel: string) => string, req: IncomingMessage, stream: boolean, only?: string, answerTimeout?: number): PoolCall {
     const startedAt = Date.now();
     let current: UpstreamCall | undefined;
     let failing: IncomingMessage | undefined;
@@ -152,11 +165,11 @@ export class UpstreamPool {
         const left = this.fallback.deadline - (Date.now() - startedAt);
         if (left <= 0 && last) break;
         const { upstream, providerModel } = candidates[attempt - 1]!;
-        const budget = Math.max(1, Math.min(left, this.settings.upstreamTimeout));
+        const budget = stream || answerTimeout === undefined ? Math.max(1, Math.min(left, this.settings.upstreamTimeout)) : answerTimeout;
 
         let call: UpstreamCall;
         try {
-          call = this.clients.get(upstream)!.postJson(path, body(providerModel), req, stream);
+          call = this.clients.get(upstream)!.postJson(path, body(providerModel), req, stream, budget);
         } catch (err) {
           // `body` threw, or the request could not even be built: the caller's error, not the upstream's
           throw toInferyError(err);
@@ -167,9 +180,16 @@ export class UpstreamPool {
 
         let error: InferyError;
         let trigger: FallbackTrigger | undefined;
+        let mayHaveRun = false;
         if (head instanceof InferyError) {
           error = head;
           trigger = head.code === 'upstream_timeout' ? 'timeout' : 'connection';
+          const reached = trigger === 'timeout' || !NEVER_REACHED.has(String((head.cause as NodeJS.ErrnoException | undefined)?.code));
+          if (!stream && reached) {
+            // a whole generation may be under way there: never run it a second time elsewhere
+            mayHaveRun = true;
+            trigger = undefined;
+          }
         } else {
           const status = head.statusCode ?? 502;
           if (status >= 200 && status <= 299) return { res: head, upstream, providerModel, failures };
@@ -184,7 +204,7 @@ export class UpstreamPool {
         const failure = { upstream: upstream.name, code: error.code.slice(0, MAX_CODE), status: error.status };
         failures.push(failure);
         this.settings.logger?.warn({ ...failure, attempt }, 'infery-stream upstream attempt failed');
-        last = error;
+        last = mayHaveRun ? Object.assign(error, { mayHaveRun }) : error;
         if (trigger === undefined || !this.retryOn.has(trigger)) break;
       }
       throw last!;
@@ -201,7 +221,9 @@ export class UpstreamPool {
       (err: unknown) => {
         current?.abort();
         const error = toInferyError(err);
-        throw new UpstreamAttemptsError(error, failures);
+        const final = new UpstreamAttemptsError(error, failures);
+        final.mayHaveRun = (err as { mayHaveRun?: unknown }).mayHaveRun === true;
+        throw final;
       },
     );
     return {

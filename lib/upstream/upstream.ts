@@ -41,8 +41,8 @@ export class UpstreamClient {
     this.agent = secure ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
   }
 
-  /** POSTs a JSON body to `path` below the upstream base URL. */
-  postJson(path: string, body: string, req: IncomingMessage, stream: boolean): UpstreamCall {
+  /** POSTs a JSON body to `path` below the upstream base URL; its headers are due within `timeoutMs`. */
+  postJson(path: string, body: string, req: IncomingMessage, stream: boolean, timeoutMs = this.opts.upstreamTimeout): UpstreamCall {
     const url = this.url(path);
     const headers = {
       ...gatewayHeaders(this.opts, req),
@@ -57,9 +57,9 @@ export class UpstreamClient {
     let timer: NodeJS.Timeout | undefined;
     const response = new Promise<IncomingMessage>((resolve, reject) => {
       timer = setTimeout(() => {
-        reject(upstreamTimeoutError(this.opts.upstreamTimeout));
+        reject(upstreamTimeoutError(timeoutMs));
         request.destroy();
-      }, this.opts.upstreamTimeout);
+      }, timeoutMs);
       request.once('response', (res) => {
         clearTimeout(timer);
         res.on('error', noop);
