@@ -164,3 +164,16 @@ test('Responses: a provider answering JSON to a stream request still works with 
   await sleep(10);
   expect(gw.meterCalls).toHaveLength(1);
 });
+
+test('Responses: continuing a stored response reserves and estimates what the provider reads again of it', async () => {
+  const seen: Array<ReserveContext<Account>> = [];
+  let n = 0;
+  provider.reply = () => ({ json: { ...responseObject('completed', 'ok', responsesUsage(1000, 500)), id: `resp_chain_${++n}` } });
+  const gw = await gateway({ reserve: (ctx) => (seen.push(ctx), true) });
+  const c = sdk(gw);
+  const first = await c.responses.create({ model: 'm', input: 'hi' });
+  await c.responses.create({ model: 'm', input: 'go on', previous_response_id: first.id });
+  expect(seen).toHaveLength(2);
+  // the first response's input and output (1,500 tokens) are read again by the provider
+  expect(seen[1]!.worstCase.prompt_tokens - seen[0]!.worstCase.prompt_tokens).toBeGreaterThanOrEqual(1500);
+});

@@ -168,7 +168,8 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
     // a stored response is shown only to the key that created it: its record (shared on Redis) says whose it is
     ownsResponse: async (account, responseId) => {
       const record = await store.findGeneration(account, responseId);
-      return record?.endpoint === 'responses' ? (record.upstream ?? true) : false;
+      // the continuation of a response reads its input and output again: the reservation counts them
+      return record?.endpoint === 'responses' ? { upstream: record.upstream ?? undefined, contextTokens: record.usage.prompt_tokens + record.usage.completion_tokens } : false;
     },
     limits: { maxConcurrent: config.maxConcurrent ?? 32, requestsPerMinute: config.requestsPerMinute ?? 600, store: config.limitStore },
     defaultMaxTokens: config.defaultMaxTokens,

@@ -1,6 +1,6 @@
 export { inferyStream } from './middleware';
 export type { InferyStreamMiddleware, GatewayHandler, GatewayErrorHandler, GatewayRequest, NextFunction } from './middleware';
-export type { Options, UpstreamOptions, PreflightContext, LimitOptions, Logger } from './options';
+export type { Options, UpstreamOptions, PreflightContext, LimitOptions, Logger, OwnsResponseAnswer } from './options';
 export { InferyOptionsError } from './options';
 export type { MeterEvent, Outcome } from './core/metering';
 export type { ReserveContext, ReserveResult, WorstCase } from './billing/reservation';

@@ -4,7 +4,7 @@ import { MemoryLimitStore, type LimitStore } from './billing/limits';
 import type { MeterEvent } from './core/metering';
 import { DEFAULT_PASS_THROUGH, parseRoute, type Route } from './routing/routes';
 import { SURFACES } from './surfaces';
-import { ResponseOwners } from './responses/response-owners';
+import { ResponseOwners, type StoredResponse } from './responses/response-owners';
 import { parseFallback, parseUpstreams, singleUpstream, type FallbackOptions, type ResolvedUpstream, type UpstreamConfig } from './upstream/upstreams';
 import { containedCounter } from './core/usage';
 import { containedObserver, OBSERVER_MEMBERS, type ContainedObserver, type Observer } from './metrics/observer';
@@ -27,6 +27,9 @@ export interface PreflightContext<Account, Req extends IncomingMessage = Incomin
   /** The client's request, as your framework hands it over (an Express `Request` in an Express app). */
   req: Req;
 }
+
+/** What `ownsResponse` answers: whether the account created the response, and what the gateway should know of it. */
+export type OwnsResponseAnswer = boolean | string | { upstream?: string; contextTokens?: number } | null | undefined;
 
 /** Where requests go. */
 export interface UpstreamOptions {
@@ -113,11 +116,13 @@ export interface Options<Account = unknown, Req extends IncomingMessage = Incomi
    * Whether `account` created the stored response `responseId`: only then may it read it (`GET /responses/{id}`,
    * `…/input_items`, read with the gateway's upstream key, which reads every response) or continue it
    * (`previous_response_id`). Return `true`, or the name of the upstream that holds it (with `upstreams`: the read
-   * or the continuation goes there); anything else is 404 `response_not_found`. Default: the gateway's own record,
+   * or the continuation goes there), or `{ upstream?, contextTokens? }` — `contextTokens`, the response's input
+   * plus output tokens, is what a continuation makes the provider read again: it is added to the continuation's
+   * worst case and estimate. Anything else is 404 `response_not_found`. Default: the gateway's own record,
    * in this process's memory, of the responses each account created (by `limits.key`, else the account itself or
    * its `id`). With several instances, look the id up in your shared records instead.
    */
-  ownsResponse?: (account: Account, responseId: string) => boolean | string | Promise<boolean | string>;
+  ownsResponse?: (account: Account, responseId: string) => OwnsResponseAnswer | Promise<OwnsResponseAnswer>;
   /**
    * Milliseconds the gateway keeps reading a finished stream (every choice sent its `finish_reason`) after the
    * client left, waiting for the provider's usage so the generation is billed at it. Default: `5_000`.
@@ -209,7 +214,7 @@ export interface ResolvedOptions<Account> {
    * Where the account's stored response is (`{ upstream }`: its upstream's name, undefined for the first), or
    * undefined when it is not the account's: the host's `ownsResponse`, or the in-memory record.
    */
-  findResponse: (account: Account, responseId: string) => Promise<{ upstream: string | undefined } | undefined>;
+  findResponse: (account: Account, responseId: string) => Promise<StoredResponse | undefined>;
   /** The in-memory record of response owners (recorded when a Responses generation settles). */
   responseOwners: ResponseOwners;
   /** The account's key for the in-memory records (`limits.key`, else the account or its `id`); undefined if none. */
@@ -381,7 +386,7 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
       return undefined;
     }
   };
-  const ownsHook = fn<(account: Account, id: string) => boolean | string | Promise<boolean | string>>('ownsResponse', opts.ownsResponse, false);
+  const ownsHook = fn<(account: Account, id: string) => OwnsResponseAnswer | Promise<OwnsResponseAnswer>>('ownsResponse', opts.ownsResponse, false);
   return {
     upstream: single,
     upstreams: several ?? [singleUpstream(single, 'default')],
@@ -401,7 +406,16 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
     findResponse: ownsHook
       ? async (account: Account, id: string) => {
           const answer = await ownsHook(account, id);
-          return answer === true ? { upstream: undefined } : typeof answer === 'string' && answer !== '' ? { upstream: answer } : undefined;
+          if (answer === true) return { upstream: undefined };
+          if (typeof answer === 'string' && answer !== '') return { upstream: answer };
+          if (typeof answer === 'object' && answer !== null) {
+            const { upstream, contextTokens } = answer;
+            return {
+              upstream: typeof upstream === 'string' && upstream !== '' ? upstream : undefined,
+              contextTokens: typeof contextTokens === 'number' && Number.isSafeInteger(contextTokens) && contextTokens > 0 ? contextTokens : undefined,
+            };
+          }
+          return undefined;
         }
       : async (account: Account, id: string) => responseOwners.find(accountKey(account), id),
     usageGraceTimeout: amount('usageGraceTimeout', opts.usageGraceTimeout, 5_000, 'milliseconds', true),

@@ -133,11 +133,14 @@ export async function admitGeneration<Account>(
   surface: Surface,
   body: Record<string, unknown>,
   model: string,
+  contextTokens = 0,
 ): Promise<Ticket<Account>> {
   const path = surface.path;
   const cap = surface.cap(body, opts.defaultMaxTokens);
   const count = opts.countTokens;
-  const estimate = await surface.estimate(body, (text) => count(text, model));
+  const counted = await surface.estimate(body, (text) => count(text, model));
+  // a continuation: what the provider reads again of the stored response, known exactly from its usage
+  const estimate = { tokens: counted.tokens + contextTokens, bound: counted.bound + contextTokens };
   const lease = await acquireSlot(opts, account);
   try {
     const generationId = `gen-${randomUUID()}`;

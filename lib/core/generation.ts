@@ -201,7 +201,7 @@ export class Generation<Account> {
     if (this.surface.endpoint === 'responses' && this.providerId !== undefined) {
       // the account may read this stored response back through the pass-through; nobody else may
       const key = this.opts.accountKey(this.ticket.account);
-      if (key !== undefined) this.opts.responseOwners.record(key, this.providerId, this.upstream);
+      if (key !== undefined) this.opts.responseOwners.record(key, this.providerId, this.upstream, usage.prompt_tokens + usage.completion_tokens);
     }
     return settle(this.opts, {
       ticket: this.ticket,

@@ -19,9 +19,14 @@ import { modelNotFound, UpstreamAttemptsError, type UpstreamPool } from '../upst
  * several upstreams), or undefined (any upstream serving the model). 404 `response_not_found` when it is not the
  * account's, before anything is held.
  */
-async function storedResponseHome<Account>(opts: ResolvedOptions<Account>, pool: UpstreamPool, account: Account, body: Record<string, unknown>): Promise<string | undefined> {
+async function storedResponseHome<Account>(
+  opts: ResolvedOptions<Account>,
+  pool: UpstreamPool,
+  account: Account,
+  body: Record<string, unknown>,
+): Promise<{ only: string | undefined; contextTokens: number }> {
   const previous = body.previous_response_id;
-  if (previous === undefined || previous === null) return undefined;
+  if (previous === undefined || previous === null) return { only: undefined, contextTokens: 0 };
   if (typeof previous !== 'string' || previous === '') {
     throw new InferyError(400, 'invalid_type', '`previous_response_id` must be a response id (a string).', { param: 'previous_response_id' });
   }
@@ -29,7 +34,8 @@ async function storedResponseHome<Account>(opts: ResolvedOptions<Account>, pool:
   if (!found) {
     throw new InferyError(404, 'response_not_found', `No response with id ${JSON.stringify(previous.slice(0, 100))} was created with this key.`, { param: 'previous_response_id' });
   }
-  return opts.severalUpstreams && found.upstream !== undefined && pool.named(found.upstream) ? found.upstream : undefined;
+  const only = opts.severalUpstreams && found.upstream !== undefined && pool.named(found.upstream) ? found.upstream : undefined;
+  return { only, contextTokens: found.contextTokens ?? 0 };
 }
 
 /** The request ended before anything went upstream because its client left. */
@@ -62,10 +68,11 @@ export async function handleGeneration<Account>(
     // a model no upstream serves is refused before anything is held
     if (pool.candidates(model).length === 0) throw modelNotFound(model);
     // continuing a stored response reads its conversation: only its creator may, on the upstream that holds it
-    const only = surface.endpoint === 'responses' ? await storedResponseHome(opts, pool, account, body) : undefined;
+    // its context (the earlier turns the provider reads again) joins the prompt's worst case and estimate
+    const { only, contextTokens } = surface.endpoint === 'responses' ? await storedResponseHome(opts, pool, account, body) : { only: undefined, contextTokens: 0 };
     await checkBodyShape(body);
     await runPreflight(opts, account, req, surface.path, body);
-    const ticket = await admitGeneration(opts, account, req, res, surface, body, model);
+    const ticket = await admitGeneration(opts, account, req, res, surface, body, model, contextTokens);
     gen = new Generation(opts, req, ticket, model, stream, reqId, surface);
     const generation = gen;
     // Until the upstream call starts, shutting down ends the request with a 503, settled as unserved.
