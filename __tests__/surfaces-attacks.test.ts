@@ -1,7 +1,7 @@
 /**
  * Regression tests for what a hostile review of the metered APIs found (each failed before its fix): a list of
  * prompts reserved as one, a Responses client hanging up once the answer was done to skip the reasoning bill, a
- * slow non-streaming answer run again on the next upstream and billed 0, upstream keys listed as model ids, and
+ * timed-out non-streaming answer run again on the next upstream and billed 0, upstream keys listed as model ids, and
  * the SDK's stream helper failing on a provider that answered JSON to a stream request.
  */
 import OpenAI from 'openai';
@@ -85,9 +85,9 @@ test('Responses: a client that leaves before the answer is done is cancelled at 
   await waitFor(() => provider.requests[0]?.closedEarlyAt !== undefined, 2_000, 'the provider saw the close');
 });
 
-describe('a non-streaming answer is slow by nature', () => {
-  test('it may take longer than upstreamTimeout, and is not sent to the next upstream meanwhile', async () => {
-    provider.reply = () => ({ delay: 800, json: completionJson('slow but sure') });
+describe('a non-streaming answer comes when the whole generation is done', () => {
+  test('timed out waiting for it, it is not sent to the next upstream (the first may be running it), and the prompt is billed', async () => {
+    provider.reply = () => ({ delay: 800, json: completionJson('slow') });
     second.reply = () => ({ json: completionJson('second') });
     const gw = await startGateway('http://unused.invalid/v1', {
       upstream: undefined,
@@ -98,11 +98,15 @@ describe('a non-streaming answer is slow by nature', () => {
       upstreamTimeout: 300,
     });
     gateways.push(gw);
-    const answer = await sdk(gw).completions.create({ model: 'm', prompt: 'hi' });
-    expect(answer.choices[0]!.text).toBe('slow but sure');
+    const err = await sdk(gw)
+      .completions.create({ model: 'm', prompt: 'a long generation' })
+      .then(() => undefined, (e: unknown) => e as { status?: number });
+    expect(err?.status).toBe(504);
     expect(second.requests).toHaveLength(0);
-    expect(gw.meterCalls[0]).toMatchObject({ upstream: 'first', failedUpstreams: [] });
-    // a stream request's headers are due within upstreamTimeout: that one moves on
+    await waitFor(() => gw.meterCalls.length === 1, 2_000, 'settled');
+    expect(gw.meterCalls[0]).toMatchObject({ outcome: 'failed', failedUpstreams: [expect.objectContaining({ upstream: 'first', code: 'upstream_timeout' })] });
+    expect(gw.meterCalls[0]!.usage.prompt_tokens).toBeGreaterThan(0);
+    // a stream request's headers come at once when the provider works: a late one moves on to the next upstream
     provider.reply = () => ({ delay: 800, steps: textSteps(['late']) });
     second.reply = () => ({ steps: textSteps(['on', ' time'], { usage: [3, 2] }) });
     const stream = await sdk(gw).chat.completions.create({ model: 'm', stream: true, messages: [{ role: 'user', content: 'hi' }] });
@@ -111,8 +115,8 @@ describe('a non-streaming answer is slow by nature', () => {
     expect(text).toBe('on time');
   });
 
-  test('a connection that breaks after the request was sent is not retried elsewhere, and the prompt is billed', async () => {
-    provider.reply = () => ({ delay: 100, destroy: true });
+  test('a provider that drops the connection without answering has not served it: the next upstream serves it', async () => {
+    provider.reply = () => ({ delay: 50, destroy: true });
     second.reply = () => ({ json: completionJson('second') });
     const gw = await startGateway('http://unused.invalid/v1', {
       upstream: undefined,
@@ -122,14 +126,9 @@ describe('a non-streaming answer is slow by nature', () => {
       ],
     });
     gateways.push(gw);
-    const err = await sdk(gw)
-      .completions.create({ model: 'm', prompt: 'a prompt the first provider may well have run' })
-      .then(() => undefined, (e: unknown) => e as { status?: number });
-    expect(err?.status).toBe(502);
-    expect(second.requests).toHaveLength(0);
-    await waitFor(() => gw.meterCalls.length === 1, 2_000, 'settled');
-    expect(gw.meterCalls[0]!.outcome).toBe('failed');
-    expect(gw.meterCalls[0]!.usage.prompt_tokens).toBeGreaterThan(0);
+    const answer = await sdk(gw).completions.create({ model: 'm', prompt: 'hi' });
+    expect(answer.choices[0]!.text).toBe('second');
+    expect(gw.meterCalls[0]).toMatchObject({ outcome: 'completed', upstream: 'second' });
   });
 });
 
@@ -176,4 +175,83 @@ test('Responses: continuing a stored response reserves and estimates what the pr
   expect(seen).toHaveLength(2);
   // the first response's input and output (1,500 tokens) are read again by the provider
   expect(seen[1]!.worstCase.prompt_tokens - seen[0]!.worstCase.prompt_tokens).toBeGreaterThanOrEqual(1500);
+});
+
+describe('second hostile review', () => {
+  test('Responses: a reasoning item done before the text does not stop a cancellation — the upstream is aborted at once', async () => {
+    const reasoning = { id: 'rs_1', type: 'reasoning', summary: [] };
+    provider.reply = () => ({
+      steps: [
+        typed('response.created', { sequence_number: 0, response: responseObject('in_progress', undefined, null) }),
+        typed('response.output_item.added', { sequence_number: 1, output_index: 0, item: reasoning }),
+        typed('response.output_item.done', { sequence_number: 2, output_index: 0, item: reasoning }),
+        ...responsesSteps(Array.from({ length: 40 }, (_, i) => ` w${i}`), { gap: 100, final: false }).slice(2),
+      ],
+    });
+    const gw = await gateway();
+    const controller = new AbortController();
+    const stream = await sdk(gw).responses.create({ model: 'm', input: 'x', stream: true }, { signal: controller.signal });
+    let deltas = 0;
+    let abortedAt = 0;
+    try {
+      for await (const event of stream) {
+        if (event.type === 'response.output_text.delta' && ++deltas === 3) {
+          abortedAt = Date.now();
+          controller.abort();
+        }
+      }
+    } catch {
+      // aborted
+    }
+    await waitFor(() => provider.requests[0]?.closedEarlyAt !== undefined, 3_000, 'the provider saw the close');
+    expect(provider.requests[0]!.closedEarlyAt! - abortedAt).toBeLessThan(1_000);
+    await waitFor(() => gw.meterCalls.length === 1, 2_000, 'settled');
+    expect(gw.meterCalls[0]!.outcome).toBe('cancelled');
+  });
+
+  test('previous_response_id holds a request to the upstream that stores it only for models that upstream serves', async () => {
+    provider.reply = () => ({ json: { ...responseObject('completed', 'ok', responsesUsage(3, 1)), id: 'resp_on_first' } });
+    second.reply = () => ({ json: responseObject('completed', 'second', responsesUsage(3, 1)) });
+    const gw = await startGateway('http://unused.invalid/v1', {
+      upstream: undefined,
+      upstreams: [
+        { name: 'first', baseURL: provider.url, models: ['cheap'] },
+        { name: 'second', baseURL: second.url, models: ['*'] },
+      ],
+    });
+    gateways.push(gw);
+    const c = sdk(gw);
+    const created = await c.responses.create({ model: 'cheap', input: 'hi' });
+    const sent = provider.requests.length;
+    const err = await c.responses.create({ model: 'premium', input: 'go on', previous_response_id: created.id }).then(
+      () => undefined,
+      (e: unknown) => e as { status?: number; code?: string },
+    );
+    expect(err).toMatchObject({ status: 400, code: 'model_not_available' });
+    expect(provider.requests.length).toBe(sent);
+    expect(second.requests).toHaveLength(0);
+  });
+
+  test('Responses: item_reference inputs are refused (an item id is looked up with the gateway key, which reads every account)', async () => {
+    const gw = await gateway();
+    const err = await sdk(gw)
+      .responses.create({ model: 'm', input: [{ type: 'item_reference', id: 'msg_of_someone_else' }] as never })
+      .then(() => undefined, (e: unknown) => e as { status?: number; code?: string });
+    expect(err).toMatchObject({ status: 400, code: 'item_reference_not_supported' });
+    expect(provider.requests).toHaveLength(0);
+  });
+
+  test('a completion cap above 100,000,000 is a 400, never an unpriceable worst case', async () => {
+    const gw = await gateway({ reserve: () => true });
+    for (const body of [
+      { path: '/completions', json: { model: 'm', prompt: [1], max_tokens: 9007199254740991, n: 2 } },
+      { path: '/responses', json: { model: 'm', input: 'x', max_output_tokens: 100_000_001 } },
+      { path: '/chat/completions', json: { model: 'm', messages: [{ role: 'user', content: 'x' }], max_tokens: 1e12 } },
+    ]) {
+      const res = await fetch(`${gw.url}/v1${body.path}`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: JSON.stringify(body.json) });
+      expect(res.status).toBe(400);
+      expect(((await res.json()) as { error: { code: string } }).error.code).toBe('invalid_value');
+    }
+    expect(provider.requests).toHaveLength(0);
+  });
 });

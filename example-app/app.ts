@@ -169,7 +169,10 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
     ownsResponse: async (account, responseId) => {
       const record = await store.findGeneration(account, responseId);
       // the continuation of a response reads its input and output again: the reservation counts them
-      return record?.endpoint === 'responses' ? { upstream: record.upstream ?? undefined, contextTokens: record.usage.prompt_tokens + record.usage.completion_tokens } : false;
+      // by the provider's id only: a gateway id (gen-…) names no stored response
+      return record?.endpoint === 'responses' && record.provider_id === responseId
+        ? { upstream: record.upstream ?? undefined, contextTokens: record.usage.prompt_tokens + record.usage.completion_tokens }
+        : false;
     },
     limits: { maxConcurrent: config.maxConcurrent ?? 32, requestsPerMinute: config.requestsPerMinute ?? 600, store: config.limitStore },
     defaultMaxTokens: config.defaultMaxTokens,

@@ -110,7 +110,9 @@ const STREAM_BEHAVIOURS: ReadonlyArray<readonly [Behaviour, number]> = [
 const JSON_BEHAVIOURS = STREAM_BEHAVIOURS.filter(([b]) => b !== 'error-chunk' && b !== 'usage-twice' && b !== 'no-done');
 
 /** The outcome `meter` must see for a request whose client stayed to the end. */
-export function expectedOutcome(behaviour: Behaviour): Outcome {
+export function expectedOutcome(behaviour: Behaviour, stream = true): Outcome {
+  // a non-streaming request that timed out waiting for its answer may have run at the provider: failed (prompt billed)
+  if (behaviour === 'no-headers' && !stream) return 'failed';
   switch (behaviour) {
     case 'drop':
     case 'stall':
@@ -991,6 +993,7 @@ const FAILED_CODE: Partial<Record<Behaviour, { stream: string; json: string }>> 
   stall: { stream: 'upstream_timeout', json: 'upstream_connection_lost' },
   garble: { stream: 'upstream_invalid_response', json: 'upstream_invalid_response' },
   'error-chunk': { stream: 'overloaded', json: 'overloaded' },
+  'no-headers': { stream: 'upstream_timeout', json: 'upstream_timeout' },
 };
 const UNSERVED_STATUS: Partial<Record<Behaviour, number>> = { 'http-500': 500, 'http-429': 429, refuse: 502, 'no-headers': 504 };
 
@@ -1239,7 +1242,7 @@ function checkInvariants(
       violate('outcome', `${where} was admitted (${m.outcome}) but never reached the provider`);
       continue;
     }
-    const want = expectedOutcome(p.behaviour);
+    const want = expectedOutcome(p.behaviour, r.stream);
     const seen = `answered ${r.status}${r.sawDone ? ' [DONE]' : ''}${r.errorCode ? ` ${r.errorCode}` : ''}, metered ${m.outcome}${m.errorCode ? ` (${m.errorCode})` : ''}`;
     if (m.outcome !== want) {
       // An idle timeout is right when the provider was that silent, or when the gateway's own event loop stalled
@@ -1251,7 +1254,7 @@ function checkInvariants(
         continue;
       }
       // likewise the upstreamTimeout, for headers that came late because of the provider plus a stall
-      if (m.outcome === 'unserved' && m.errorCode === 'upstream_timeout' && (p.headersAfterMs ?? upstreamTimeout) + stalled >= upstreamTimeout - 30) {
+      if ((m.outcome === 'unserved' || (m.outcome === 'failed' && !r.stream)) && m.errorCode === 'upstream_timeout' && (p.headersAfterMs ?? upstreamTimeout) + stalled >= upstreamTimeout - 30) {
         tolerated.push(`${where}, provider ${p.behaviour} sent headers after ${p.headersAfterMs} ms, event loop stalled ${stalled} ms: ${seen}`);
         continue;
       }
@@ -1270,7 +1273,8 @@ function checkInvariants(
       }
     } else if (want === 'failed') {
       const code = FAILED_CODE[p.behaviour]?.[r.stream ? 'stream' : 'json'];
-      const ok = r.stream ? r.status === 200 && !r.sawDone && r.creditsChunks === 0 && r.errorCode === code : r.status === 502 && r.errorCode === code;
+      const failedStatus = p.behaviour === 'no-headers' ? 504 : 502;
+      const ok = r.stream ? r.status === 200 && !r.sawDone && r.creditsChunks === 0 && r.errorCode === code : r.status === failedStatus && r.errorCode === code;
       if (!ok) violate('outcome', `${where}, provider ${p.behaviour}: ${seen}; expected ${r.stream ? 'an error chunk' : '502'} ${code}`);
     } else {
       const status = UNSERVED_STATUS[p.behaviour];

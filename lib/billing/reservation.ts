@@ -2,6 +2,12 @@ import type { IncomingMessage } from 'node:http';
 import { InferyError } from '../errors';
 import type { Endpoint } from '../relay/surface';
 
+/**
+ * The largest completion cap accepted (no model comes near it): past it, 400. Keeps every worst case (cap × `n` ×
+ * prompts) an exact number a host can price.
+ */
+export const MAX_OUTPUT_TOKENS = 100_000_000;
+
 /** OpenAI's largest `n`. */
 const MAX_CHOICES = 128;
 
@@ -69,8 +75,8 @@ export function wholeParam(body: Record<string, unknown>, name: string, max: num
 /** The cap per choice the provider will be held to, and the number of choices. Throws 400 on bad values. */
 export function completionCap(body: Record<string, unknown>, defaultMaxTokens: number): CompletionCap {
   const choices = wholeParam(body, 'n', MAX_CHOICES) ?? 1;
-  const mct = wholeParam(body, 'max_completion_tokens', Number.MAX_SAFE_INTEGER);
-  const mt = wholeParam(body, 'max_tokens', Number.MAX_SAFE_INTEGER);
+  const mct = wholeParam(body, 'max_completion_tokens', MAX_OUTPUT_TOKENS);
+  const mt = wholeParam(body, 'max_tokens', MAX_OUTPUT_TOKENS);
   if (mct !== undefined && (mt === undefined || mct >= mt)) return { perChoice: mct, source: 'max_completion_tokens', choices };
   if (mt !== undefined) return { perChoice: mt, source: 'max_tokens', choices };
   return { perChoice: defaultMaxTokens, source: 'default', choices };

@@ -1,5 +1,5 @@
 import { estimatePrompt } from '../billing/prompt-estimate';
-import { wholeParam, type CompletionCap } from '../billing/reservation';
+import { MAX_OUTPUT_TOKENS, wholeParam, type CompletionCap } from '../billing/reservation';
 import { choicesJson, withUsageRequested } from '../chat/chat-completions';
 import { choicesStream } from '../chat/chat-stream';
 import { InferyError } from '../errors';
@@ -38,7 +38,7 @@ export const completions: Surface = {
   cap(body): CompletionCap {
     const n = wholeParam(body, 'n', 128) ?? 1;
     const bestOf = wholeParam(body, 'best_of', 128) ?? 1;
-    const maxTokens = wholeParam(body, 'max_tokens', Number.MAX_SAFE_INTEGER);
+    const maxTokens = wholeParam(body, 'max_tokens', MAX_OUTPUT_TOKENS);
     // the provider generates max(n, best_of) completions for each prompt of the list
     const choices = promptCount(body.prompt) * Math.max(n, bestOf);
     return maxTokens === undefined ? { perChoice: COMPLETIONS_DEFAULT_MAX_TOKENS, source: 'default', choices } : { perChoice: maxTokens, source: 'max_tokens', choices };

@@ -35,6 +35,15 @@ async function storedResponseHome<Account>(
     throw new InferyError(404, 'response_not_found', `No response with id ${JSON.stringify(previous.slice(0, 100))} was created with this key.`, { param: 'previous_response_id' });
   }
   const only = opts.severalUpstreams && found.upstream !== undefined && pool.named(found.upstream) ? found.upstream : undefined;
+  const model = String(body.model);
+  if (only !== undefined && pool.candidates(model, only).length === 0) {
+    throw new InferyError(
+      400,
+      'model_not_available',
+      `The response ${JSON.stringify(previous.slice(0, 100))} is held by an upstream that does not serve \`${model.slice(0, 100)}\`: continue it with a model that upstream serves, or start anew.`,
+      { param: 'model' },
+    );
+  }
   return { only, contextTokens: found.contextTokens ?? 0 };
 }
 
@@ -86,7 +95,7 @@ export async function handleGeneration<Account>(
 
     // the first upstream that serves the model, the next ones on a failure before the first byte (`fallback`);
     // each gets the body with its own name for the model (an alias)
-    const call = pool.open(surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream, only, opts.maxDuration);
+    const call = pool.open(surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream, only);
     // While waiting for the provider's headers, shutting down answers 503 and releases the hold.
     stop = (err) => {
       call.abort();

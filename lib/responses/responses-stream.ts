@@ -7,7 +7,13 @@ import { addToResponse } from './final-event';
 import { readResponseIds, responsesUsage, tallyOutput } from './responses-usage';
 
 /** Events after which the client holds a whole piece of the answer: a client leaving then has been served. */
-const OUTPUT_DONE = new Set(['response.output_text.done', 'response.output_item.done', 'response.content_part.done', 'response.function_call_arguments.done', 'response.refusal.done']);
+const OUTPUT_DONE = new Set(['response.output_text.done', 'response.function_call_arguments.done', 'response.refusal.done']);
+
+/** Output items that are the answer itself (a reasoning item is done before the answer starts). */
+function isAnswerItem(item: unknown): boolean {
+  const type = typeof item === 'object' && item !== null ? (item as { type?: unknown }).type : undefined;
+  return type === 'message' || type === 'function_call' || type === 'custom_tool_call';
+}
 
 /** The events that end a Response and carry its usage. */
 const FINAL = new Set(['response.completed', 'response.incomplete', 'response.failed']);
@@ -40,8 +46,9 @@ export function responsesStream(): StreamDialect {
       const response = typeof chunk.response === 'object' && chunk.response !== null ? (chunk.response as Record<string, unknown>) : undefined;
       if (response) readResponseIds(gen, response);
       if (type.endsWith('.delta') && typeof chunk.delta === 'string' && gen.tally.add(chunk.delta)) gen.markFirstToken();
-      // the answer the client sees is complete: leaving now, it still pays the final usage (reasoning included)
-      if (OUTPUT_DONE.has(type)) gen.markOutputDone();
+      // the answer the client sees is complete (a message or a tool call, not a reasoning item that comes before
+      // the text): leaving now, it still pays the final usage, reasoning included
+      if (OUTPUT_DONE.has(type) || (type === 'response.output_item.done' && isAnswerItem(chunk.item))) gen.markOutputDone();
       if (FINAL.has(type)) {
         gen.recordUsage(response?.usage);
         // the text came as deltas; the final response repeats it, so it is only tallied when no delta came

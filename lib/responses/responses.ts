@@ -1,5 +1,5 @@
 import { estimatePrompt } from '../billing/prompt-estimate';
-import { wholeParam, type CompletionCap } from '../billing/reservation';
+import { MAX_OUTPUT_TOKENS, wholeParam, type CompletionCap } from '../billing/reservation';
 import { InferyError } from '../errors';
 import type { Surface } from '../relay/surface';
 import { checkStream, requireModel } from '../request-body';
@@ -35,6 +35,15 @@ export const responses: Surface = {
     if (!hasInput && body.prompt == null && body.previous_response_id == null) {
       throw new InferyError(400, 'missing_required_parameter', 'You must provide `input` (a string or an array of input items).', { param: 'input' });
     }
+    if (Array.isArray(input) && input.some((item) => typeof item === 'object' && item !== null && (item as { type?: unknown }).type === 'item_reference')) {
+      // an item id is looked up in stored responses with the gateway's key, which reads every account's
+      throw new InferyError(
+        400,
+        'item_reference_not_supported',
+        '`item_reference` input items are not available on this gateway: send the item itself, or continue a response of yours with `previous_response_id`.',
+        { param: 'input' },
+      );
+    }
     if (body.conversation !== undefined && body.conversation !== null) {
       // a conversation is read with the gateway's upstream key, which reads every account's; this gateway does not
       // serve the Conversations API, so none of them can be proven to be the caller's
@@ -60,7 +69,7 @@ export const responses: Surface = {
   },
   estimate: (body, count) => estimatePrompt(body, count),
   cap(body, defaultMaxTokens): CompletionCap {
-    const max = wholeParam(body, 'max_output_tokens', Number.MAX_SAFE_INTEGER);
+    const max = wholeParam(body, 'max_output_tokens', MAX_OUTPUT_TOKENS);
     return max === undefined ? { perChoice: defaultMaxTokens, source: 'default', choices: 1 } : { perChoice: max, source: 'max_output_tokens', choices: 1 };
   },
   withCap: (body, _cap, perChoice) => ({ ...body, max_output_tokens: perChoice }),

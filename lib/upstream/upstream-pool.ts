@@ -39,8 +39,8 @@ export interface PoolCall {
 export class UpstreamAttemptsError extends InferyError {
   readonly failures: UpstreamFailure[];
   /**
-   * True when the last upstream may have run the generation although no answer came: a request sent in full
-   * that timed out waiting for its answer, or whose connection broke after it was sent, without streaming.
+   * True when the last upstream may have run the generation although no answer came: a request that does not
+   * stream, sent in full, that timed out waiting for its answer (the gateway gave up, not the provider).
    */
   mayHaveRun = false;
 
@@ -50,9 +50,6 @@ export class UpstreamAttemptsError extends InferyError {
     this.failures = failures;
   }
 }
-
-/** Connection errors that mean the request never reached a provider: safe to send to the next one. */
-const NEVER_REACHED = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL']);
 
 /** The subset of a pino logger the pool uses. */
 export interface PoolLogger {
@@ -123,7 +120,7 @@ export class UpstreamPool {
   /** The upstreams serving `model`, in list order, with the name each one knows it by. */
   candidates(model: string, only?: string): Array<{ upstream: ResolvedUpstream; providerModel: string }> {
     return this.upstreams
-      .filter((upstream) => (only === undefined ? upstream.serves(model) : upstream.name === only))
+      .filter((upstream) => upstream.serves(model) && (only === undefined || upstream.name === only))
       .map((upstream) => ({ upstream, providerModel: upstream.providerModel(model) }));
   }
 
@@ -137,11 +134,12 @@ export class UpstreamPool {
    * throws; `response` rejects only with an {@link UpstreamAttemptsError}.
    */
   /**
-   * `answerTimeout`: for a request that does not stream, how long to wait for the answer's headers — they come
-   * only when the whole generation is done, so `upstreamTimeout` does not apply; and such a request is never sent
-   * to another upstream after a time-out or a connection that broke once it was sent (the first may have run it).
+   * A request that does not stream gets its headers only when the whole generation is done: once it was sent in
+   * full and timed out waiting for them, the provider may still be running it, so it is never sent to another
+   * upstream (the error is marked `mayHaveRun`). `only` holds the request to one upstream (which must serve the
+   * model too).
    */
-  open(path: string, model: string, body: (providerModel: string) => string, req: IncomingMessage, stream: boolean, only?: string, answerTimeout?: number): PoolCall {
+  open(path: string, model: string, body: (providerModel: string) => string, req: IncomingMessage, stream: boolean, only?: string): PoolCall {
     const startedAt = Date.now();
     let current: UpstreamCall | undefined;
     let failing: IncomingMessage | undefined;
@@ -165,7 +163,7 @@ export class UpstreamPool {
         const left = this.fallback.deadline - (Date.now() - startedAt);
         if (left <= 0 && last) break;
         const { upstream, providerModel } = candidates[attempt - 1]!;
-        const budget = stream || answerTimeout === undefined ? Math.max(1, Math.min(left, this.settings.upstreamTimeout)) : answerTimeout;
+        const budget = Math.max(1, Math.min(left, this.settings.upstreamTimeout));
 
         let call: UpstreamCall;
         try {
@@ -184,8 +182,7 @@ export class UpstreamPool {
         if (head instanceof InferyError) {
           error = head;
           trigger = head.code === 'upstream_timeout' ? 'timeout' : 'connection';
-          const reached = trigger === 'timeout' || !NEVER_REACHED.has(String((head.cause as NodeJS.ErrnoException | undefined)?.code));
-          if (!stream && reached) {
+          if (!stream && trigger === 'timeout' && call.sent?.() === true) {
             // a whole generation may be under way there: never run it a second time elsewhere
             mayHaveRun = true;
             trigger = undefined;

@@ -13,6 +13,8 @@ export interface UpstreamCall {
   /** Resolves with the response headers, or rejects with an InferyError (502 unreachable, 504 timed out). */
   response: Promise<IncomingMessage>;
   abort(): void;
+  /** Whether the whole request went out on a connection (the provider may then be working on it). */
+  sent?(): boolean;
 }
 
 /** 504: the upstream sent no response headers within `ms`. */
@@ -70,6 +72,10 @@ export class UpstreamClient {
         reject(upstreamUnreachableError(err));
       });
     });
+    let sent = false;
+    request.once('finish', () => {
+      sent = true;
+    });
     request.end(body);
     return {
       response,
@@ -77,6 +83,7 @@ export class UpstreamClient {
         clearTimeout(timer);
         request.destroy();
       },
+      sent: () => sent,
     };
   }
 
