@@ -485,3 +485,19 @@ describe('continuing a stored response (previous_response_id)', () => {
     await expect(alice.responses.create({ model: 'test-model', input: 'go on', previous_response_id: created.id })).resolves.toMatchObject({ object: 'response' });
   });
 });
+
+describe('metrics of fallback', () => {
+  test('infery_upstream_attempts_total names the upstream that failed and the one that served', async () => {
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { prometheusObserver } = require('../lib/metrics/prometheus') as typeof import('../lib/metrics/prometheus');
+    const metrics = prometheusObserver();
+    first.reply = () => unavailable;
+    const gw = await pair({ observer: metrics.observer });
+    const stream = await sdk(gw).chat.completions.create({ model: 'test-model', stream: true, messages: MESSAGES });
+    for await (const chunk of stream) void chunk;
+    await settle();
+    const text = await metrics.registry.metrics();
+    expect(text).toContain('infery_upstream_attempts_total{upstream="first",result="overloaded"} 1');
+    expect(text).toContain('infery_upstream_attempts_total{upstream="second",result="ok"} 1');
+  });
+});

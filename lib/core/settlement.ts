@@ -102,6 +102,8 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
     timings: { ttftMs: end.ttftMs, durationMs: end.durationMs },
     errorCode,
     errorSource,
+    upstream: end.upstream,
+    failedUpstreams: end.failedUpstreams,
   });
   logRequestEnd(opts, {
     reqId: end.reqId,

@@ -60,6 +60,10 @@ export interface GenerationSettled extends GenerationStart {
   errorCode?: string;
   /** Whose failure `errorCode` is. */
   errorSource?: 'upstream' | 'gateway';
+  /** The upstream that served it (its name), if one did. */
+  upstream?: string;
+  /** The upstreams tried first that failed before the first byte (fallback), and why. */
+  failedUpstreams?: ReadonlyArray<{ upstream: string; code: string; status: number }>;
 }
 
 /**

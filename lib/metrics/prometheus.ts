@@ -76,6 +76,8 @@ class BoundedLabel {
  * - `infery_cancellations_total{route}`: requests whose client went away before the answer was complete.
  * - `infery_upstream_errors_total{code}`: requests that failed because of the upstream (its HTTP error code,
  *   `upstream_timeout`, `upstream_connection_lost`…).
+ * - `infery_upstream_attempts_total{upstream,result}`: generations' upstream attempts — `ok` for the one that
+ *   served, else the failure's code (a fallback, or the last try): a failing primary shows here before clients notice.
  * - `infery_limit_refusals_total{reason}`: refusals by a per-account limit, `reason` `rate`, `concurrency`
  *   (429) or `quota` (402).
  * - `infery_ledger_queue_depth` (gauge): what `ledgerQueueDepth()` returns at scrape time.
@@ -148,6 +150,12 @@ export function prometheusObserver(options: PrometheusObserverOptions = {}): Pro
     labelNames: ['code'] as const,
     registers,
   });
+  const attempts = new Counter({
+    name: `${prefix}upstream_attempts_total`,
+    help: 'Upstream attempts of generations, by upstream and result (ok, or the failure\'s code when the gateway fell back or gave up).',
+    labelNames: ['upstream', 'result'] as const,
+    registers,
+  });
   const refusals = new Counter({
     name: `${prefix}limit_refusals_total`,
     help: 'Requests refused by a per-account limit: rate (429), concurrency (429) or quota (402).',
@@ -192,6 +200,9 @@ export function prometheusObserver(options: PrometheusObserverOptions = {}): Pro
       if (settled.usage.prompt_tokens > 0) tokens.inc({ model, kind: 'prompt' }, settled.usage.prompt_tokens);
       if (settled.usage.completion_tokens > 0) tokens.inc({ model, kind: 'completion' }, settled.usage.completion_tokens);
       if (settled.credits !== null && settled.credits > 0) credits.inc({ model }, settled.credits);
+      // which upstream served, and which failed first (fallback): the upstream names are the host's, a bounded set
+      for (const failed of settled.failedUpstreams ?? []) attempts.inc({ upstream: failed.upstream, result: codes.value(failed.code) });
+      if (settled.upstream !== undefined) attempts.inc({ upstream: settled.upstream, result: 'ok' });
     },
   };
   return { observer, registry };
