@@ -4,6 +4,7 @@ import { MemoryLimitStore, type LimitStore } from './billing/limits';
 import type { MeterEvent } from './core/metering';
 import { DEFAULT_PASS_THROUGH, parseRoute, type Route } from './routing/routes';
 import { SURFACES } from './surfaces';
+import { closest } from './did-you-mean';
 import { ResponseOwners, type StoredResponse } from './responses/response-owners';
 import { parseFallback, parseUpstreams, singleUpstream, type FallbackOptions, type ResolvedUpstream, type UpstreamConfig } from './upstream/upstreams';
 import { containedCounter } from './core/usage';
@@ -261,30 +262,6 @@ function fail(message: string): never {
   throw new InferyOptionsError(message);
 }
 
-/** Edit distance between two short strings. */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) {
-      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = row;
-  }
-  return prev[b.length]!;
-}
-
-/** The known option a misspelled key most likely meant. */
-function closest(key: string): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const known of KNOWN_KEYS) {
-    const d = distance(key.toLowerCase(), known.toLowerCase());
-    if (d < bestDistance) [best, bestDistance] = [known, d];
-  }
-  return bestDistance <= Math.max(2, Math.floor(key.length / 3)) ? best : undefined;
-}
-
 function amount(name: string, value: unknown, fallback: number, unit: 'milliseconds' | 'bytes', allowZero = false): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || (value === 0 && !allowZero)) {
@@ -316,7 +293,7 @@ export function parseOptions<Account>(input: unknown): ResolvedOptions<Account> 
   const opts = input as Record<string, unknown>;
   for (const key of Object.keys(opts)) {
     if (!KNOWN_KEYS.has(key)) {
-      const hint = closest(key);
+      const hint = closest(key, KNOWN_KEYS);
       fail(`unknown option \`${key}\`${hint ? `; did you mean \`${hint}\`?` : ''}`);
     }
   }

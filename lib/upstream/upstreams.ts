@@ -1,4 +1,5 @@
 import { validateHeaderName, validateHeaderValue } from 'node:http';
+import { closest } from '../did-you-mean';
 
 /** One provider the gateway can send generations to. */
 export interface UpstreamConfig {
@@ -242,30 +243,6 @@ function unknownKeys(object: Record<string, unknown>, known: readonly string[], 
     const hint = closest(key, known);
     fail(`unknown key \`${at}.${key}\`${hint ? `; did you mean \`${hint}\`?` : ` (known: ${known.join(', ')})`}`);
   }
-}
-
-/** The known key a misspelled one most likely meant. */
-function closest(key: string, known: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestDistance = Infinity;
-  for (const candidate of known) {
-    const d = distance(key.toLowerCase().slice(0, 64), candidate.toLowerCase());
-    if (d < bestDistance) [best, bestDistance] = [candidate, d];
-  }
-  return bestDistance <= Math.max(2, Math.floor(key.length / 3)) ? best : undefined;
-}
-
-/** Edit distance between two short strings. */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) {
-      row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = row;
-  }
-  return prev[b.length]!;
 }
 
 function describe(value: unknown): string {
