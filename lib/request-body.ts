@@ -114,6 +114,16 @@ export function requireModel(body: Record<string, unknown>): string {
   return body.model;
 }
 
+/**
+ * Whether `value` is text as the completions and embeddings APIs take it: a string, or a non-empty list of
+ * strings, of token ids, or of token-id arrays (one kind throughout).
+ */
+export function isTextOrTokens(value: unknown): boolean {
+  if (typeof value === 'string') return true;
+  if (!Array.isArray(value) || value.length === 0) return false;
+  return value.every((p) => typeof p === 'string') || value.every((p) => typeof p === 'number') || value.every((p) => Array.isArray(p));
+}
+
 /** Whether the request asks for a stream; 400 when `stream` is not a boolean or `stream_options` not an object. */
 export function checkStream(body: Record<string, unknown>): boolean {
   if (body.stream !== undefined && body.stream !== null && typeof body.stream !== 'boolean') {

@@ -4,7 +4,7 @@ import { choicesJson, withUsageRequested } from '../chat/chat-completions';
 import { choicesStream } from '../chat/chat-stream';
 import { InferyError } from '../errors';
 import type { Surface } from '../relay/surface';
-import { checkStream, requireModel } from '../request-body';
+import { checkStream, isTextOrTokens, requireModel } from '../request-body';
 
 /** OpenAI's default `max_tokens` for legacy completions: what the provider generates when a client sets none. */
 export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
@@ -24,11 +24,7 @@ export const completions: Surface = {
   object: 'text_completion',
   validate(body) {
     const model = requireModel(body);
-    const prompt = body.prompt;
-    const valid =
-      typeof prompt === 'string' ||
-      (Array.isArray(prompt) && prompt.length > 0 && (prompt.every((p) => typeof p === 'string') || prompt.every((p) => typeof p === 'number') || prompt.every((p) => Array.isArray(p))));
-    if (!valid) {
+    if (!isTextOrTokens(body.prompt)) {
       throw new InferyError(400, 'missing_required_parameter', 'You must provide a `prompt`: a string, an array of strings, or token arrays.', { param: 'prompt' });
     }
     return { model, stream: checkStream(body) };

@@ -2,7 +2,7 @@ import { estimatePrompt } from '../billing/prompt-estimate';
 import type { Generation } from '../core/generation';
 import { InferyError } from '../errors';
 import type { Surface } from '../relay/surface';
-import { requireModel } from '../request-body';
+import { isTextOrTokens, requireModel } from '../request-body';
 
 /** OpenAI's most inputs in one embeddings request. */
 const MAX_INPUTS = 2048;
@@ -21,10 +21,7 @@ export const embeddings: Surface = {
   validate(body) {
     const model = requireModel(body);
     const input = body.input;
-    const valid =
-      (typeof input === 'string' && input !== '') ||
-      (Array.isArray(input) && input.length > 0 && input.length <= MAX_INPUTS && (input.every((p) => typeof p === 'string') || input.every((p) => typeof p === 'number') || input.every((p) => Array.isArray(p))));
-    if (!valid) {
+    if (input === '' || !isTextOrTokens(input) || (Array.isArray(input) && input.length > MAX_INPUTS)) {
       throw new InferyError(400, 'invalid_value', `\`input\` must be a non-empty string, or an array of at most ${MAX_INPUTS} strings or token arrays.`, { param: 'input' });
     }
     if (body.stream === true) throw new InferyError(400, 'invalid_value', 'Embeddings are not streamed: leave `stream` out.', { param: 'stream' });
