@@ -12,40 +12,8 @@ import { logRequestEnd, requestIdOf } from '../request-log';
 import { responseDone, shuttingDown, type InFlight } from '../shutdown';
 import { StreamRelay } from './stream-relay';
 import type { Surface } from './surface';
+import { locateContinuation, NO_CONTINUATION } from './continuation';
 import { modelNotFound, UpstreamAttemptsError, type UpstreamPool } from '../upstream/upstream-pool';
-
-/**
- * For a Responses request with `previous_response_id`: the name of the upstream holding that response (with
- * several upstreams), or undefined (any upstream serving the model). 404 `response_not_found` when it is not the
- * account's, before anything is held.
- */
-async function storedResponseHome<Account>(
-  opts: ResolvedOptions<Account>,
-  pool: UpstreamPool,
-  account: Account,
-  body: Record<string, unknown>,
-): Promise<{ only: string | undefined; contextTokens: number }> {
-  const previous = body.previous_response_id;
-  if (previous === undefined || previous === null) return { only: undefined, contextTokens: 0 };
-  if (typeof previous !== 'string' || previous === '') {
-    throw new InferyError(400, 'invalid_type', '`previous_response_id` must be a response id (a string).', { param: 'previous_response_id' });
-  }
-  const found = await opts.findResponse(account, previous);
-  if (!found) {
-    throw new InferyError(404, 'response_not_found', `No response with id ${JSON.stringify(previous.slice(0, 100))} was created with this key.`, { param: 'previous_response_id' });
-  }
-  const only = opts.severalUpstreams && found.upstream !== undefined && pool.named(found.upstream) ? found.upstream : undefined;
-  const model = String(body.model);
-  if (only !== undefined && pool.candidates(model, only).length === 0) {
-    throw new InferyError(
-      400,
-      'model_not_available',
-      `The response ${JSON.stringify(previous.slice(0, 100))} is held by an upstream that does not serve \`${model.slice(0, 100)}\`: continue it with a model that upstream serves, or start anew.`,
-      { param: 'model' },
-    );
-  }
-  return { only, contextTokens: found.contextTokens ?? 0 };
-}
 
 /** The request ended before anything went upstream because its client left. */
 const clientLeft = (): InferyError => new InferyError(499, 'client_closed_request', 'The client closed the connection before the request was sent upstream.');
@@ -76,9 +44,10 @@ export async function handleGeneration<Account>(
     const { model, stream } = surface.validate(body, opts);
     // a model no upstream serves is refused before anything is held
     if (pool.candidates(model).length === 0) throw modelNotFound(model);
-    // continuing a stored response reads its conversation: only its creator may, on the upstream that holds it
-    // its context (the earlier turns the provider reads again) joins the prompt's worst case and estimate
-    const { only, contextTokens } = surface.endpoint === 'responses' ? await storedResponseHome(opts, pool, account, body) : { only: undefined, contextTokens: 0 };
+    // continuing a stored response: only its creator may, on the upstream that holds it, and what the provider
+    // reads again of it joins the prompt's worst case and estimate
+    const continued = surface.continues?.(body);
+    const { only, contextTokens } = continued === undefined ? NO_CONTINUATION : await locateContinuation(opts, pool, account, continued, model);
     await checkBodyShape(body);
     await runPreflight(opts, account, req, surface.path, body);
     const ticket = await admitGeneration(opts, account, req, res, surface, body, model, contextTokens);

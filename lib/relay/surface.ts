@@ -72,6 +72,11 @@ export interface Surface {
   withCap(body: Record<string, unknown>, cap: CompletionCap, perChoice: number): Record<string, unknown>;
   /** The JSON sent upstream (a stream asks for usage where the API needs asking). */
   upstreamBody(body: Record<string, unknown>, stream: boolean): string;
+  /**
+   * The id of the stored response a request continues (the Responses API's `previous_response_id`), if it does:
+   * the gateway then checks it is the caller's and sends it where it is stored. Absent for APIs without one.
+   */
+  continues?(body: Record<string, unknown>): string | undefined;
   /** Makes the dialect of one stream; absent for an API that never streams. */
   stream?: () => StreamDialect;
   json: JsonDialect;

@@ -67,6 +67,14 @@ export const responses: Surface = {
     }
     return { model, stream: checkStream(body) };
   },
+  continues(body) {
+    const previous = body.previous_response_id;
+    if (previous === undefined || previous === null) return undefined;
+    if (typeof previous !== 'string' || previous === '') {
+      throw new InferyError(400, 'invalid_type', '`previous_response_id` must be a response id (a string).', { param: 'previous_response_id' });
+    }
+    return previous;
+  },
   estimate: (body, count) => estimatePrompt(body, count),
   cap(body, defaultMaxTokens): CompletionCap {
     const max = wholeParam(body, 'max_output_tokens', MAX_OUTPUT_TOKENS);
