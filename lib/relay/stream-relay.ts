@@ -113,8 +113,6 @@ export class StreamRelay<Account> {
       case 'fail':
         this.fail(step.error);
         return;
-      case 'skip':
-        return;
       case 'relay':
         if (this.state === 'draining') {
           // the client is gone: the usage is all that was still awaited

@@ -12,8 +12,6 @@ export type Endpoint = 'chat.completions' | 'completions' | 'responses' | 'embed
 export type StreamStep =
   /** Write `text` (already framed) to the client. */
   | { kind: 'relay'; text: string }
-  /** Nothing to write (a comment-like event). */
-  | { kind: 'skip' }
   /** The provider's end of stream (`[DONE]`): settle, then write the dialect's closing. */
   | { kind: 'done' }
   /**
