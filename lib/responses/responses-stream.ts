@@ -71,14 +71,13 @@ export function responsesStream(): StreamDialect {
       const payload = { type: 'error', code: err.code, message: err.message, param: err.param, sequence_number: sequence, error: { type: err.type, code: err.code, message: err.message } };
       return `event: error\ndata: ${JSON.stringify(payload)}\n\n`;
     },
-    fromJson(gen: Generation<unknown>, json: Record<string, unknown>): string {
+    fromJson(_gen: Generation<unknown>, json: Record<string, unknown>): string {
       // a provider that ignored `stream`: the whole Response as its final event, written by the closing
       const status = typeof json.status === 'string' ? json.status : 'completed';
       const type = status === 'failed' ? 'response.failed' : status === 'incomplete' ? 'response.incomplete' : 'response.completed';
       // response.created first, as the openai SDK's stream helper requires; the JSON was checked serialisable
       const created = { type: 'response.created', sequence_number: ++sequence, response: { ...json, status: 'in_progress', output: [], usage: null } };
       held = { type, data: JSON.stringify({ type, sequence_number: ++sequence, response: json }) };
-      void gen;
       return frame('response.created', JSON.stringify(created));
     },
   };
