@@ -107,7 +107,7 @@ async function recordingRequests(fn: () => Promise<void>, endpoint = '/v1/chat/c
 }
 
 beforeAll(async () => {
-  // The page imports /stream-reader.js, the browser build of lib/stream-reader.ts.
+  // The page imports /stream-reader.js, the browser build of lib/client/stream-reader.ts.
   execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.browser.json'], { cwd: ROOT, timeout: 30_000, stdio: 'pipe' });
 
   mock = await startMockProvider();

@@ -4,7 +4,7 @@ import request from 'supertest';
 import { createApp } from '../example-app/app';
 import { CreditLedger } from '../example-app/ledger';
 import type { GenerationDraft } from '../lib';
-import { LedgerUnavailableError } from '../lib/redis';
+import { LedgerUnavailableError } from '../lib/services/redis';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import { jsonEvents, parseSse, waitFor } from './helpers/sse-client';
 

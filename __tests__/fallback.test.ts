@@ -489,7 +489,7 @@ describe('continuing a stored response (previous_response_id)', () => {
 describe('metrics of fallback', () => {
   test('infery_upstream_attempts_total names the upstream that failed and the one that served', async () => {
     // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const { prometheusObserver } = require('../lib/metrics/prometheus') as typeof import('../lib/metrics/prometheus');
+    const { prometheusObserver } = require('../lib/ledgers/metrics/prometheus') as typeof import('../lib/ledgers/metrics/prometheus');
     const metrics = prometheusObserver();
     first.reply = () => unavailable;
     const gw = await pair({ observer: metrics.observer });

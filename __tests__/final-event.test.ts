@@ -1,4 +1,4 @@
-import { addToResponse } from '../lib/responses/final-event';
+import { addToResponse } from '../lib/surfaces/responses/final-event';
 
 /** The Responses API's final event gets fields inside its `response` object without being re-serialised. */
 describe('addToResponse', () => {
@@ -44,7 +44,7 @@ describe('addToResponse', () => {
 
 describe('the Responses surface refuses what it cannot meter or prove', () => {
   // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { responses } = require('../lib/responses/responses') as typeof import('../lib/responses/responses');
+  const { responses } = require('../lib/surfaces/responses/responses') as typeof import('../lib/surfaces/responses/responses');
   test('conversation → 400 conversation_not_supported; background → 400 unless allowed', () => {
     expect(() => responses.validate({ model: 'm', input: 'hi', conversation: 'conv_1' }, { allowBackground: false })).toThrow(/conversation/);
     expect(() => responses.validate({ model: 'm', input: 'hi', background: true }, { allowBackground: false })).toThrow(/Background/);

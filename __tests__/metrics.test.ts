@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { Registry } from 'prom-client';
 import { mountMetrics } from '../example-app/metrics';
 import { inferyStream, InferyOptionsError } from '../lib';
-import { prometheusObserver, type PrometheusObserver } from '../lib/metrics/prometheus';
+import { prometheusObserver, type PrometheusObserver } from '../lib/ledgers/metrics/prometheus';
 import { KEY, startGateway, type TestGateway } from './helpers/gateway';
 import { contentChunk, ScriptedProvider, textSteps } from './helpers/provider';
 import { postStream, waitFor } from './helpers/sse-client';

@@ -1,6 +1,6 @@
 import { countTokens } from 'gpt-tokenizer';
-import { estimatePrompt, MEDIA_PART_TOKENS, TOKENIZE_LIMIT } from '../lib/billing/prompt-estimate';
-import { slices } from '../lib/billing/token-count';
+import { estimatePrompt, MEDIA_PART_TOKENS, TOKENIZE_LIMIT } from '../lib/ledgers/billing/prompt-estimate';
+import { slices } from '../lib/ledgers/billing/token-count';
 import fs from 'node:fs';
 import path from 'node:path';
 import { CompletionTally, defaultCountTokens } from '../lib/core/usage';

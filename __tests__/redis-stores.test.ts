@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { MemoryCreditStore, type CreditStore, type GenerationDraft } from '../lib';
-import { LedgerUnavailableError, RedisCreditStore, RedisLimitStore } from '../lib/redis';
+import { LedgerUnavailableError, RedisCreditStore, RedisLimitStore } from '../lib/services/redis';
 import { describeRedis, itRestartingRedis, startRedis, stopAllRedis, type RedisHandle } from './helpers/redis-server';
 
 /**

@@ -5,7 +5,7 @@ import { createApp, type AppConfig } from '../example-app/app';
 import { priceOf, type Balance } from '../example-app/ledger';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import { InferyError, type ReserveContext, type ReserveResult } from '../lib';
-import { estimatePrompt } from '../lib/billing/prompt-estimate';
+import { estimatePrompt } from '../lib/ledgers/billing/prompt-estimate';
 import { defaultCountTokens } from '../lib/core/usage';
 
 /** The prompt bound the gateway reserves for `body` (o200k count plus 10% and 16, within the strict bound). */

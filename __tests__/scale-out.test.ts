@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Redis } from 'ioredis';
 import { priceOf } from '../example-app/ledger';
-import { tagOf } from '../lib/redis/keys';
+import { tagOf } from '../lib/services/redis/keys';
 import { startExampleApp, stopAllApps, type AppProcess } from './helpers/app-process';
 import { withOutputOnFailure } from './helpers/local-process';
 import { describeRedis, itRestartingRedis, startRedis, stopAllRedis, type RedisHandle } from './helpers/redis-server';

@@ -1,9 +1,9 @@
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { InferyError } from '../lib/errors';
-import { readText } from '../lib/request-body';
-import { UpstreamAttemptsError, UpstreamPool, type PoolCall, type PoolSettings } from '../lib/upstream/upstream-pool';
-import { compileGlob, parseFallback, parseUpstreams, type FallbackOptions, type UpstreamConfig } from '../lib/upstream/upstreams';
+import { InferyError } from '../lib/base/errors';
+import { readText } from '../lib/base/request-body';
+import { UpstreamAttemptsError, UpstreamPool, type PoolCall, type PoolSettings } from '../lib/services/upstream/upstream-pool';
+import { compileGlob, parseFallback, parseUpstreams, type FallbackOptions, type UpstreamConfig } from '../lib/services/upstream/upstreams';
 
 const fail = (message: string): never => {
   throw new TypeError(message);

@@ -15,7 +15,7 @@ import { performance } from 'node:perf_hooks';
 import express from 'express';
 import { Redis } from 'ioredis';
 import { bearerToken, generationDraft, inferyStream, MemoryCreditStore, MemoryLimitStore, type CreditStore, type LimitStore } from '../lib';
-import { RedisCreditStore, RedisLimitStore } from '../lib/redis';
+import { RedisCreditStore, RedisLimitStore } from '../lib/services/redis';
 import { streamChat, type Target } from './client';
 
 const KEY = 'bench-client';

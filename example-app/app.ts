@@ -1,7 +1,7 @@
 import compression from 'compression';
 import express, { type Express } from 'express';
 import { bearerToken, generationDraft, InferyError, inferyStream, MemoryCreditStore, type CreditStore, type Endpoint, type FallbackOptions, type InferyStreamMiddleware, type UpstreamConfig, type LimitStore, type Logger, type ReserveContext } from '../lib';
-import { prometheusObserver } from '../lib/metrics/prometheus';
+import { prometheusObserver } from '../lib/ledgers/metrics/prometheus';
 import { mountChatPage } from './chat-page';
 import { mountMetrics } from './metrics';
 import { PRICES, priceFor, priceOf, type Price } from './ledger';

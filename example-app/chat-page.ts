@@ -8,7 +8,7 @@ function firstExisting(candidates: string[]): string {
 }
 
 /**
- * Serves the chat page: `example-app/public` at `/`, and the browser build of `lib/stream-reader.ts` at
+ * Serves the chat page: `example-app/public` at `/`, and the browser build of `lib/client/stream-reader.ts` at
  * `/stream-reader.js`, and the browser builds of `marked` and `dompurify` at `/vendor/marked.js` and
  * `/vendor/purify.js`. Paths are resolved for both layouts: `example-app/` (ts-jest, ts-node) and
  * `dist/example-app/` (`npm start`, where tsc does not copy `public/`).
@@ -24,7 +24,7 @@ export function mountChatPage(app: Express): void {
       res
         .status(500)
         .type('text/plain')
-        .send('dist/browser/stream-reader.js is missing: run npm run build (it compiles lib/stream-reader.ts with tsconfig.browser.json).');
+        .send('dist/browser/stream-reader.js is missing: run npm run build (it compiles lib/client/stream-reader.ts with tsconfig.browser.json).');
       return;
     }
     res.setHeader('Cache-Control', 'no-cache');

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import type { Logger } from '../lib';
-import { RedisCreditStore, RedisLimitStore } from '../lib/redis';
+import { RedisCreditStore, RedisLimitStore } from '../lib/services/redis';
 
 /** The example app's shared state on Redis: the credit store (ledger + generation records) and the limit store. */
 export interface RedisState {

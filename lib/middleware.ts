@@ -1,13 +1,13 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { InferyError, sendError } from './errors';
-import { parseOptions, type Options } from './options';
-import { createPassThrough } from './upstream/pass-through';
+import { InferyError, sendError } from './base/errors';
+import { parseOptions, type Options } from './options/options';
+import { createPassThrough } from './relay/pass-through';
 import { handleGeneration } from './relay/generation-handler';
-import { logRequestEnd, requestIdOf } from './request-log';
-import { classifyPath, rawPathOf } from './routing/canonical-path';
-import { RouteTable, type Route } from './routing/routes';
-import { InFlight, type ShutdownOptions } from './shutdown';
-import { UpstreamPool } from './upstream/upstream-pool';
+import { logRequestEnd, requestIdOf } from './core/request-log';
+import { classifyPath, rawPathOf } from './services/routing/canonical-path';
+import { RouteTable, type Route } from './services/routing/routes';
+import { InFlight, type ShutdownOptions } from './core/shutdown';
+import { UpstreamPool } from './services/upstream/upstream-pool';
 
 /** The request as the middleware reads it: a Node request, with what Express adds when it is there. */
 export type GatewayRequest = IncomingMessage & { body?: unknown; path?: string; originalUrl?: string };

@@ -1,5 +1,5 @@
 // The chat page: a multi-turn conversation streamed from POST /v1/chat/completions, or from POST /v1/responses
-// (the Responses API, chosen with the API toggle), and read with readGatewayStream (lib/stream-reader.ts, served
+// (the Responses API, chosen with the API toggle), and read with readGatewayStream (lib/client/stream-reader.ts, served
 // as /stream-reader.js from its browser build). The assistant's Markdown is rendered with marked and sanitised
 // with DOMPurify (served from node_modules as /vendor/*.js). No framework.
 
@@ -103,7 +103,7 @@ let conversation = [];
 let chatId = 0;
 /** @type {AbortController | null} */
 let controller = null;
-/** @type {Promise<typeof import('../../lib/stream-reader')> } */
+/** @type {Promise<typeof import('../../lib/client/stream-reader')> } */
 const reader = import('/stream-reader.js');
 reader.catch(async () => {
   const res = await fetch('/stream-reader.js').catch(() => null);
@@ -332,7 +332,7 @@ async function chargeAfterStop(generationId, note, view) {
 // ---- Reading the two kinds of stream into one answer ------------------------------------------------------------
 
 /**
- * @typedef {import('../../lib/stream-reader').ToolCall} ToolCall
+ * @typedef {import('../../lib/client/stream-reader').ToolCall} ToolCall
  * @typedef {{ onText(delta: string, text: string): void, onToolCalls(calls: ToolCall[]): void }} AnswerHandlers
  * @typedef {object} Answer what a stream produced, whichever the API
  * @property {string} text

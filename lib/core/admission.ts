@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isHoldWithCap, type WorstCase } from '../billing/reservation';
-import { InferyError } from '../errors';
-import type { LimitRefusal } from '../metrics/observer';
-import type { ResolvedOptions } from '../options';
+import { isHoldWithCap, type WorstCase } from '../ledgers/billing/reservation';
+import { InferyError } from '../base/errors';
+import type { LimitRefusal } from '../ledgers/metrics/observer';
+import type { ResolvedOptions } from '../options/options';
 import type { Surface } from '../relay/surface';
 
 /**

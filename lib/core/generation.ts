@@ -1,9 +1,9 @@
 import type { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Ticket } from './admission';
-import type { InferyError } from '../errors';
+import type { InferyError } from '../base/errors';
 import type { Outcome } from './metering';
-import type { ResolvedOptions } from '../options';
+import type { ResolvedOptions } from '../options/options';
 import type { Surface } from '../relay/surface';
 import { settle } from './settlement';
 import {

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
-import type { InferyError } from '../errors';
-import type { WorstCase } from '../billing/reservation';
+import type { InferyError } from '../base/errors';
+import type { WorstCase } from '../ledgers/billing/reservation';
 import type { Usage } from './usage';
 import type { Endpoint } from '../relay/surface';
 

@@ -1,9 +1,9 @@
 import type { IncomingMessage } from 'node:http';
 import type { Ticket } from './admission';
-import type { InferyError } from '../errors';
+import type { InferyError } from '../base/errors';
 import { callMeter, type Outcome } from './metering';
-import type { ResolvedOptions } from '../options';
-import { logRequestEnd } from '../request-log';
+import type { ResolvedOptions } from '../options/options';
+import { logRequestEnd } from './request-log';
 import type { Usage } from './usage';
 import type { Endpoint } from '../relay/surface';
 

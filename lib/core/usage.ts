@@ -1,5 +1,5 @@
 import { countTokens as o200kCount } from 'gpt-tokenizer';
-import { countInSlices, countYielding } from '../billing/token-count';
+import { countInSlices, countYielding } from '../ledgers/billing/token-count';
 
 /** Token usage as OpenAI reports it; `estimated: true` when the gateway counted the tokens itself. */
 export interface Usage {

@@ -1,6 +1,6 @@
-import { InferyError } from '../errors';
-import type { ResolvedOptions } from '../options';
-import type { UpstreamPool } from '../upstream/upstream-pool';
+import { InferyError } from '../base/errors';
+import type { ResolvedOptions } from '../options/options';
+import type { UpstreamPool } from '../services/upstream/upstream-pool';
 
 /** Where a request that continues a stored response goes, and what the provider reads again of it. */
 export interface Continuation {

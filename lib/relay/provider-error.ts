@@ -1,5 +1,5 @@
-import { InferyError } from '../errors';
-import { redact } from '../upstream/upstream-headers';
+import { InferyError } from '../base/errors';
+import { redact } from '../services/upstream/upstream-headers';
 
 /**
  * The error a provider reported mid-stream (`{"error": {...}}`, an `error` event, a failed response), as an

@@ -1,12 +1,12 @@
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { createParser, type EventSourceMessage, type EventSourceParser } from 'eventsource-parser';
-import { InferyError } from '../errors';
+import { InferyError } from '../base/errors';
 import type { Generation } from '../core/generation';
-import type { ResolvedOptions } from '../options';
-import type { UpstreamCall } from '../upstream/upstream';
-import { sendUnbufferedHead } from '../unbuffered-head';
-import { carriesKey, redact } from '../upstream/upstream-headers';
+import type { ResolvedOptions } from '../options/options';
+import type { UpstreamCall } from '../services/upstream/upstream';
+import { sendUnbufferedHead } from './unbuffered-head';
+import { carriesKey, redact } from '../services/upstream/upstream-headers';
 import type { StreamDialect } from './surface';
 
 const HEARTBEAT = ': keep-alive\n\n';

@@ -1,9 +1,9 @@
 import type { EventSourceMessage } from 'eventsource-parser';
-import type { PromptEstimate } from '../billing/prompt-estimate';
-import type { CompletionCap } from '../billing/reservation';
+import type { PromptEstimate } from '../ledgers/billing/prompt-estimate';
+import type { CompletionCap } from '../ledgers/billing/reservation';
 import type { Generation } from '../core/generation';
 import type { UsageDialect } from '../core/usage';
-import type { InferyError } from '../errors';
+import type { InferyError } from '../base/errors';
 
 /** Which API a generation went through: what `MeterEvent.endpoint` says. */
 export type Endpoint = 'chat.completions' | 'completions' | 'responses' | 'embeddings';

@@ -1,0 +1,259 @@
+import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type GenerationDraft, type GenerationRecord, type Settlement } from '../../ledgers/stores/credit-store';
+import type { Logger } from '../../options/options';
+import { accountKeys, tagOf, type AccountKeys } from './keys';
+import { Renewer } from './renewer';
+import { isScriptError, LedgerUnavailableError, ScriptRunner, type RedisClient } from './runner';
+import { BALANCE, OPEN, RENEW_HOLDS, RESERVE, SETTLE } from './scripts';
+import { SettleQueue, type AttemptResult } from './settle-queue';
+
+/** Options of {@link RedisCreditStore}. */
+export interface RedisCreditStoreOptions {
+  /** Prefix of every key. Default: `infery:`. */
+  prefix?: string;
+  /**
+   * How long a hold lives without renewal (ms). The instance that holds it renews it every third of this while
+   * the generation runs; when the instance dies, the hold expires and its credits return to the balance. Default:
+   * 120,000.
+   */
+  holdTtlMs?: number;
+  /** The longest a Redis call may take before the ledger counts as unreachable (ms). Default: 2,000. */
+  commandTimeoutMs?: number;
+  /** How long a settled hold id is remembered, so a retried settle never charges twice (s). Default: 7 days. */
+  settledTtlSeconds?: number;
+  /** How long a generation record is kept (s). Default: 30 days. */
+  recordTtlSeconds?: number;
+  /** How many generation records each account keeps in its recent list. Default: 10,000. */
+  recordsPerAccount?: number;
+  /** How many settlements may wait in this process while Redis is unreachable. Default: 10,000. */
+  maxPendingSettles?: number;
+  /** Where the store logs queued, retried and lost settlements (pino-compatible). */
+  logger?: Logger;
+}
+
+interface PendingSettle {
+  account: string;
+  holdId: string;
+  model: string;
+  cost: number;
+  record: GenerationDraft | undefined;
+}
+
+const MAX_MODEL_CHARS = 256;
+
+/**
+ * A {@link CreditStore} in Redis, shared by every gateway instance that uses the same Redis and prefix. Each
+ * operation is one Lua script, so it is atomic across instances: `balance + held + used` equals the starting
+ * credits and `balance ≥ 0` at every moment. Holds expire unless their instance renews them; settling is
+ * idempotent by hold id and writes the generation record in the same step. Account ids (API keys, say) only
+ * reach Redis as a SHA-256 tag.
+ *
+ * When Redis cannot be reached, `has`, `reserve` and `balanceOf` throw {@link LedgerUnavailableError} (503
+ * `ledger_unavailable`: the gateway fails closed), while `settle` — a generation that already ran — queues the
+ * settlement in this process and answers it as `pending`; the queue is retried until Redis is back. Call
+ * {@link RedisCreditStore.drain} at shutdown.
+ */
+export class RedisCreditStore implements CreditStore {
+  private readonly runner: ScriptRunner;
+  private readonly prefix: string;
+  private readonly holdTtlMs: number;
+  private readonly settledTtl: number;
+  private readonly recordTtl: number;
+  private readonly recordsPerAccount: number;
+  private readonly logger: Logger | undefined;
+  /** Holds this process owns, by hold id: renewed until settled. */
+  private readonly live = new Map<string, { account: string; milli: number }>();
+  private readonly renewer: Renewer;
+  private readonly queue: SettleQueue<PendingSettle>;
+  private readonly onReady = (): void => this.queue.kick();
+
+  constructor(redis: RedisClient, options: RedisCreditStoreOptions = {}) {
+    const number = (name: keyof RedisCreditStoreOptions, fallback: number, min: number): number => {
+      const value = options[name] ?? fallback;
+      if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) throw new RangeError(`RedisCreditStore: ${name} must be a whole number ≥ ${min}, got ${String(value)}`);
+      return value;
+    };
+    if (!redis || typeof (redis as { evalsha?: unknown }).evalsha !== 'function') throw new TypeError('RedisCreditStore needs an ioredis client (new Redis(url))');
+    this.prefix = options.prefix ?? 'infery:';
+    if (typeof this.prefix !== 'string') throw new TypeError('RedisCreditStore: prefix must be a string');
+    this.holdTtlMs = number('holdTtlMs', 120_000, 1_000);
+    this.settledTtl = number('settledTtlSeconds', 7 * 86_400, 60);
+    this.recordTtl = number('recordTtlSeconds', 30 * 86_400, 60);
+    this.recordsPerAccount = number('recordsPerAccount', 10_000, 1);
+    this.logger = options.logger;
+    this.runner = new ScriptRunner(redis, number('commandTimeoutMs', 2_000, 10));
+    this.renewer = new Renewer(Math.max(250, Math.floor(this.holdTtlMs / 3)), () => this.renewHolds(), this.logger, 'credit holds');
+    this.queue = new SettleQueue<PendingSettle>((item) => this.attempt(item), {
+      max: number('maxPendingSettles', 10_000, 1),
+      retryMs: 250,
+      maxRetryMs: 5_000,
+      logger: this.logger,
+      // the account as its Redis tag (its keys are `<prefix>{a:<tag>}…`), never the id itself: it may be an API key
+      describe: (item) => ({ generationId: item.holdId, account: tagOf(item.account), model: item.model, credits: item.cost / 1000 }),
+    });
+    redis.on('ready', this.onReady);
+  }
+
+  /** Settlements waiting in this process for Redis to come back. */
+  get pendingSettles(): number {
+    return this.queue.depth;
+  }
+
+  /** Creates `account` with `credits` unless it exists; resolves whether it was created (an existing one is never reset). */
+  async open(account: string, credits: number): Promise<boolean> {
+    checkCredits('start an account with', credits);
+    const keys = accountKeys(this.prefix, account);
+    return (await this.runner.run(OPEN, [keys.account], [String(toMilli(credits))])) === 1;
+  }
+
+  async has(account: string): Promise<boolean> {
+    const keys = accountKeys(this.prefix, account);
+    return (await this.runner.call(() => this.runner.redis.exists(keys.account))) === 1;
+  }
+
+  async reserve(account: string, holdId: string, credits: number): Promise<boolean> {
+    checkCredits('hold', credits);
+    const keys = accountKeys(this.prefix, account);
+    const milli = toMilliUp(credits);
+    const answer = await this.runner.run(RESERVE, [keys.account, keys.holds, keys.expiry, keys.settled(holdId)], [holdId, String(milli), String(this.holdTtlMs)]);
+    if (answer === -1) throw new Error('unknown key');
+    if (answer === -2) throw new Error(`hold ${holdId} exists already`);
+    if (answer !== 1) return false;
+    this.live.set(holdId, { account, milli });
+    this.renewer.start();
+    return true;
+  }
+
+  async settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft): Promise<Settlement> {
+    checkCredits('charge', credits);
+    const item: PendingSettle = { account, holdId, model: model.slice(0, MAX_MODEL_CHARS), cost: toMilliUp(credits), record };
+    try {
+      const answer = await this.write(item);
+      if (answer === 'unknown') throw new Error('unknown key');
+      return answer;
+    } catch (err) {
+      if (!(err instanceof LedgerUnavailableError)) {
+        this.live.delete(holdId);
+        throw err;
+      }
+      // the generation ran: its settlement waits here until Redis is back (the hold, still renewed, keeps the
+      // credits meanwhile); a full queue logs it as lost, and the hold then expires
+      const held = this.live.get(holdId)?.milli;
+      if (!this.queue.push(item)) this.live.delete(holdId);
+      // what will be taken is at least min(cost, hold), and more only if the balance had more: report no more
+      // than the hold (the record, written once Redis is back, has the final charge)
+      const told = held === undefined ? item.cost : Math.min(item.cost, held);
+      return { charged: told / 1000, unpaid: 0, pending: true };
+    }
+  }
+
+  async balanceOf(account: string): Promise<Balance | undefined> {
+    const keys = accountKeys(this.prefix, account);
+    const answer = (await this.runner.run(BALANCE, [keys.account, keys.holds, keys.expiry, keys.models], [])) as [string, string, string, string[]] | null;
+    if (!answer) return undefined;
+    const [start, used, held, models] = answer;
+    const byModel: Record<string, number> = Object.create(null) as Record<string, number>;
+    for (let i = 0; i + 1 < models.length; i += 2) byModel[models[i]!] = Number(models[i + 1]) / 1000;
+    return {
+      balance: (Number(start) - Number(used) - Number(held)) / 1000,
+      held: Number(held) / 1000,
+      used: Number(used) / 1000,
+      by_model: byModel,
+    };
+  }
+
+  async findGeneration(account: string, id: string): Promise<GenerationRecord | undefined> {
+    const keys = accountKeys(this.prefix, account);
+    const direct = await this.readRecord(keys, id);
+    if (direct) return direct;
+    const latest = await this.runner.call(() => this.runner.redis.get(keys.providerId(id)));
+    return latest === null ? undefined : this.readRecord(keys, latest);
+  }
+
+  /** The account's most recent generation records, newest first (at most `limit`, ≤ 1,000). */
+  async listGenerations(account: string, limit = 100): Promise<GenerationRecord[]> {
+    const keys = accountKeys(this.prefix, account);
+    const ids = await this.runner.call(() => this.runner.redis.zrevrange(keys.generations, 0, Math.max(0, Math.min(1000, limit) - 1)));
+    const records = await Promise.all(ids.map((id) => this.readRecord(keys, id)));
+    return records.filter((r): r is GenerationRecord => r !== undefined);
+  }
+
+  /**
+   * Tries to write the settlements still queued within `deadlineMs`, stops renewing holds, and resolves to the
+   * number still pending (each logged at error level with its generation id and amount).
+   */
+  async drain(deadlineMs = 5_000): Promise<number> {
+    const left = await this.queue.drain(deadlineMs);
+    return left.length;
+  }
+
+  /** Stops timers and listeners (does not close the Redis client, which the host owns). */
+  close(): void {
+    this.renewer.stop();
+    this.queue.close();
+    this.runner.redis.off('ready', this.onReady);
+  }
+
+  private async readRecord(keys: AccountKeys, id: string): Promise<GenerationRecord | undefined> {
+    const fields = await this.runner.call(() => this.runner.redis.hmget(keys.generation(id), 'record', 'charged', 'unpaid'));
+    const [json, charged, unpaid] = fields;
+    if (!json) return undefined;
+    const draft = JSON.parse(json) as GenerationDraft;
+    return { ...draft, credits_used: Number(charged) / 1000, unpaid: Number(unpaid) / 1000 };
+  }
+
+  /** One settle script call: the settlement, or 'unknown' for an account that does not exist. */
+  private async write(item: PendingSettle): Promise<Settlement | 'unknown'> {
+    const keys = accountKeys(this.prefix, item.account);
+    const generationId = item.record?.id ?? item.holdId;
+    const answer = await this.runner.run(
+      SETTLE,
+      [keys.account, keys.holds, keys.expiry, keys.settled(item.holdId), keys.models, keys.generation(generationId), keys.providerId(item.record?.provider_id ?? ''), keys.generations],
+      [
+        item.holdId,
+        String(item.cost),
+        item.model,
+        String(this.settledTtl),
+        item.record ? JSON.stringify(item.record) : '',
+        item.record?.provider_id ?? '',
+        String(this.recordTtl),
+        String(this.recordsPerAccount),
+        generationId,
+      ],
+    );
+    this.live.delete(item.holdId);
+    if (answer === 'unknown') return 'unknown';
+    const [charged, unpaid] = String(answer).split(',').map(Number) as [number, number];
+    return { charged: charged / 1000, unpaid: unpaid / 1000 };
+  }
+
+  private async attempt(item: PendingSettle): Promise<AttemptResult> {
+    try {
+      const answer = await this.write(item);
+      if (answer === 'unknown') {
+        this.logger?.error({ generationId: item.holdId }, 'infery-stream queued settlement for an account that no longer exists');
+        return 'rejected';
+      }
+      return 'done';
+    } catch (err) {
+      if (err instanceof LedgerUnavailableError) return 'retry';
+      if (isScriptError(err)) return 'rejected';
+      throw err;
+    }
+  }
+
+  private async renewHolds(): Promise<void> {
+    if (this.live.size === 0 || !this.runner.ready) return;
+    const byAccount = new Map<string, string[]>();
+    for (const [holdId, { account }] of this.live) {
+      const list = byAccount.get(account);
+      if (list) list.push(holdId);
+      else byAccount.set(account, [holdId]);
+    }
+    for (const [account, ids] of byAccount) {
+      const keys = accountKeys(this.prefix, account);
+      for (let i = 0; i < ids.length; i += 500) {
+        await this.runner.run(RENEW_HOLDS, [keys.holds, keys.expiry], [String(this.holdTtlMs), ...ids.slice(i, i + 500)]);
+      }
+    }
+  }
+}
