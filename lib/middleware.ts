@@ -1,13 +1,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InferyError, sendError } from './base/errors';
-import { parseOptions, type Options } from './options/options';
-import { createPassThrough } from './relay/pass-through';
-import { handleGeneration } from './relay/generation-handler';
 import { logRequestEnd, requestIdOf } from './core/request-log';
+import { InFlight, type ShutdownOptions } from './core/shutdown';
+import type { Options } from './options/options';
+import { parseOptions } from './parse-options';
+import { handleGeneration } from './relay/generation-handler';
+import { createPassThrough } from './relay/pass-through';
+import type { Surface } from './relay/surface';
 import { classifyPath, rawPathOf } from './services/routing/canonical-path';
 import { RouteTable, type Route } from './services/routing/routes';
-import { InFlight, type ShutdownOptions } from './core/shutdown';
 import { UpstreamPool } from './services/upstream/upstream-pool';
+import { SURFACES } from './surfaces';
 
 /** The request as the middleware reads it: a Node request, with what Express adds when it is there. */
 export type GatewayRequest = IncomingMessage & { body?: unknown; path?: string; originalUrl?: string };
@@ -40,7 +43,7 @@ export type InferyStreamMiddleware = [GatewayHandler, GatewayErrorHandler] & {
  * Where a request stands: outside the base path, refused (400/404/405; `route` is the template of a 405's path,
  * else `unmatched`), or matched to a route.
  */
-type Located = { kind: 'outside' } | { kind: 'refused'; error: InferyError; route: string } | { kind: 'route'; route: Route; subPath: string };
+type Located = { kind: 'outside' } | { kind: 'refused'; error: InferyError; route: string } | { kind: 'route'; route: Route<Surface>; subPath: string };
 
 /**
  * Creates the gateway middleware. Mount it with `app.use(inferyStream(options))`: it serves
@@ -60,12 +63,12 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
   if (arguments.length > 1) {
     throw new TypeError('infery-stream: inferyStream was called as a middleware; use app.use(inferyStream({ ... })).');
   }
-  const opts = parseOptions<Account>(options);
+  const opts = parseOptions<Account>(options, SURFACES.map((surface) => surface.path));
   const pool = new UpstreamPool(opts.upstreams, { forwardHeaders: opts.forwardHeaders, upstreamTimeout: opts.upstreamTimeout, fallback: opts.fallback, logger: opts.logger });
   const inflight = new InFlight();
   const passThrough = createPassThrough(opts, inflight);
   const base = opts.basePath;
-  const routes = new RouteTable(opts.passThrough);
+  const routes = new RouteTable(SURFACES, opts.passThrough);
   for (const route of opts.passThrough) {
     if (route.method !== 'GET' && route.method !== 'HEAD' && route.method !== 'OPTIONS') {
       opts.logger?.warn({ route: `${route.method} ${base}${route.pattern}` }, 'infery-stream passThrough forwards a route that is not metered');
@@ -114,7 +117,7 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
     const where = locate(req);
     if (where.kind === 'outside') return next();
     if (where.kind === 'refused') return refuse(req, res, where.error, where.route);
-    if (where.route.surface) void handleGeneration(where.route.surface, opts, pool, inflight, req, res);
+    if (where.route.api) void handleGeneration(where.route.api, opts, pool, inflight, req, res);
     else void passThrough(req, res, where.subPath, where.route.pattern);
   };
 

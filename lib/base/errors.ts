@@ -72,3 +72,11 @@ export function sendError(res: ServerResponse, err: InferyError, closeConnection
   if (err.headers) for (const [name, value] of Object.entries(err.headers)) res.setHeader(name, value);
   res.end(body);
 }
+
+/** Thrown at creation when an option is wrong; the message says how to fix it. */
+export class InferyOptionsError extends TypeError {
+  constructor(message: string) {
+    super(`infery-stream: ${message}`);
+    this.name = new.target.name;
+  }
+}

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { isHoldWithCap, type WorstCase } from '../ledgers/billing/reservation';
 import { InferyError } from '../base/errors';
-import type { LimitRefusal } from '../ledgers/metrics/observer';
-import type { ResolvedOptions } from '../options/options';
-import type { Surface } from '../relay/surface';
+import type { WorstCase, LimitRefusal } from '../contract/hooks';
+import { isHoldWithCap } from '../ledgers/billing/reservation';
+import type { MeteredApi } from './metered-api';
+import type { ResolvedOptions } from '../options/resolved';
 
 /**
  * Admission: what every route passes before anything goes upstream, in this order — `authenticate` (401), the
@@ -130,15 +130,15 @@ export async function admitGeneration<Account>(
   account: Account,
   req: IncomingMessage,
   res: ServerResponse,
-  surface: Surface,
+  api: MeteredApi,
   body: Record<string, unknown>,
   model: string,
   contextTokens = 0,
 ): Promise<Ticket<Account>> {
-  const path = surface.path;
-  const cap = surface.cap(body, opts.defaultMaxTokens);
+  const path = api.path;
+  const cap = api.cap(body, opts.defaultMaxTokens);
   const count = opts.countTokens;
-  const counted = await surface.estimate(body, (text) => count(text, model));
+  const counted = await api.estimate(body, (text) => count(text, model));
   // a continuation: what the provider reads again of the stored response, known exactly from its usage
   const estimate = { tokens: counted.tokens + contextTokens, bound: counted.bound + contextTokens };
   const lease = await acquireSlot(opts, account);
@@ -157,7 +157,7 @@ export async function admitGeneration<Account>(
         account,
         generationId,
         path,
-        endpoint: surface.endpoint,
+        endpoint: api.endpoint,
         model,
         body,
         worstCase: worstCase(perChoice),
@@ -191,7 +191,7 @@ export async function admitGeneration<Account>(
       promptTokens: estimate.tokens,
       maxCompletionTokens: perChoice,
       choices: cap.choices,
-      upstreamBody: surface.withCap(body, cap, perChoice),
+      upstreamBody: api.withCap(body, cap, perChoice),
       lease,
     };
   } catch (err) {

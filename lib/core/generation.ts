@@ -2,21 +2,11 @@ import type { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Ticket } from './admission';
 import type { InferyError } from '../base/errors';
-import type { Outcome } from './metering';
-import type { ResolvedOptions } from '../options/options';
-import type { Surface } from '../relay/surface';
+import type { Outcome, Usage } from '../contract/hooks';
+import type { MeteredApi } from './metered-api';
+import type { ResolvedOptions } from '../options/resolved';
 import { settle } from './settlement';
-import {
-  CompletionTally,
-  describeRawUsage,
-  estimatedUsage,
-  mergeUsage,
-  parseUsage,
-  providerCounts,
-  type Usage,
-} from './usage';
-
-export type { Outcome } from './metering';
+import { CompletionTally, describeRawUsage, estimatedUsage, mergeUsage, parseUsage, providerCounts } from './usage';
 
 const ZERO_USAGE: Usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
 
@@ -62,12 +52,12 @@ export class Generation<Account> {
     readonly model: string,
     readonly stream: boolean,
     readonly reqId: string,
-    readonly surface: Pick<Surface, 'endpoint' | 'path' | 'usage' | 'object'>,
+    readonly api: Pick<MeteredApi, 'endpoint' | 'path' | 'usage' | 'object' | 'storedContextTokens'>,
   ) {
     this.providerModel = model;
-    this.object = surface.object;
+    this.object = api.object;
     this.tally = new CompletionTally(opts.countTokens, model);
-    opts.observer?.generationStarted({ route: surface.path, generationId: ticket.generationId, model, stream });
+    opts.observer?.generationStarted({ route: api.path, generationId: ticket.generationId, model, stream });
   }
 
   /** The gateway-unique id (`X-Generation-Id`). */
@@ -121,7 +111,7 @@ export class Generation<Account> {
    * ignored with a warning, so the estimate is billed instead; a later valid one never lowers an earlier one.
    */
   recordUsage(raw: unknown): void {
-    const usage = parseUsage(raw, this.surface.usage);
+    const usage = parseUsage(raw, this.api.usage);
     if (usage === undefined) return;
     this.providerRawUsage = providerCounts(raw);
     if (usage === 'invalid') {
@@ -198,17 +188,18 @@ export class Generation<Account> {
       usage = estimatedUsage(worst.prompt_tokens, worst.completion_tokens);
     }
     this.meteredUsage = usage;
-    if (this.surface.endpoint === 'responses' && this.providerId !== undefined) {
-      // the account may read this stored response back through the pass-through; nobody else may
+    const contextTokens = this.api.storedContextTokens?.(usage);
+    if (contextTokens !== undefined && this.providerId !== undefined) {
+      // the provider stored what was generated: the account may read it back and continue it; nobody else may
       const key = this.opts.accountKey(this.ticket.account);
-      if (key !== undefined) this.opts.responseOwners.record(key, this.providerId, this.upstream, usage.prompt_tokens + usage.completion_tokens);
+      if (key !== undefined) this.opts.responseOwners.record(key, this.providerId, this.upstream, contextTokens);
     }
     return settle(this.opts, {
       ticket: this.ticket,
       req: this.req,
       reqId: this.reqId,
-      path: this.surface.path,
-      endpoint: this.surface.endpoint,
+      path: this.api.path,
+      endpoint: this.api.endpoint,
       providerId: this.providerId,
       providerUsage: this.providerRawUsage,
       upstream: this.upstream,

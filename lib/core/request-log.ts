@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
-import type { Outcome } from './metering';
-import type { LimitRefusal } from '../ledgers/metrics/observer';
-import type { ResolvedOptions } from '../options/options';
+import type { Outcome, LimitRefusal } from '../contract/hooks';
+import type { ResolvedOptions } from '../options/resolved';
 
 const SAFE_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 

@@ -1,11 +1,10 @@
 import type { IncomingMessage } from 'node:http';
 import type { Ticket } from './admission';
 import type { InferyError } from '../base/errors';
-import { callMeter, type Outcome } from './metering';
-import type { ResolvedOptions } from '../options/options';
+import type { Outcome, Usage, Endpoint } from '../contract/hooks';
+import { callMeter } from './metering';
+import type { ResolvedOptions } from '../options/resolved';
 import { logRequestEnd } from './request-log';
-import type { Usage } from './usage';
-import type { Endpoint } from '../relay/surface';
 
 /** Everything settlement needs to know about how a request ended. */
 export interface Ending<Account> {

@@ -1,15 +1,6 @@
 import { countTokens as o200kCount } from 'gpt-tokenizer';
+import type { Usage } from '../contract/hooks';
 import { countInSlices, countYielding } from '../ledgers/billing/token-count';
-
-/** Token usage as OpenAI reports it; `estimated: true` when the gateway counted the tokens itself. */
-export interface Usage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-  /** Present (true) only when the provider sent no usage and the gateway counted with a tokenizer. */
-  estimated?: true;
-  [key: string]: unknown;
-}
 
 export type TokenCounter = (text: string, model: string) => number;
 

@@ -1,5 +1,5 @@
 import { InferyError } from '../base/errors';
-import type { ResolvedOptions } from '../options/options';
+import type { ResolvedOptions } from '../options/resolved';
 import type { UpstreamPool } from '../services/upstream/upstream-pool';
 
 /** Where a request that continues a stored response goes, and what the provider reads again of it. */

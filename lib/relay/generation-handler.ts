@@ -1,19 +1,19 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Readable } from 'node:stream';
-import { admitGeneration, authenticateOrThrow, checkRequestRate, limitRefusalOf, runPreflight } from '../core/admission';
 import { InferyError, sendError, toInferyError } from '../base/errors';
-import { Generation } from '../core/generation';
-import { relayJson, relayJsonAsStream } from './json-relay';
-import { decodedBody } from '../services/upstream/decode';
-import type { ResolvedOptions } from '../options/options';
 import { checkBodyShape, readJsonBody } from '../base/request-body';
+import { locateContinuation, NO_CONTINUATION } from './continuation';
+import { admitGeneration, authenticateOrThrow, checkRequestRate, limitRefusalOf, runPreflight } from '../core/admission';
+import { Generation } from '../core/generation';
 import { logRequestEnd, requestIdOf } from '../core/request-log';
 import { responseDone, shuttingDown, type InFlight } from '../core/shutdown';
+import { relayJson, relayJsonAsStream } from './json-relay';
+import type { ResolvedOptions } from '../options/resolved';
+import { decodedBody } from '../services/upstream/decode';
+import { modelNotFound, UpstreamAttemptsError, type UpstreamPool } from '../services/upstream/upstream-pool';
 import { StreamRelay } from './stream-relay';
 import type { Surface } from './surface';
-import { locateContinuation, NO_CONTINUATION } from './continuation';
-import { modelNotFound, UpstreamAttemptsError, type UpstreamPool } from '../services/upstream/upstream-pool';
 
 /** The request ended before anything went upstream because its client left. */
 const clientLeft = (): InferyError => new InferyError(499, 'client_closed_request', 'The client closed the connection before the request was sent upstream.');

@@ -1,10 +1,10 @@
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import { InferyError, sendError } from '../base/errors';
-import type { Generation } from '../core/generation';
-import type { ResolvedOptions } from '../options/options';
 import { MAX_JSON_DEPTH, walkJson } from '../base/json-walk';
 import { readText } from '../base/request-body';
+import type { Generation } from '../core/generation';
+import type { ResolvedOptions } from '../options/resolved';
 import type { UpstreamCall } from '../services/upstream/upstream';
 import { carriesKey, redact } from '../services/upstream/upstream-headers';
 import { writeStreamHead } from './stream-relay';

@@ -2,16 +2,16 @@ import type { ClientRequest, IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createProxyMiddleware, fixRequestBody } from 'http-proxy-middleware';
-import { authenticateOrThrow, checkRequestRate, limitRefusalOf, runPreflight } from '../core/admission';
-import { responseDone, shuttingDown, type InFlight } from '../core/shutdown';
 import { InferyError, sendError, toInferyError } from '../base/errors';
-import type { ResolvedOptions } from '../options/options';
+import { authenticateOrThrow, checkRequestRate, limitRefusalOf, runPreflight } from '../core/admission';
 import { logRequestEnd, requestIdOf, type RequestLogLine } from '../core/request-log';
+import { responseDone, shuttingDown, type InFlight } from '../core/shutdown';
+import type { ResolvedOptions } from '../options/resolved';
 import { relayPassThroughResponse } from './pass-through-response';
-import { upstreamTimeoutError, upstreamUnreachableError } from '../services/upstream/upstream';
 import { ModelCatalog } from '../services/upstream/model-catalog';
-import type { ResolvedUpstream } from '../services/upstream/upstreams';
+import { upstreamTimeoutError, upstreamUnreachableError } from '../services/upstream/upstream';
 import { BODY_HEADERS, gatewayHeaders } from '../services/upstream/upstream-headers';
+import type { ResolvedUpstream } from '../services/upstream/upstreams';
 
 /** True when the request announces a body (a length above zero, or chunked). */
 function hasBody(req: IncomingMessage): boolean {

@@ -3,11 +3,11 @@ import type { Readable } from 'node:stream';
 import { createParser, type EventSourceMessage, type EventSourceParser } from 'eventsource-parser';
 import { InferyError } from '../base/errors';
 import type { Generation } from '../core/generation';
-import type { ResolvedOptions } from '../options/options';
+import type { ResolvedOptions } from '../options/resolved';
 import type { UpstreamCall } from '../services/upstream/upstream';
-import { sendUnbufferedHead } from './unbuffered-head';
 import { carriesKey, redact } from '../services/upstream/upstream-headers';
 import type { StreamDialect } from './surface';
+import { sendUnbufferedHead } from './unbuffered-head';
 
 const HEARTBEAT = ': keep-alive\n\n';
 /** How long a finished upstream response may take to end before its socket is dropped instead of reused. */

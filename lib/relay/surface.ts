@@ -1,12 +1,7 @@
 import type { EventSourceMessage } from 'eventsource-parser';
-import type { PromptEstimate } from '../ledgers/billing/prompt-estimate';
-import type { CompletionCap } from '../ledgers/billing/reservation';
-import type { Generation } from '../core/generation';
-import type { UsageDialect } from '../core/usage';
 import type { InferyError } from '../base/errors';
-
-/** Which API a generation went through: what `MeterEvent.endpoint` says. */
-export type Endpoint = 'chat.completions' | 'completions' | 'responses' | 'embeddings';
+import type { Generation } from '../core/generation';
+import type { MeteredApi } from '../core/metered-api';
 
 /** What one upstream stream event means for the relay. */
 export type StreamStep =
@@ -50,24 +45,12 @@ export interface JsonDialect {
 /**
  * One API surface the gateway meters (`/chat/completions`, `/completions`, `/responses`, `/embeddings`): its
  * contract in one place — what a request must hold, what it can cost at most, what is sent upstream, and how
- * its answers are read and completed. Everything else (admission, the relays, settlement) is shared.
+ * its answers are read and completed. It extends the core's narrow {@link MeteredApi} (endpoint, path, usage
+ * dialect, estimate, cap) with what the relays need; everything else (admission, the relays, settlement) is shared.
  */
-export interface Surface {
-  endpoint: Endpoint;
-  /** The route below the base path. */
-  path: string;
-  /** How the provider writes usage. */
-  usage: UsageDialect;
-  /** The `object` of the events the gateway adds when the provider sent none. */
-  object: string;
+export interface Surface extends MeteredApi {
   /** Checks the fields the gateway relies on (400 otherwise); the rest is the provider's to judge. */
   validate(body: Record<string, unknown>, opts: SurfaceOptions): { model: string; stream: boolean };
-  /** The prompt's estimate and bound, in tokens. */
-  estimate(body: Record<string, unknown>, count: (text: string) => number): Promise<PromptEstimate>;
-  /** The completion cap per choice and the number of choices (400 on bad values). */
-  cap(body: Record<string, unknown>, defaultMaxTokens: number): CompletionCap;
-  /** The body with the cap the provider must enforce. */
-  withCap(body: Record<string, unknown>, cap: CompletionCap, perChoice: number): Record<string, unknown>;
   /** The JSON sent upstream (a stream asks for usage where the API needs asking). */
   upstreamBody(body: Record<string, unknown>, stream: boolean): string;
   /**

@@ -1,6 +1,5 @@
-import type { IncomingMessage } from 'node:http';
 import { InferyError } from '../../base/errors';
-import type { Endpoint } from '../../relay/surface';
+import type { ReserveContext } from '../../contract/hooks';
 
 /**
  * The largest completion cap accepted (no model comes near it): past it, 400. Keeps every worst case (cap × `n` ×
@@ -10,51 +9,6 @@ export const MAX_OUTPUT_TOKENS = 100_000_000;
 
 /** OpenAI's largest `n`. */
 const MAX_CHOICES = 128;
-
-/** The most a request can cost, in tokens. */
-export interface WorstCase {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-}
-
-/** What `reserve` sees: the account, the request and its worst case. */
-export interface ReserveContext<Account, Req extends IncomingMessage = IncomingMessage> {
-  account: Account;
-  /** The gateway-unique id of the generation this reservation is for (also `MeterEvent.generationId`). */
-  generationId: string;
-  /** The route below the base path, e.g. `/chat/completions`. */
-  path: string;
-  /** Which API: `chat.completions`, `completions`, `responses` or `embeddings`. */
-  endpoint: Endpoint;
-  /** The model the client asked for. */
-  model: string;
-  /** The parsed request body (read only). */
-  body: Readonly<Record<string, unknown>>;
-  /**
-   * The worst case: `prompt_tokens` is the prompt's token count plus 10% and 16, never above a strict bound of a
-   * token per UTF-8 byte (media parts at a fixed figure); `completion_tokens` is the cap times `n`.
-   */
-  worstCase: WorstCase;
-  /** The completion cap per choice that will be sent upstream. */
-  maxCompletionTokens: number;
-  /**
-   * Where the cap came from: the client's `max_completion_tokens` / `max_tokens` / `max_output_tokens`, or the
-   * default (`defaultMaxTokens`; 16 for legacy completions, as OpenAI; 0 for embeddings, which generate nothing).
-   */
-  capSource: 'max_completion_tokens' | 'max_tokens' | 'max_output_tokens' | 'default';
-  /** Number of choices asked for (`n`). */
-  choices: number;
-  /** The client's request, as your framework hands it over. */
-  req: Req;
-}
-
-/**
- * What `reserve` returns: `false` refuses (402); `true`/`undefined` admits without a hold; any other value is
- * the hold, handed back in `MeterEvent.reservation`; `{ hold, maxCompletionTokens }` also lowers the cap sent
- * upstream (to a whole number between 1 and the cap in the context).
- */
-export type ReserveResult = boolean | void | { hold: unknown; maxCompletionTokens?: number } | string | number | object;
 
 /** The completion cap of a chat request, as validated. */
 export interface CompletionCap {

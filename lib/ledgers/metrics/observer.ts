@@ -1,15 +1,10 @@
-import type { Outcome } from '../../core/metering';
-import type { Usage } from '../../core/usage';
-import type { Logger } from '../../options/options';
+import type { Outcome, Usage, Logger, LimitRefusal } from '../../contract/hooks';
 
 /**
  * The observer hook: what the gateway tells a metrics system, at the start and the end of requests and never
  * per chunk. `infery-stream/prometheus` implements it with prom-client; any other system can too. Events carry
  * route templates, never raw paths, and never a key, an account or prompt text.
  */
-
-/** Which per-account limit refused a request: the per-minute budget, the concurrency slots, or the credits (402). */
-export type LimitRefusal = 'rate' | 'concurrency' | 'quota';
 
 /** One request the middleware answered, whatever its end: served, refused, cancelled or failed. */
 export interface RequestEnd {

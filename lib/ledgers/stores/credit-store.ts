@@ -1,5 +1,4 @@
-import type { MeterEvent, Outcome } from '../../core/metering';
-import type { Usage } from '../../core/usage';
+import type { MeterEvent, Outcome, Usage } from '../../contract/hooks';
 
 /** A key's account: what is available, what is held for generations under way, what it used, `used` by model. */
 export interface Balance {

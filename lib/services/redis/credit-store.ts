@@ -1,6 +1,6 @@
-import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type GenerationDraft, type GenerationRecord, type Settlement } from '../../ledgers/stores/credit-store';
-import type { Logger } from '../../options/options';
+import type { Logger } from '../../contract/hooks';
 import { accountKeys, tagOf, type AccountKeys } from './keys';
+import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type GenerationDraft, type GenerationRecord, type Settlement } from '../../ledgers/stores/credit-store';
 import { Renewer } from './renewer';
 import { isScriptError, LedgerUnavailableError, ScriptRunner, type RedisClient } from './runner';
 import { BALANCE, OPEN, RENEW_HOLDS, RESERVE, SETTLE } from './scripts';

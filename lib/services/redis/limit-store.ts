@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { LimitStore } from '../../ledgers/stores/limit-store';
-import type { Logger } from '../../options/options';
+import type { Logger } from '../../contract/hooks';
 import { limitKeys } from './keys';
+import type { LimitStore } from '../../ledgers/stores/limit-store';
 import { Renewer } from './renewer';
 import { LedgerUnavailableError, ScriptRunner, type RedisClient } from './runner';
 import { ACQUIRE, HIT, RENEW_LEASES } from './scripts';

@@ -1,4 +1,4 @@
-import type { Logger } from '../../options/options';
+import type { Logger } from '../../contract/hooks';
 
 /**
  * Calls `renew` every `everyMs` while `active()` says there is something to renew: it moves the expiry of the

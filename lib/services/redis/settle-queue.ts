@@ -1,4 +1,4 @@
-import type { Logger } from '../../options/options';
+import type { Logger } from '../../contract/hooks';
 
 /** What happened to one attempt: written, try again later (Redis unreachable), or refused for good. */
 export type AttemptResult = 'done' | 'retry' | 'rejected';

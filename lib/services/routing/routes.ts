@@ -1,15 +1,16 @@
-import type { Surface } from '../../relay/surface';
-import { SURFACES } from '../../surfaces';
 import { isCanonicalSegment } from './canonical-path';
 
-/** What serves a route: a metered API surface, or the pass-through proxy. */
+/** What serves a route: a metered API, or the pass-through proxy. */
 export type RouteKind = 'generation' | 'pass-through';
 
-/** A route the gateway answers: a method and a path pattern below the base path (`{name}` is one segment). */
-export interface Route {
+/**
+ * A route the gateway answers: a method and a path pattern below the base path (`{name}` is one segment). `Api`
+ * is whatever the middleware serves a generation route with (its API surface): routing only carries it.
+ */
+export interface Route<Api = unknown> {
   kind: RouteKind;
   /** The API a `generation` route serves. */
-  surface?: Surface;
+  api?: Api;
   method: string;
   /** The pattern as written, e.g. `/models/{id}`. */
   pattern: string;
@@ -17,7 +18,7 @@ export interface Route {
 }
 
 /** The result of looking a request up: the route, a known path with other methods (405), or nothing (404). */
-export type RouteMatch = { route: Route } | { allow: string[] } | undefined;
+export type RouteMatch<Api = unknown> = { route: Route<Api> } | { allow: string[] } | undefined;
 
 const METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
 
@@ -49,24 +50,25 @@ export function parseRoute(spec: string, kind: RouteKind): Route {
   return { kind, method, pattern, segments };
 }
 
-function matches(route: Route, parts: string[]): boolean {
+function matches(route: Route<unknown>, parts: string[]): boolean {
   if (route.segments.length !== parts.length) return false;
   return route.segments.every((segment, i) => typeof segment !== 'string' || segment === parts[i]);
 }
 
 /**
  * The gateway's routes, matched exactly and case-sensitively against canonical sub-paths (see
- * `canonical-path.ts`: a `{param}` then matches one segment that cannot climb out of the base path).
+ * `canonical-path.ts`: a `{param}` then matches one segment that cannot climb out of the base path). Built from
+ * what the middleware hands it: the metered APIs (`POST {path}` each) and the pass-through routes.
  */
-export class RouteTable {
-  readonly routes: readonly Route[];
+export class RouteTable<Api extends { path: string }> {
+  readonly routes: ReadonlyArray<Route<Api>>;
 
-  constructor(passThrough: readonly Route[]) {
-    const metered = SURFACES.map((surface) => ({ ...parseRoute(`POST ${surface.path}`, 'generation'), surface }));
-    this.routes = [...metered, ...passThrough];
+  constructor(metered: readonly Api[], passThrough: readonly Route[]) {
+    const generations = metered.map((api) => ({ ...parseRoute(`POST ${api.path}`, 'generation'), api }));
+    this.routes = [...generations, ...(passThrough as ReadonlyArray<Route<Api>>)];
   }
 
-  match(method: string, subPath: string): RouteMatch {
+  match(method: string, subPath: string): RouteMatch<Api> {
     const parts = subPath.slice(1).split('/');
     const candidates = this.routes.filter((route) => matches(route, parts));
     // HEAD is answered wherever GET is, as HTTP expects

@@ -1,8 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import { InferyError, sendError } from '../../base/errors';
-import type { Logger } from '../../options/options';
-import { modelNotFound } from './upstream-pool';
+import type { Logger } from '../../contract/hooks';
 import { carriesKey, redact } from './upstream-headers';
+import { modelNotFound } from './upstream-pool';
 import type { ResolvedUpstream } from './upstreams';
 
 /** One model in `GET /models`, as OpenAI lists them. */

@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import type { UpstreamSettings } from '../../options/options';
+import type { UpstreamSettings } from './upstream-settings';
 
 const USER_AGENT = 'infery-stream/0.1';
 

@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http';
 import { InferyError, toInferyError } from '../../base/errors';
-import type { UpstreamSettings } from '../../options/options';
 import { UpstreamClient, upstreamHttpError, upstreamTimeoutError, upstreamUnreachableError, type UpstreamCall } from './upstream';
+import type { UpstreamSettings } from './upstream-settings';
 import { parseFallback, type FallbackOptions, type FallbackTrigger, type ResolvedUpstream } from './upstreams';
 
 /** One attempt that did not end in an accepted answer: which upstream, and the status and code it ended with. */

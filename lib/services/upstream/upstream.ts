@@ -1,9 +1,9 @@
 import http, { type ClientRequest, type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { InferyError } from '../../base/errors';
-import type { UpstreamSettings } from '../../options/options';
 import { readText } from '../../base/request-body';
 import { gatewayHeaders, redact } from './upstream-headers';
+import type { UpstreamSettings } from './upstream-settings';
 
 const noop = (): void => {};
 const MAX_ERROR_BODY = 64 * 1024;

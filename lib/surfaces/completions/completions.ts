@@ -1,10 +1,10 @@
+import { InferyError } from '../../base/errors';
+import { checkStream, isTextOrTokens, requireModel } from '../../base/request-body';
 import { estimatePrompt } from '../../ledgers/billing/prompt-estimate';
 import { MAX_OUTPUT_TOKENS, wholeParam, type CompletionCap } from '../../ledgers/billing/reservation';
-import { choicesJson, withUsageRequested } from '../chat/chat-completions';
-import { choicesStream } from '../chat/chat-stream';
-import { InferyError } from '../../base/errors';
 import type { Surface } from '../../relay/surface';
-import { checkStream, isTextOrTokens, requireModel } from '../../base/request-body';
+import { choicesJson, withUsageRequested } from '../shared/choices-json';
+import { choicesStream } from '../shared/choices-stream';
 
 /** OpenAI's default `max_tokens` for legacy completions: what the provider generates when a client sets none. */
 export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;

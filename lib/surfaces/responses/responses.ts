@@ -1,8 +1,8 @@
+import { InferyError } from '../../base/errors';
+import { checkStream, requireModel } from '../../base/request-body';
 import { estimatePrompt } from '../../ledgers/billing/prompt-estimate';
 import { MAX_OUTPUT_TOKENS, wholeParam, type CompletionCap } from '../../ledgers/billing/reservation';
-import { InferyError } from '../../base/errors';
 import type { Surface } from '../../relay/surface';
-import { checkStream, requireModel } from '../../base/request-body';
 import { responsesJson } from './responses-json';
 import { responsesStream } from './responses-stream';
 
@@ -81,6 +81,9 @@ export const responses: Surface = {
     return max === undefined ? { perChoice: defaultMaxTokens, source: 'default', choices: 1 } : { perChoice: max, source: 'max_output_tokens', choices: 1 };
   },
   withCap: (body, _cap, perChoice) => ({ ...body, max_output_tokens: perChoice }),
+  // the provider stores each response: its owner may read it back and continue it, the provider then reading
+  // its input and output again
+  storedContextTokens: (usage) => usage.prompt_tokens + usage.completion_tokens,
   upstreamBody: (body) => JSON.stringify(body),
   stream: responsesStream,
   json: responsesJson,
