@@ -1,5 +1,5 @@
 import vm from 'node:vm';
-import { formatReport, runSoak, type Check, type SoakReport } from './helpers/chaos';
+import { formatReport, runSoak, type Check, type SoakReport } from './helpers/chaos/soak';
 
 // Chaos soak (issue 7, point 8): about 1,000 requests at concurrency 100 against a provider that drops, stalls,
 // garbles, splits bytes, sends usage twice or not at all, errors mid-stream and before the first byte, with
@@ -8,7 +8,7 @@ import { formatReport, runSoak, type Check, type SoakReport } from './helpers/ch
 // The provider runs in a worker thread (its own event loop, as a real one); the gateway is the example app's
 // billing (CreditLedger, priced reserve and settle) on the library directly, with idleTimeout and
 // usageGraceTimeout 300 ms and upstreamTimeout 1 s (createApp takes no meter to observe). Every invariant is
-// checked in __tests__/helpers/chaos.ts; each test below asserts one group of them, and the figures are printed.
+// checked in __tests__/helpers/chaos/soak.ts; each test below asserts one group of them, and the figures are printed.
 // The larger soak is `npm run soak` (bench/soak.ts). SOAK_SEED=<n> replays another seed.
 
 const REQUESTS = 1000;

@@ -11,7 +11,7 @@
  * Re-spawns itself with --expose-gc so the RSS figures are taken after full collections.
  */
 import { spawnSync } from 'node:child_process';
-import { formatReport, runSoak } from '../__tests__/helpers/chaos';
+import { formatReport, runSoak } from '../__tests__/helpers/chaos/soak';
 
 function wholeEnv(name: string, fallback: number): number {
   const raw = process.env[name];
