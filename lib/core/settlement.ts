@@ -1,29 +1,20 @@
 import type { IncomingMessage } from 'node:http';
 import type { Ticket } from './admission';
 import type { InferyError } from '../base/errors';
-import type { Outcome, Usage, Endpoint } from '../contract/hooks';
+import type { MeterEvent, Outcome } from '../contract/hooks';
 import { callMeter } from './metering';
 import type { ResolvedOptions } from '../options/resolved';
 import { logRequestEnd } from './request-log';
 
-/** Everything settlement needs to know about how a request ended. */
-export interface Ending<Account> {
+/** Everything settlement needs to know about how a request ended: what `meter` is told, and how to log it. */
+export interface Ending<Account>
+  extends Pick<
+    MeterEvent<Account>,
+    'path' | 'endpoint' | 'providerId' | 'providerUsage' | 'upstream' | 'failedUpstreams' | 'model' | 'providerModel' | 'outcome' | 'usage' | 'error' | 'stream' | 'finishReason'
+  > {
   ticket: Ticket<Account>;
   req: IncomingMessage;
   reqId: string;
-  path: string;
-  endpoint: Endpoint;
-  providerId: string | undefined;
-  providerUsage: Record<string, unknown> | undefined;
-  upstream: string | undefined;
-  failedUpstreams: Array<{ upstream: string; code: string; status: number }>;
-  model: string;
-  providerModel: string;
-  outcome: Outcome;
-  usage: Usage;
-  error: InferyError | undefined;
-  stream: boolean;
-  finishReason: string | null;
   ttftMs: number | null;
   durationMs: number;
 }
