@@ -172,7 +172,7 @@ describe('a slot comes back on every exit path', () => {
     }],
     ['upstream error before the first byte', async () => expect((await call(gw.url, { body: chat('fail') })).status).toBeGreaterThanOrEqual(500)],
     ['upstream unreachable', async () => expect((await call(unreachable.url, { body: chat('hi') })).status).toBe(502)],
-    ['upstream dropped mid-stream', async () => expect((await postStream(gw.url, chat('drop'))).raw).toContain('finish_reason":"error')],
+    ['upstream dropped mid-stream', async () => expect((await postStream(gw.url, chat('drop'))).raw).toContain('data: {"error":{')],
     ['body validation error (no slot taken)', async () => {
       const acquire = jest.spyOn(store, 'acquire');
       expect((await call(gw.url, { body: { model: 'test-model' } })).status).toBe(400);

@@ -67,9 +67,10 @@ describe('errors before the first byte', () => {
 });
 
 describe('errors mid-stream', () => {
+  // the seed's bare error event: `error` alone, no `choices` beside it (the AI SDK would read a chunk with
+  // `choices` as a normal one and drop the error)
   const errorShape = {
     error: { message: expect.any(String), type: expect.any(String), code: expect.any(String) },
-    choices: [{ index: 0, delta: {}, finish_reason: 'error' }],
   };
   const started: Step[] = textSteps(['Hello', ' there']).slice(0, 3);
 

@@ -6,13 +6,13 @@ import type { StreamDialect, StreamStep } from '../../relay/surface';
 
 const DONE = 'data: [DONE]\n\n';
 
-/** The SSE chunk a chat or completions client receives when the stream fails after it began. */
+/**
+ * The event a chat or completions client receives when the stream fails after it began: the seed's bare
+ * `{"error":{"message","type","code"}}`. Nothing else beside `error`: a chunk that also carried `choices` would
+ * match the AI SDK's normal chunk schema, which drops the unknown `error` and reads a short, normal answer.
+ */
 export function errorChunk(err: InferyError): string {
-  const payload = {
-    error: { message: err.message, type: err.type, code: err.code },
-    choices: [{ index: 0, delta: {}, finish_reason: 'error' }],
-  };
-  return `data: ${JSON.stringify(payload)}\n\n`;
+  return `data: ${JSON.stringify({ error: { message: err.message, type: err.type, code: err.code } })}\n\n`;
 }
 
 /** Records a chunk's id, model and creation time on the generation the first time a chunk carries them. */
