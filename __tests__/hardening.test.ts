@@ -4,6 +4,14 @@ import { createApp } from '../example-app/app';
 import { BASE, contentChunk, ScriptedProvider, textSteps, type Step } from './helpers/provider';
 import { KEY, startGateway, UPSTREAM_KEY, withGateway as withGatewayOn, type TestGateway } from './helpers/gateway';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
+import { zstdSupported } from '../lib/base/content-encoding';
+
+/** zstd where this Node's zlib has it (22.15+, 24), in the same shape as zlib.gzipSync. */
+type ZstdZlib = { zstdCompressSync: (b: Buffer | string, o?: { params?: Record<number, number> }) => Buffer; constants: Record<string, number> };
+const zstd = zlib as unknown as ZstdZlib;
+const zstdCompress = (b: Buffer | string): Buffer => zstd.zstdCompressSync(b, { params: { [zstd.constants.ZSTD_c_contentSizeFlag!]: 0 } });
+const withZstd = zstdSupported ? test : test.skip;
+if (!zstdSupported) console.log(`skipped: the zstd tests, Node ${process.versions.node}'s zlib has no zstd`);
 
 const chat = { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] };
 
@@ -204,11 +212,13 @@ describe('a provider that ignores stream: true, or compresses', () => {
     .map((step) => `data: ${typeof (step as { data: unknown }).data === 'string' ? (step as { data: string }).data : JSON.stringify((step as { data: unknown }).data)}\n\n`)
     .join('');
 
-  test.each([
-    ['gzip', (b: Buffer) => zlib.gzipSync(b)],
-    ['deflate', (b: Buffer) => zlib.deflateSync(b)],
-    ['br', (b: Buffer) => zlib.brotliCompressSync(b)],
-  ])('a %s-compressed stream is decoded as it arrives', async (encoding, compress) => {
+  const encoders: Array<[string, (b: Buffer) => Buffer]> = [
+    ['gzip', (b) => zlib.gzipSync(b)],
+    ['deflate', (b) => zlib.deflateSync(b)],
+    ['br', (b) => zlib.brotliCompressSync(b)],
+    ...(zstdSupported ? [['zstd', zstdCompress] as [string, (b: Buffer) => Buffer]] : []),
+  ];
+  test.each(encoders)('a %s-compressed stream is decoded as it arrives', async (encoding, compress) => {
     const raw = await rawProvider(() => ({ headers: { 'content-type': 'text/event-stream', 'content-encoding': encoding }, body: compress(Buffer.from(sse)) }));
     const gw = await startGateway(raw.url);
     try {
@@ -319,12 +329,39 @@ describe('bad framing gets a quick, clear answer', () => {
       expect(corrupt.status).toBe(400);
       expect(JSON.parse(corrupt.text).error).toMatchObject({ code: 'invalid_body', type: 'invalid_request_error' });
       expect(corrupt.text).not.toContain('at ');
-      const unknown = await rawPost(gw.url, { 'content-encoding': 'zstd', 'content-length': String(bad.length) }, bad);
+      const unknown = await rawPost(gw.url, { 'content-encoding': 'compress', 'content-length': String(bad.length) }, bad);
       expect(unknown.status).toBe(415);
       expect(JSON.parse(unknown.text).error.code).toBe('unsupported_encoding');
     } finally {
       await gw.close();
     }
+  });
+
+  withZstd('a zstd request body is decoded as express.json() decodes it, with the same limit; a frame that asks for a window past 8 MiB or is corrupt is a 400', async () => {
+    provider.reply = () => ({ steps: textSteps(['ok']) });
+    await withGateway({ bodyLimit: 64 * 1024 }, async (gw) => {
+      const body = zstdCompress(JSON.stringify(chat));
+      const ok = await rawPost(gw.url, { 'content-encoding': 'zstd', 'content-length': String(body.length) }, body);
+      expect(ok.status).toBe(200);
+      expect(ok.text).toContain('data: [DONE]');
+      const bomb = zstdCompress(JSON.stringify({ ...chat, pad: 'x'.repeat(8 * 1024 * 1024) }));
+      expect(bomb.length).toBeLessThan(4096);
+      const big = await rawPost(gw.url, { 'content-encoding': 'zstd', 'content-length': String(bomb.length) }, bomb);
+      expect(big.status).toBe(413);
+      expect(JSON.parse(big.text).error.code).toBe('request_too_large');
+      // the frame header's window descriptor rewritten to 2^27 bytes (128 MiB), which the decoder would allocate
+      const wide = Buffer.from(body);
+      expect(wide[4]).toBe(0); // no single-segment flag: byte 5 is the window descriptor
+      wide[5] = 17 << 3;
+      const refused = await rawPost(gw.url, { 'content-encoding': 'zstd', 'content-length': String(wide.length) }, wide);
+      expect(refused.status).toBe(400);
+      expect(JSON.parse(refused.text).error.code).toBe('invalid_body');
+      const corrupt = await rawPost(gw.url, { 'content-encoding': 'zstd', 'content-length': '16' }, Buffer.from('this is not zstd'));
+      expect(corrupt.status).toBe(400);
+      const unknown = await rawPost(gw.url, { 'content-encoding': 'compress', 'content-length': '2' }, Buffer.from('??'));
+      expect(unknown.status).toBe(415);
+      expect(JSON.parse(unknown.text).error.message).toContain('gzip, deflate, br, zstd or none');
+    });
   });
 
   test('a compressed body that inflates past bodyLimit is a 413', async () => {

@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
-import { decoderFor } from './content-encoding';
+import { decoderFor, SUPPORTED_ENCODINGS } from './content-encoding';
 import { InferyError } from './errors';
 import { MAX_JSON_DEPTH, walkJson } from './json-walk';
 
@@ -51,14 +51,15 @@ export async function readJsonBody(req: MaybeParsed, limit: number): Promise<Rec
 }
 
 /**
- * The request body, decoded when the client compressed it (`Content-Encoding: gzip`, `deflate` or `br`); the
- * size limit applies to the decoded bytes, so a compression bomb is a 413. Other encodings are a 415.
+ * The request body, decoded when the client compressed it (`Content-Encoding: gzip`, `deflate`, `br`, or `zstd`
+ * where Node's zlib has it, as `express.json()` does); the size limit applies to the decoded bytes, so a
+ * compression bomb is a 413. Other encodings are a 415.
  */
 function decodedRequest(req: IncomingMessage): Readable {
   const decoder = decoderFor(req.headers['content-encoding']);
   if (decoder === null) return req;
   if (decoder === undefined) {
-    throw new InferyError(415, 'unsupported_encoding', `The request body's Content-Encoding ${String(req.headers['content-encoding']).slice(0, 40)} is not supported; send gzip, deflate, br or none.`);
+    throw new InferyError(415, 'unsupported_encoding', `The request body's Content-Encoding ${String(req.headers['content-encoding']).slice(0, 40)} is not supported; send ${SUPPORTED_ENCODINGS.join(', ')} or none.`);
   }
   req.on('error', (err) => decoder.destroy(err));
   return req.pipe(decoder);

@@ -5,7 +5,7 @@ import { InferyError } from '../../base/errors';
 
 /**
  * The provider's answer body, decoded: the gateway asks for `identity`, but a provider that compresses anyway
- * (gzip, deflate, br) is decoded as it streams, with backpressure. Decoded sizes stay bounded by
+ * (gzip, deflate, br, zstd where Node has it) is decoded as it streams, with backpressure. Decoded sizes stay bounded by
  * `maxEventBytes` / `maxResponseBytes` downstream, so a compression bomb cannot grow memory. An unknown
  * encoding is a 502.
  */
