@@ -153,7 +153,7 @@ describe('POST /v1/responses', () => {
     expect(argDeltas.length).toBeGreaterThan(1);
     const done = events.find((e) => e.type === 'response.function_call_arguments.done') as Extract<ResponseStreamEvent, { type: 'response.function_call_arguments.done' }>;
     expect(done.arguments).toBe(argDeltas.map((d) => d.delta).join(''));
-    expect(done.name).toBe('get_weather');
+    expect((done as { name?: string }).name).toBe('get_weather');
     expect(JSON.parse(done.arguments)).toEqual({ city: 'city value', days: 42 });
     const final = (events[events.length - 1] as Extract<ResponseStreamEvent, { type: 'response.completed' }>).response;
     expect(final.output).toHaveLength(1);

@@ -531,11 +531,15 @@ describe('Responses API: what a client cannot get for free', () => {
       c.embeddings.create({ model: 'claude-x', input: 'hi' }),
       c.chat.completions.create({ model: 'claude-x', messages: [{ role: 'user', content: 'hi' }] }),
     ];
-    for (const attempt of attempts) {
-      const err = await attempt.then(
+    // openai 7 sends at once: each outcome is caught as it comes, not only when the loop reaches it
+    const outcomes = attempts.map((attempt) =>
+      attempt.then(
         () => undefined,
         (e: unknown) => e,
-      );
+      ),
+    );
+    for (const outcome of outcomes) {
+      const err = await outcome;
       expect(err).toBeInstanceOf(APIError);
       expect((err as APIError).status).toBe(404);
       expect((err as APIError).code).toBe('model_not_found');
