@@ -5,11 +5,8 @@
  * provider, and against the example app. What each client reports is checked against what the gateway metered.
  * Everything on 127.0.0.1; the driver process, gateways and providers are stopped after each block.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { createApp } from '../example-app/app';
-import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import { ClientDriver, type ClientName, type EmbedOutcome, type StreamOutcome } from './helpers/client-driver';
+import { startExampleServer, type ExampleServer } from './helpers/example-server';
 import { KEY, startGateway, type TestGateway } from './helpers/gateway';
 import { BASE, ScriptedProvider, sleep, textSteps, type Step } from './helpers/provider';
 import { responsesPrefix, responsesSteps } from './helpers/surface-scripts';
@@ -35,10 +32,10 @@ afterAll(() => {
   console.log(['clients × features, as measured:', `| client | ${features.join(' | ')} |`, `|---|${features.map(() => '---').join('|')}|`, ...rows].join('\n'));
 });
 
-describe.each(CHAT_CLIENTS)('%s against a scripted provider', (client) => {
+/** A scripted provider and a gateway in front of it, new for each test of the block, stopped after it. */
+function scriptedPerTest(): { provider: () => ScriptedProvider; gw: () => TestGateway; target: () => { baseURL: string; apiKey: string; model: string } } {
   let provider: ScriptedProvider;
   let gw: TestGateway;
-  const target = () => ({ baseURL: `${gw.url}/v1`, apiKey: KEY, model: 'test-model' });
   beforeEach(async () => {
     provider = await new ScriptedProvider().start();
     gw = await startGateway(provider.url);
@@ -47,9 +44,14 @@ describe.each(CHAT_CLIENTS)('%s against a scripted provider', (client) => {
     await gw.close();
     await provider.stop();
   });
+  return { provider: () => provider, gw: () => gw, target: () => ({ baseURL: `${gw.url}/v1`, apiKey: KEY, model: 'test-model' }) };
+}
+
+describe.each(CHAT_CLIENTS)('%s against a scripted provider', (client) => {
+  const { provider, gw, target } = scriptedPerTest();
 
   test('streaming text arrives chunk by chunk; usage is reported; credits_used is what meter returned', async () => {
-    provider.reply = () => ({ steps: textSteps(WORDS, { gap: 40, usage: [12, 10] }) });
+    provider().reply = () => ({ steps: textSteps(WORDS, { gap: 40, usage: [12, 10] }) });
     const out = await driver.run(client, 'stream', target());
     expect(out.error).toBeUndefined();
     expect(out.deltas.map((d) => d.text).join('')).toBe(WORDS.join(''));
@@ -59,7 +61,7 @@ describe.each(CHAT_CLIENTS)('%s against a scripted provider', (client) => {
     const usage = out.usage as Record<string, unknown>;
     expect(usage.prompt_tokens ?? usage.inputTokens ?? usage.input_tokens).toBe(12);
     expect(usage.completion_tokens ?? usage.outputTokens ?? usage.output_tokens).toBe(10);
-    expect(gw.meterCalls).toHaveLength(1);
+    expect(gw().meterCalls).toHaveLength(1);
     if (READS_STREAM_CREDITS(client)) expect(out.credits_used).toBe(22);
     else expect(out.credits_used).toBeUndefined();
     mark(client, 'stream', `${out.deltas.length} deltas over ${Math.round(out.deltas.at(-1)!.at - out.deltas[0]!.at)} ms`);
@@ -69,7 +71,7 @@ describe.each(CHAT_CLIENTS)('%s against a scripted provider', (client) => {
 
   test('tool-call arguments split over fragments assemble into the call', async () => {
     const fragments = ['{"ci', 'ty":', '"Par', 'is"}'];
-    provider.reply = () => ({
+    provider().reply = () => ({
       steps: [
         { data: { ...BASE, choices: [{ index: 0, delta: { role: 'assistant', content: null, tool_calls: [{ index: 0, id: 'call_1', type: 'function', function: { name: 'get_weather', arguments: '' } }] }, finish_reason: null }] } },
         ...fragments.map((args): Step => ({ data: { ...BASE, choices: [{ index: 0, delta: { tool_calls: [{ index: 0, function: { arguments: args } }] }, finish_reason: null }] } })),
@@ -81,27 +83,27 @@ describe.each(CHAT_CLIENTS)('%s against a scripted provider', (client) => {
     const out = await driver.run(client, 'tools', target());
     expect(out.error).toBeUndefined();
     expect(out.toolCalls).toEqual([{ id: 'call_1', name: 'get_weather', args: { city: 'Paris' } }]);
-    expect(provider.last.json?.tools).toHaveLength(1);
+    expect(provider().last.json?.tools).toHaveLength(1);
     mark(client, 'tools', 'yes');
   });
 
   test('abort after the first delta cancels the upstream; metered once as cancelled, with what was produced', async () => {
-    provider.reply = () => ({ steps: textSteps(Array.from({ length: 50 }, (_, i) => ` w${i}`), { gap: 50 }) });
+    provider().reply = () => ({ steps: textSteps(Array.from({ length: 50 }, (_, i) => ` w${i}`), { gap: 50 }) });
     const out = await driver.run(client, 'abort', target());
     expect(out.deltas.length).toBeGreaterThanOrEqual(1);
     expect(out.deltas.length).toBeLessThan(10);
-    await waitFor(() => provider.last.closedEarlyAt !== undefined, 2000, 'the upstream request to be closed');
-    await waitFor(() => gw.meterCalls.length > 0, 2000, 'meter');
+    await waitFor(() => provider().last.closedEarlyAt !== undefined, 2000, 'the upstream request to be closed');
+    await waitFor(() => gw().meterCalls.length > 0, 2000, 'meter');
     await sleep(50);
-    expect(gw.meterCalls).toHaveLength(1);
-    expect(gw.meterCalls[0]!.outcome).toBe('cancelled');
-    expect(gw.meterCalls[0]!.usage.completion_tokens).toBeGreaterThan(0);
-    expect(gw.meterCalls[0]!.usage.completion_tokens).toBeLessThan(50);
-    mark(client, 'abort', `upstream closed, metered cancelled (${gw.meterCalls[0]!.usage.completion_tokens} tokens)`);
+    expect(gw().meterCalls).toHaveLength(1);
+    expect(gw().meterCalls[0]!.outcome).toBe('cancelled');
+    expect(gw().meterCalls[0]!.usage.completion_tokens).toBeGreaterThan(0);
+    expect(gw().meterCalls[0]!.usage.completion_tokens).toBeLessThan(50);
+    mark(client, 'abort', `upstream closed, metered cancelled (${gw().meterCalls[0]!.usage.completion_tokens} tokens)`);
   });
 
   test('a provider that dies mid-stream: the client raises or reports the error with the gateway code; what was produced is metered', async () => {
-    provider.reply = () => ({ steps: [...textSteps(['One', ' two', ' three'], { usage: false, done: false }).slice(0, 4), { wait: 20 }, { destroy: true }] });
+    provider().reply = () => ({ steps: [...textSteps(['One', ' two', ' three'], { usage: false, done: false }).slice(0, 4), { wait: 20 }, { destroy: true }] });
     const out = await driver.run(client, 'error', target());
     expect(out.deltas.map((d) => d.text).join('')).toBe('One two three');
     const reported = client.startsWith('ai-') ? out.errorParts![0] : out.error;
@@ -113,9 +115,9 @@ describe.each(CHAT_CLIENTS)('%s against a scripted provider', (client) => {
       expect(out.onError![0]?.code).toBe('upstream_connection_lost');
       expect(out.finish).not.toBe('stop');
     }
-    await waitFor(() => gw.meterCalls.length > 0, 2000, 'meter');
-    expect(gw.meterCalls[0]!.outcome).toBe('failed');
-    expect(gw.meterCalls[0]!.error?.code).toBe('upstream_connection_lost');
+    await waitFor(() => gw().meterCalls.length > 0, 2000, 'meter');
+    expect(gw().meterCalls[0]!.outcome).toBe('failed');
+    expect(gw().meterCalls[0]!.error?.code).toBe('upstream_connection_lost');
     mark(client, 'mid-stream error', client.startsWith('ai-') ? 'error part + onError, code' : `${reported!.name}, code`);
   });
 
@@ -123,7 +125,7 @@ describe.each(CHAT_CLIENTS)('%s against a scripted provider', (client) => {
     // as OpenAI answers: base64 little-endian float32 when asked for it (the openai SDK asks by default)
     const vector = [0.1, 0.2, 0.3];
     const base64 = Buffer.from(new Float32Array(vector).buffer).toString('base64');
-    provider.reply = (seen) => ({
+    provider().reply = (seen) => ({
       json: {
         object: 'list',
         model: 'test-model',
@@ -133,8 +135,8 @@ describe.each(CHAT_CLIENTS)('%s against a scripted provider', (client) => {
     });
     const out = await driver.run<EmbedOutcome>(client, 'embed', target());
     expect(out.dimensions).toBe(3);
-    expect(provider.last.path).toBe('/v1/embeddings');
-    expect(gw.meterCalls).toHaveLength(1);
+    expect(provider().last.path).toBe('/v1/embeddings');
+    expect(gw().meterCalls).toHaveLength(1);
     // LangChain's embedQuery returns the vector only
     if (client !== 'langchain') expect(out.credits_used).toBe(2);
     mark(client, 'embeddings', client === 'langchain' ? 'vector only' : 'yes, credits_used');
@@ -142,75 +144,53 @@ describe.each(CHAT_CLIENTS)('%s against a scripted provider', (client) => {
 });
 
 describe("the AI SDK's openai.responses() model against a scripted Responses provider", () => {
-  let provider: ScriptedProvider;
-  let gw: TestGateway;
-  const target = () => ({ baseURL: `${gw.url}/v1`, apiKey: KEY, model: 'test-model' });
-  beforeEach(async () => {
-    provider = await new ScriptedProvider().start();
-    gw = await startGateway(provider.url);
-  });
-  afterEach(async () => {
-    await gw.close();
-    await provider.stop();
-  });
+  const { provider, gw, target } = scriptedPerTest();
 
   test('text chunk by chunk, usage, credits_used from the final event', async () => {
-    provider.reply = () => ({ steps: responsesSteps(WORDS, { gap: 40 }) });
+    provider().reply = () => ({ steps: responsesSteps(WORDS, { gap: 40 }) });
     const out = await driver.run('ai-responses', 'stream', target());
     expect(out.error).toBeUndefined();
-    expect(provider.last.path).toBe('/v1/responses');
+    expect(provider().last.path).toBe('/v1/responses');
     expect(out.deltas.map((d) => d.text).join('')).toBe(WORDS.join(''));
     expect(out.deltas.at(-1)!.at - out.deltas[0]!.at).toBeGreaterThan(200);
     expect(out.usage).toMatchObject({ inputTokens: 11, outputTokens: WORDS.length });
-    expect(out.credits_used).toBe(gw.meterCalls[0]!.usage.total_tokens);
+    expect(out.credits_used).toBe(gw().meterCalls[0]!.usage.total_tokens);
     mark('ai-responses', 'stream', `${out.deltas.length} deltas`);
     mark('ai-responses', 'usage', 'yes');
     mark('ai-responses', 'credits_used', 'stream (raw final event)');
   });
 
   test('a mid-stream failure is an error part with the gateway code, and onError runs', async () => {
-    provider.reply = () => ({ steps: [...responsesPrefix(['One', ' two']), { wait: 20 }, { destroy: true }] });
+    provider().reply = () => ({ steps: [...responsesPrefix(['One', ' two']), { wait: 20 }, { destroy: true }] });
     const out = await driver.run('ai-responses', 'error', target());
     expect(out.deltas.map((d) => d.text).join('')).toBe('One two');
     expect(out.errorParts![0]?.code ?? out.error?.code).toBe('upstream_connection_lost');
     expect(out.onError![0]).toBeDefined();
-    await waitFor(() => gw.meterCalls.length > 0, 2000, 'meter');
-    expect(gw.meterCalls[0]!.outcome).toBe('failed');
+    await waitFor(() => gw().meterCalls.length > 0, 2000, 'meter');
+    expect(gw().meterCalls[0]!.outcome).toBe('failed');
     mark('ai-responses', 'mid-stream error', 'error part + onError, code');
   });
 
   test('abort cancels the upstream, metered as cancelled', async () => {
-    provider.reply = () => ({ steps: responsesPrefix(Array.from({ length: 50 }, (_, i) => ` w${i}`), 50) });
+    provider().reply = () => ({ steps: responsesPrefix(Array.from({ length: 50 }, (_, i) => ` w${i}`), 50) });
     const out = await driver.run('ai-responses', 'abort', target());
     expect(out.deltas.length).toBeGreaterThanOrEqual(1);
-    await waitFor(() => provider.last.closedEarlyAt !== undefined, 2000, 'the upstream request to be closed');
-    await waitFor(() => gw.meterCalls.length > 0, 2000, 'meter');
-    expect(gw.meterCalls[0]!.outcome).toBe('cancelled');
+    await waitFor(() => provider().last.closedEarlyAt !== undefined, 2000, 'the upstream request to be closed');
+    await waitFor(() => gw().meterCalls.length > 0, 2000, 'meter');
+    expect(gw().meterCalls[0]!.outcome).toBe('cancelled');
     mark('ai-responses', 'abort', 'upstream closed, metered cancelled');
   });
 });
 
 describe('every client against the example app (its mock provider)', () => {
-  let mock: MockProvider;
-  let server: http.Server;
-  let example: ReturnType<typeof createApp>;
-  let baseURL: string;
+  let app: ExampleServer;
   beforeAll(async () => {
-    mock = await startMockProvider();
-    example = createApp({ upstreamURL: mock.url, apiKeys: { 'client-key': 1_000_000 } });
-    server = http.createServer(example.app);
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    baseURL = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+    app = await startExampleServer({ 'client-key': 1_000_000 });
   });
-  afterAll(async () => {
-    example.gateway.close();
-    server.closeAllConnections();
-    await new Promise<void>((r) => server.close(() => r()));
-    await mock.close();
-  });
+  afterAll(() => app.close());
 
   test.each([...CHAT_CLIENTS, 'ai-responses' as const])('%s: a stream with usage and credits_used, a tool call, a mid-stream failure, embeddings', async (client) => {
-    const at = (model: string) => ({ baseURL, apiKey: 'client-key', model });
+    const at = (model: string) => ({ baseURL: app.baseURL, apiKey: 'client-key', model });
     const text = await driver.run(client, 'stream', at('mock-1'));
     expect(text.error).toBeUndefined();
     expect(text.deltas.length).toBeGreaterThan(5);

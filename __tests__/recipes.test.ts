@@ -6,36 +6,23 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
-import { createApp } from '../example-app/app';
-import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
+import { startExampleServer, type ExampleServer } from './helpers/example-server';
 
 const ROOT = path.join(__dirname, '..');
 const RECIPES = path.join(ROOT, 'example-app', 'recipes');
 const RECIPE_FILES = ['openai.mjs', 'openai.py', 'ai-sdk.mjs', 'next-route.mjs', 'langchain.mjs', 'curl.sh'];
 const KEY = 'recipe-key';
 
-let mock: MockProvider;
-let server: http.Server;
-let example: ReturnType<typeof createApp>;
+let app: ExampleServer;
 let gatewayURL: string;
 
 beforeAll(async () => {
-  mock = await startMockProvider();
-  example = createApp({ upstreamURL: mock.url, apiKeys: { [KEY]: 100_000 } });
-  server = http.createServer(example.app);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  gatewayURL = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+  app = await startExampleServer({ [KEY]: 100_000 });
+  gatewayURL = app.baseURL;
 });
-afterAll(async () => {
-  example.gateway.close();
-  server.closeAllConnections();
-  await new Promise<void>((r) => server.close(() => r()));
-  await mock.close();
-});
+afterAll(() => app.close());
 
 /** Runs a recipe to its end (at most 20 s) with the gateway in its environment. */
 function run(command: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -52,7 +39,7 @@ function run(command: string, args: string[]): Promise<{ code: number | null; st
 }
 
 /** The account's used credits now. */
-const used = async (): Promise<number> => (await example.store.balanceOf(KEY))!.used;
+const used = async (): Promise<number> => (await app.example.store.balanceOf(KEY))!.used;
 
 /** The numbers after each `credits_used: ` the recipe printed. */
 const printedCredits = (stdout: string): number[] => [...stdout.matchAll(/credits_used: ([0-9.]+)/g)].map((m) => Number(m[1]));

@@ -31,7 +31,8 @@ function errorFields(err) {
   if (typeof err !== 'object') return { message: String(err) };
   const nested = typeof err.error === 'object' && err.error !== null ? err.error : undefined;
   return {
-    name: err.name ?? err.constructor?.name,
+    // the class (APIError, APICallError…): the openai SDK's errors are all named 'Error'
+    name: err.constructor?.name && !['Object', 'Error'].includes(err.constructor.name) ? err.constructor.name : err.name,
     message: String(err.message ?? nested?.message ?? ''),
     code: err.code ?? nested?.code ?? err.data?.error?.code,
     type: err.type ?? nested?.type,
