@@ -6,6 +6,7 @@ import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { createApp } from '../example-app/app';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
+import { browserToLaunch } from './helpers/browser';
 
 /**
  * The example chat page end to end, in a headless Chromium driven by playwright-core (which never downloads a
@@ -14,17 +15,6 @@ import { startMockProvider, type MockProvider } from '../example-app/mock-provid
  * needs nothing installed by hand.
  */
 
-const DEBIAN_CHROMIUM = '/usr/bin/chromium';
-const FLAGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-/** Where the browser is and how to start it. */
-async function browserToLaunch(): Promise<{ executablePath: string; args: string[]; source: string }> {
-  const fromEnv = process.env.CHROMIUM_PATH;
-  if (fromEnv) return { executablePath: fromEnv, args: FLAGS, source: 'CHROMIUM_PATH' };
-  if (fs.existsSync(DEBIAN_CHROMIUM)) return { executablePath: DEBIAN_CHROMIUM, args: FLAGS, source: 'Debian chromium' };
-  const packaged = (await import('@sparticuz/chromium')).default;
-  return { executablePath: await packaged.executablePath(), args: [...packaged.args, ...FLAGS], source: '@sparticuz/chromium' };
-}
 const ROOT = path.resolve(__dirname, '..');
 const ARTIFACTS = path.join(__dirname, 'artifacts');
 const PROMPT = 'Write a haiku about TCP';

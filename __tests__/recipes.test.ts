@@ -8,6 +8,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
+import { chromium } from 'playwright-core';
+import { browserToLaunch } from './helpers/browser';
 import { startExampleServer, type ExampleServer } from './helpers/example-server';
 
 const ROOT = path.join(__dirname, '..');
@@ -162,4 +164,25 @@ describe('next-route.mjs: a Next.js route handler streaming through the gateway 
     expect(finish?.messageMetadata?.credits_used).toBeGreaterThan(0);
     expect(close((await used()) - before, finish!.messageMetadata!.credits_used!)).toBe(true);
   });
+
+  test('in a headless Chromium, the page shows the answer growing as it streams, then the credits_used charged', async () => {
+    const before = await used();
+    const { executablePath, args } = await browserToLaunch();
+    const browser = await chromium.launch({ executablePath, args, headless: true, timeout: 20_000 });
+    try {
+      const page = await browser.newPage();
+      await page.goto(routeURL.replace('/api/chat', '/'));
+      await page.waitForFunction(() => document.getElementById('status')?.textContent === 'done', undefined, { timeout: 15_000 });
+      const credits = Number(await page.textContent('#credits'));
+      expect(credits).toBeGreaterThan(0);
+      expect(close((await used()) - before, credits)).toBe(true);
+      const renders = (await page.evaluate('window.renders')) as Array<{ at: number; length: number }>;
+      // the text was shown delta by delta over the mock provider's pace, not all at once at the end
+      expect(renders.length).toBeGreaterThan(5);
+      expect(renders.at(-1)!.at - renders[0]!.at).toBeGreaterThan(100);
+      expect((await page.textContent('#answer'))!.length).toBe(renders.at(-1)!.length);
+    } finally {
+      await browser.close();
+    }
+  }, 40_000);
 });

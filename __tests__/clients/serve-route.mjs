@@ -1,16 +1,23 @@
 /**
  * Serves a Next.js-style route handler module (`export async function POST(req: Request): Promise<Response>`)
  * on 127.0.0.1 the way Next.js calls it: a web Request in (its signal aborted when the browser leaves), the
- * web Response's body streamed out as it comes. Prints {"port":N} once listening; ends on SIGTERM or stdin's end.
+ * web Response's body streamed out as it comes; `GET /` is route-page.html, a page that reads the route's
+ * answer in a browser as useChat does. Prints {"port":N} once listening; ends on SIGTERM or stdin's end.
  * Usage: node serve-route.mjs <route module>
  */
+import fs from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pathToFileURL } from 'node:url';
 
 const route = await import(pathToFileURL(path.resolve(process.argv[2])).href);
+const page = fs.readFileSync(new URL('./route-page.html', import.meta.url));
 const server = http.createServer(async (req, res) => {
+  if (req.method === 'GET' && req.url === '/') {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+    return void res.end(page);
+  }
   const controller = new AbortController();
   res.on('close', () => controller.abort());
   try {
