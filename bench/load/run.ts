@@ -8,6 +8,7 @@
  * figures and a JSON file, never pass/fail.
  *
  *   LOAD_REPS (default 2)   LOAD_LEVELS (default "1,100,500,1000")   LOAD_JSON (default bench-load.json)
+ *   LOAD_GATEWAY_NODE_OPTIONS: Node flags for the gateway process only (`--cpu-prof --cpu-prof-dir=prof`)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -149,7 +150,8 @@ async function main(): Promise<void> {
   const upstream = `http://127.0.0.1:${provider.port}/v1`;
   const pipe = await startPrinting('pipe.js', { LOAD_UPSTREAM: upstream });
   const gatewayPort = await freePort();
-  const gateway = spawn(process.execPath, [path.join(DIST, 'example-app', 'server.js')], {
+  const nodeFlags = (process.env.LOAD_GATEWAY_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
+  const gateway = spawn(process.execPath, [...nodeFlags, path.join(DIST, 'example-app', 'server.js')], {
     cwd: ROOT,
     env: {
       ...process.env,
