@@ -11,6 +11,8 @@ const fail = (message: string): never => {
 
 /** A request one test provider received. */
 interface Seen {
+  /** The request target as the provider read it (path and query). */
+  url: string;
   headers: http.IncomingHttpHeaders;
   model: string;
   /** Resolves when the gateway side closed the connection before the provider answered in full. */
@@ -40,7 +42,7 @@ class Provider {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const text = await readText(req, 1024 * 1024).catch(() => '{}');
     const closedEarly = new Promise<void>((resolve) => res.once('close', () => (res.writableFinished ? undefined : resolve())));
-    this.seen.push({ headers: req.headers, model: String((JSON.parse(text) as { model?: unknown }).model), closedEarly });
+    this.seen.push({ url: req.url ?? '', headers: req.headers, model: String((JSON.parse(text) as { model?: unknown }).model), closedEarly });
     this.handler(req, res);
   }
 }
@@ -195,6 +197,23 @@ describe('which upstreams serve a model', () => {
     expect(err.status).toBe(404);
     expect(err.failures).toEqual([]);
     expect(a.seen).toHaveLength(0);
+  });
+});
+
+describe('where a request goes', () => {
+  test('below the base URL\'s path, with or without its trailing slash; a query string on it (Azure\'s api-version) stays last', async () => {
+    const origin = a.url.replace(/\/v1$/, '');
+    for (const [baseURL, target] of [
+      [`${origin}/v1`, '/v1/chat/completions'],
+      [`${origin}/openai/deployments/gpt/`, '/openai/deployments/gpt/chat/completions'],
+      [`${origin}/openai?api-version=2024-10-21`, '/openai/chat/completions?api-version=2024-10-21'],
+      [origin, '/chat/completions'],
+    ] as const) {
+      a.seen.length = 0;
+      const accepted = await pool([{ name: 'only', baseURL }]).open('/chat/completions', 'm', chatBody, clientReq, false).response;
+      await readText(accepted.res, 1024);
+      expect(a.seen.map((s) => s.url)).toEqual([target]);
+    }
   });
 });
 

@@ -8,7 +8,7 @@
  * figures and a JSON file, never pass/fail.
  *
  *   LOAD_REPS (default 2)   LOAD_LEVELS (default "1,100,500,1000")   LOAD_JSON (default bench-load.json)
- *   LOAD_GATEWAY_NODE_OPTIONS: Node flags for the gateway process only (`--cpu-prof --cpu-prof-dir=prof`)
+ *   LOAD_GATEWAY_NODE_OPTIONS, LOAD_PIPE_NODE_OPTIONS: Node flags for that process only (`--cpu-prof --cpu-prof-dir=prof`)
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -66,8 +66,8 @@ function percentile(values: number[], p: number): number {
 }
 
 /** Starts a bench process that prints {"port":N}; resolves with the port. */
-function startPrinting(script: string, env: Record<string, string>): Promise<{ child: ChildProcess; port: number }> {
-  const child = spawn(process.execPath, [path.join(DIST, 'bench', 'load', script)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
+function startPrinting(script: string, env: Record<string, string>, nodeFlags: string[] = []): Promise<{ child: ChildProcess; port: number }> {
+  const child = spawn(process.execPath, [...nodeFlags, path.join(DIST, 'bench', 'load', script)], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'inherit'] });
   children.push(child);
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${script} did not start`)), 15_000);
@@ -148,10 +148,10 @@ const mib = (bytes: number | undefined): string => (bytes === undefined ? 'n/a' 
 async function main(): Promise<void> {
   const provider = await startPrinting('provider.js', {});
   const upstream = `http://127.0.0.1:${provider.port}/v1`;
-  const pipe = await startPrinting('pipe.js', { LOAD_UPSTREAM: upstream });
+  const flags = (name: string): string[] => (process.env[name] ?? '').split(' ').filter(Boolean);
+  const pipe = await startPrinting('pipe.js', { LOAD_UPSTREAM: upstream }, flags('LOAD_PIPE_NODE_OPTIONS'));
   const gatewayPort = await freePort();
-  const nodeFlags = (process.env.LOAD_GATEWAY_NODE_OPTIONS ?? '').split(' ').filter(Boolean);
-  const gateway = spawn(process.execPath, [...nodeFlags, path.join(DIST, 'example-app', 'server.js')], {
+  const gateway = spawn(process.execPath, [...flags('LOAD_GATEWAY_NODE_OPTIONS'), path.join(DIST, 'example-app', 'server.js')], {
     cwd: ROOT,
     env: {
       ...process.env,

@@ -7,7 +7,7 @@ import type { ResolvedOptions } from '../options/resolved';
 import type { UpstreamCall } from '../services/upstream/upstream';
 import { carriesKey, redact } from '../services/upstream/upstream-headers';
 import type { StreamDialect } from './surface';
-import { sendUnbufferedHead } from './unbuffered-head';
+import { sendUnbufferedHead, setUnbufferedHeaders } from './unbuffered-head';
 
 const HEARTBEAT = ': keep-alive\n\n';
 /** How long a finished upstream response may take to end before its socket is dropped instead of reused. */
@@ -23,11 +23,17 @@ function lastBoundaryEnd(text: string): number {
   return end;
 }
 
-/** Sets the SSE headers that keep compression(), nginx and other proxies from holding events back. */
+/** Sets and sends the SSE headers that keep compression(), nginx and other proxies from holding events back. */
 export function writeStreamHead(res: ServerResponse): void {
+  setStreamHead(res);
+  res.flushHeaders();
+}
+
+/** {@link writeStreamHead} without sending: the headers leave with the first write. */
+function setStreamHead(res: ServerResponse): void {
   res.statusCode = 200;
   res.setHeader('Content-Type', 'text/event-stream; charset=utf-8');
-  sendUnbufferedHead(res);
+  setUnbufferedHeaders(res);
 }
 
 /**
@@ -52,6 +58,14 @@ export class StreamRelay<Account> {
   private eventChars = 0;
   private endedWithNewline = false;
   private timer: NodeJS.Timeout | undefined;
+  /** Sends the headers alone when no event came in the turn of the loop the upstream answered in. */
+  private headTimer: NodeJS.Immediate | undefined;
+  /**
+   * Events of the upstream read being parsed, written together when it is parsed: one socket write per upstream
+   * read, never more than one per event, and nothing held past the read (or, when the read ends the stream,
+   * past the meter: then they go out with the closing).
+   */
+  private batch: string | undefined;
   private readonly parser: EventSourceParser;
 
   constructor(
@@ -65,9 +79,13 @@ export class StreamRelay<Account> {
     this.parser = createParser({ onEvent: this.onEvent });
   }
 
-  /** Sends the headers and starts relaying. */
+  /**
+   * Sets the headers and starts relaying. The headers go out with the first event, in one socket write, or by
+   * themselves at the end of this turn of the event loop when no event came in it.
+   */
   start(): void {
-    writeStreamHead(this.res);
+    setStreamHead(this.res);
+    this.headTimer = setImmediate(this.flushHead);
     this.upstream.setEncoding('utf8');
     this.upstream.on('data', this.onData);
     this.upstream.on('end', this.onUpstreamEnd);
@@ -92,8 +110,24 @@ export class StreamRelay<Account> {
       );
       return;
     }
+    this.batch = '';
     this.parser.feed(text);
+    const batch = this.batch;
+    this.batch = undefined;
+    if (batch) this.write(batch, this.lastUpstreamAt);
   };
+
+  private readonly flushHead = (): void => {
+    this.headTimer = undefined;
+    if (!this.res.headersSent && !this.res.destroyed) this.res.flushHeaders();
+  };
+
+  /** What the current upstream read relayed so far, no longer to be written by it. */
+  private takeBatch(): string {
+    const batch = this.batch ?? '';
+    if (this.batch !== undefined) this.batch = '';
+    return batch;
+  }
 
   private readonly onEvent = (event: EventSourceMessage): void => {
     if (this.state !== 'streaming' && this.state !== 'draining') return;
@@ -119,7 +153,8 @@ export class StreamRelay<Account> {
           if (this.gen.providerUsage) void this.complete('completed');
           return;
         }
-        this.write(step.text, this.lastUpstreamAt);
+        if (this.batch !== undefined) this.batch += step.text;
+        else this.write(step.text, this.lastUpstreamAt);
     }
   };
 
@@ -248,6 +283,7 @@ export class StreamRelay<Account> {
     }
     this.state = 'draining';
     clearTimeout(this.timer);
+    clearImmediate(this.headTimer);
     this.res.off('close', this.onClientClose);
     this.res.off('drain', this.onDrain);
     if (this.paused) {
@@ -268,11 +304,13 @@ export class StreamRelay<Account> {
   private async complete(outcome: 'completed' | 'failed' = 'completed', error?: InferyError): Promise<void> {
     if (this.state !== 'streaming' && this.state !== 'draining') return;
     this.state = 'finishing';
+    // events of the read that ended the stream go out with the closing, in one write
+    const pending = this.takeBatch();
     this.detach();
     this.release();
     const credits = await this.gen.finish(outcome, error);
     this.state = 'done';
-    this.write(this.dialect.closing(this.gen as Generation<unknown>, credits), Date.now());
+    this.write(pending + this.dialect.closing(this.gen as Generation<unknown>, credits), Date.now());
     this.res.end();
   }
 
@@ -290,9 +328,10 @@ export class StreamRelay<Account> {
     if (this.state !== 'streaming') return;
     const paused = this.paused;
     this.state = 'done';
+    const pending = this.takeBatch();
     this.detach();
     this.call.abort();
-    this.write(this.dialect.errorEvent(this.gen as Generation<unknown>, err), Date.now());
+    this.write(pending + this.dialect.errorEvent(this.gen as Generation<unknown>, err), Date.now());
     this.res.end();
     if (paused) this.dropIfStillUnread();
     void this.gen.finish('failed', err);
@@ -319,6 +358,8 @@ export class StreamRelay<Account> {
   private detach(): void {
     clearTimeout(this.timer);
     this.timer = undefined;
+    clearImmediate(this.headTimer);
+    this.headTimer = undefined;
     this.upstream.off('data', this.onData);
     this.upstream.off('end', this.onUpstreamEnd);
     this.upstream.off('close', this.onUpstreamClose);

@@ -7,9 +7,17 @@ import type { ServerResponse } from 'node:http';
  * pass-through of event streams.
  */
 export function sendUnbufferedHead(res: ServerResponse): void {
+  setUnbufferedHeaders(res);
+  res.flushHeaders();
+}
+
+/**
+ * {@link sendUnbufferedHead} without sending: the headers go out with the first write, in the same socket
+ * write (the stream relay flushes them by themselves only when no event came in the same turn of the loop).
+ */
+export function setUnbufferedHeaders(res: ServerResponse): void {
   res.removeHeader('Content-Length');
   res.setHeader('Cache-Control', 'no-cache, no-transform');
   res.setHeader('X-Accel-Buffering', 'no');
-  res.flushHeaders();
   res.socket?.setNoDelay(true);
 }

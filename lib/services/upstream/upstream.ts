@@ -7,6 +7,11 @@ import type { UpstreamSettings } from './upstream-settings';
 
 const noop = (): void => {};
 const MAX_ERROR_BODY = 64 * 1024;
+/**
+ * Idle keep-alive sockets kept per upstream (Node's default is 256). A burst of concurrent streams opens a
+ * socket each; keeping them lets the next burst skip the TCP handshake instead of reconnecting all but 256.
+ */
+const MAX_FREE_SOCKETS = 2048;
 
 /** An upstream request under way. `abort()` destroys its socket, so the provider sees the disconnect. */
 export interface UpstreamCall {
@@ -36,16 +41,22 @@ export function upstreamUnreachableError(err: NodeJS.ErrnoException): InferyErro
 export class UpstreamClient {
   private readonly agent: http.Agent;
   private readonly transport: typeof http | typeof https;
+  /** The base URL's parts, read once: a request needs no URL parsing. */
+  private readonly target: { protocol: string; hostname: string; port: string; basePath: string; search: string };
 
   constructor(private readonly opts: UpstreamSettings) {
-    const secure = opts.upstream.baseURL.protocol === 'https:';
+    const base = opts.upstream.baseURL;
+    const secure = base.protocol === 'https:';
     this.transport = secure ? https : http;
-    this.agent = secure ? new https.Agent({ keepAlive: true }) : new http.Agent({ keepAlive: true });
+    const agentOptions = { keepAlive: true, maxFreeSockets: MAX_FREE_SOCKETS };
+    this.agent = secure ? new https.Agent(agentOptions) : new http.Agent(agentOptions);
+    // an IPv6 literal is bracketed in a URL and bare in request options
+    const hostname = base.hostname.startsWith('[') ? base.hostname.slice(1, -1) : base.hostname;
+    this.target = { protocol: base.protocol, hostname, port: base.port, basePath: base.pathname.replace(/\/$/, ''), search: base.search };
   }
 
   /** POSTs a JSON body to `path` below the upstream base URL; its headers are due within `timeoutMs`. */
   postJson(path: string, body: string, req: IncomingMessage, stream: boolean, timeoutMs = this.opts.upstreamTimeout): UpstreamCall {
-    const url = this.url(path);
     const headers = {
       ...gatewayHeaders(this.opts, req),
       'content-type': 'application/json',
@@ -53,7 +64,9 @@ export class UpstreamClient {
       accept: stream ? 'text/event-stream' : 'application/json',
       'accept-encoding': 'identity',
     };
-    const request: ClientRequest = this.transport.request(url, { method: 'POST', headers, agent: this.agent });
+    // `path` is an API's own (`/chat/completions`); a query string on the base URL (`?api-version=…`) stays last
+    const { protocol, hostname, port, basePath, search } = this.target;
+    const request: ClientRequest = this.transport.request({ protocol, hostname, port, path: basePath + path + search, method: 'POST', headers, agent: this.agent });
     // Errors after the response arrived surface on the response; this keeps a late one from crashing the process.
     request.on('error', noop);
     let timer: NodeJS.Timeout | undefined;
@@ -90,13 +103,6 @@ export class UpstreamClient {
   /** Closes idle keep-alive sockets. */
   close(): void {
     this.agent.destroy();
-  }
-
-  private url(path: string): URL {
-    const base = this.opts.upstream.baseURL;
-    const url = new URL(base.href);
-    url.pathname = base.pathname.replace(/\/$/, '') + path;
-    return url;
   }
 }
 
