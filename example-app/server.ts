@@ -38,7 +38,17 @@ function wholeEnv(name: string, fallback: number): number {
 }
 
 async function main(): Promise<void> {
-  const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  // asynchronous writes: a line per request costs no write(2) on the request path; lines that pile up while one
+  // write is under way go out together. What is still buffered at exit is written synchronously then.
+  const destination = pino.destination({ dest: 1, sync: false });
+  process.on('exit', () => {
+    try {
+      destination.flushSync();
+    } catch {
+      // stdout already gone: nothing left to write to
+    }
+  });
+  const logger = pino({ level: process.env.LOG_LEVEL ?? 'info' }, destination);
   let mock: MockProvider | undefined;
   const configFile = process.env.INFERY_CONFIG?.trim();
   const fileConfig = configFile ? loadConfig(configFile) : undefined;

@@ -21,8 +21,11 @@ const ROOT = path.resolve(DIST, '..');
 const KEY = 'load-key';
 const REPS = Math.max(1, Number(process.env.LOAD_REPS ?? 2));
 const LEVELS = (process.env.LOAD_LEVELS ?? '1,100,500,1000').split(',').map(Number).filter((c) => c > 0);
-/** Streams per run: sequential runs are slow (each stream takes ~400 ms), concurrent ones run twice their width. */
-const streamsFor = (c: number): number => (c === 1 ? 20 : c * 2);
+/**
+ * Streams per run: sequential runs are slow (each stream takes ~400 ms); concurrent ones run twice their width,
+ * and at least 1,000, so a narrow level's percentiles come from ten waves rather than two.
+ */
+const streamsFor = (c: number): number => (c === 1 ? 20 : Math.max(c * 2, 1_000));
 const TICK = 100; // USER_HZ: /proc/<pid>/stat counts CPU in 1/100 s on Linux
 const WATCHDOG_MS = 15 * 60_000;
 
