@@ -1,5 +1,6 @@
+import http from 'node:http';
 import { BASE, contentChunk, finishChunk, ScriptedProvider, textSteps, type Step } from './helpers/provider';
-import { startGateway, type TestGateway } from './helpers/gateway';
+import { KEY, startGateway, type TestGateway } from './helpers/gateway';
 import { jsonEvents, postStream } from './helpers/sse-client';
 
 const request = { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'Write a haiku about TCP' }] };
@@ -55,6 +56,52 @@ describe('streaming relay', () => {
     expect(result.headers['cache-control']).toBe('no-cache, no-transform');
     expect(result.headers['x-accel-buffering']).toBe('no');
     expect(result.headers['content-length']).toBeUndefined();
+  });
+
+  test('sends the headers at once when the provider answers and then thinks before its first event', async () => {
+    let gotHeaders!: () => void;
+    const headersSeen = new Promise<void>((resolve) => (gotHeaders = resolve));
+    // the provider's first event waits for the client to have the headers: held back for the first event, they never would
+    provider.reply = () => ({ steps: [{ until: headersSeen }, ...textSteps(['thought'])] });
+    const started = Date.now();
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = http.request(`${gw.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' } }, (res) => {
+        gotHeaders();
+        res.resume();
+        res.on('end', () => resolve(res.statusCode ?? 0));
+      });
+      req.on('error', reject);
+      req.end(JSON.stringify(request));
+    });
+    expect(status).toBe(200);
+    // well under the provider's 5 s cap on waiting: the headers did not wait for an event
+    expect(Date.now() - started).toBeLessThan(4_000);
+  });
+
+  test('writes the events of one upstream read in one write, with the closing when that read ends the stream', async () => {
+    const usage = { ...BASE, choices: [], usage: { prompt_tokens: 3, completion_tokens: 2, total_tokens: 5 } };
+    const event = (data: unknown): string => `data: ${JSON.stringify(data)}\n\n`;
+    provider.reply = () => ({
+      steps: [{ raw: event(contentChunk('one')) }, { wait: 30 }, { raw: event(contentChunk(' two')) + event(finishChunk()) + event(usage) + 'data: [DONE]\n\n' }],
+    });
+    const writes: string[] = [];
+    const original = http.ServerResponse.prototype.write;
+    // the gateway's responses only (the scripted provider answers in this process too)
+    http.ServerResponse.prototype.write = function (this: http.ServerResponse, chunk: unknown, ...rest: unknown[]) {
+      if (this.hasHeader('x-generation-id')) writes.push(String(chunk));
+      return (original as (...args: unknown[]) => boolean).call(this, chunk, ...rest);
+    } as typeof original;
+    try {
+      const result = await postStream(gw.url, request);
+      expect(result.events.at(-1)).toBe('[DONE]');
+    } finally {
+      http.ServerResponse.prototype.write = original;
+    }
+    expect(writes).toHaveLength(2);
+    expect(writes[0]).toBe(event(contentChunk('one')));
+    // content, finish, the provider's usage, the gateway's usage and [DONE]: one write
+    expect(writes[1]!.split('\n\n').filter(Boolean)).toHaveLength(5);
+    expect(writes[1]).toMatch(/credits_used.*\n\ndata: \[DONE\]\n\n$/s);
   });
 
   test('always asks the upstream for usage, even when the client opted out', async () => {

@@ -6,6 +6,7 @@ export type Step =
   | { data: unknown } // writes `data: <JSON>\n\n` (a string is written as is after `data: `)
   | { raw: string } // writes bytes exactly
   | { wait: number } // pauses this many ms
+  | { until: Promise<unknown> } // pauses until the test says so (at most 5 s)
   | { destroy: true } // drops the connection mid-stream
   | { hang: true }; // stops sending, keeps the connection open
 
@@ -119,6 +120,7 @@ export class ScriptedProvider {
     for (const step of reply.steps) {
       if (res.destroyed) return;
       if ('wait' in step) await this.sleep(step.wait);
+      else if ('until' in step) await Promise.race([step.until, this.sleep(5_000)]);
       else if ('destroy' in step) {
         res.destroy();
         return;
