@@ -9,6 +9,8 @@
  *
  *   LOAD_REPS (default 2)   LOAD_LEVELS (default "1,100,500,1000")   LOAD_JSON (default bench-load.json)
  *   LOAD_GATEWAY_NODE_OPTIONS, LOAD_PIPE_NODE_OPTIONS: Node flags for that process only (`--cpu-prof --cpu-prof-dir=prof`)
+ *   LOAD_GATEWAY_SCRIPT: another build's example-app/server.js as the gateway (a worktree of an earlier commit, built),
+ *   to set this one beside it under the same harness
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -154,7 +156,7 @@ async function main(): Promise<void> {
   const flags = (name: string): string[] => (process.env[name] ?? '').split(' ').filter(Boolean);
   const pipe = await startPrinting('pipe.js', { LOAD_UPSTREAM: upstream }, flags('LOAD_PIPE_NODE_OPTIONS'));
   const gatewayPort = await freePort();
-  const gateway = spawn(process.execPath, [...flags('LOAD_GATEWAY_NODE_OPTIONS'), path.join(DIST, 'example-app', 'server.js')], {
+  const gateway = spawn(process.execPath, [...flags('LOAD_GATEWAY_NODE_OPTIONS'), path.resolve(process.env.LOAD_GATEWAY_SCRIPT ?? path.join(DIST, 'example-app', 'server.js'))], {
     cwd: ROOT,
     env: {
       ...process.env,
@@ -176,6 +178,7 @@ async function main(): Promise<void> {
     { name: 'gateway', url: `http://127.0.0.1:${gatewayPort}/v1/chat/completions`, key: KEY, pid: gateway.pid },
   ];
   console.log(`bench:load — Node ${process.version}, ${REPS} repetitions, levels ${LEVELS.join(', ')}; provider: 10 chunks 40 ms apart`);
+  if (process.env.LOAD_GATEWAY_SCRIPT) console.log(`gateway: ${process.env.LOAD_GATEWAY_SCRIPT}`);
   // warm-up: JIT and connection pools of both middle processes
   for (const t of targets) await loadRun(t, 20, 0);
 
