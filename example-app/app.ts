@@ -1,6 +1,6 @@
 import compression from 'compression';
 import express, { type Express } from 'express';
-import { bearerToken, generationDraft, InferyError, inferyStream, MemoryCreditStore, type CreditStore, type Endpoint, type FallbackOptions, type InferyStreamMiddleware, type UpstreamConfig, type LimitStore, type Logger, type ReserveContext } from '../lib';
+import { bearerToken, generationDraft, InferyError, inferyStream, LimitRefusedError, MemoryCreditStore, type CreditStore, type Endpoint, type FallbackOptions, type InferyStreamMiddleware, type UpstreamConfig, type LimitStore, type Logger, type ReserveContext } from '../lib';
 import { prometheusObserver } from '../lib/ledgers/metrics/prometheus';
 import { mountChatPage } from './chat-page';
 import { mountMetrics } from './metrics';
@@ -74,9 +74,35 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
   });
   app.use(express.json({ limit: BODY_LIMIT }));
 
+  // Accounts are created and never deleted by the app: a key seen to exist is remembered for a minute, so a
+  // request costs the shared store no lookup of its own. A generation's hold checks the account anyway (a key
+  // deleted from the store meanwhile gets 401 there); a key not found is looked up every time.
+  const known = new Map<string, number>();
+  const KNOWN_FOR_MS = 60_000;
+  const KNOWN_MAX = 10_000;
   const keyOf = async (req: express.Request): Promise<string | undefined> => {
     const key = bearerToken(req);
-    return key !== undefined && (await store.has(key)) ? key : undefined;
+    if (key === undefined) return undefined;
+    const until = known.get(key);
+    if (until !== undefined && until > Date.now()) return key;
+    if (!(await store.has(key))) {
+      known.delete(key);
+      return undefined;
+    }
+    known.delete(key);
+    if (known.size >= KNOWN_MAX) known.delete(known.keys().next().value!);
+    known.set(key, Date.now() + KNOWN_FOR_MS);
+    return key;
+  };
+  /** `store.reserve`, with an account that no longer exists answered 401 rather than 500. */
+  const hold = async (account: string, id: string, credits: number, limits: ReserveContext<string>['limits']): Promise<boolean> => {
+    try {
+      return await store.reserve(account, id, credits, limits);
+    } catch (err) {
+      if (err instanceof InferyError || err instanceof LimitRefusedError || (await store.has(account))) throw err;
+      known.delete(account);
+      throw new InferyError(401, 'invalid_api_key', 'Missing or invalid API key. Send it as `Authorization: Bearer <key>`.');
+    }
   };
 
   mountChatPage(app);
@@ -118,9 +144,10 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
    * Holds the worst case of a generation (its id is the hold id). When the client set no cap and the default
    * one does not fit, the cap is lowered to what the balance covers; otherwise a 402 says what it would take.
    */
-  const reserve = async ({ account, generationId, endpoint, model, worstCase, maxCompletionTokens, capSource, choices }: ReserveContext<string>) => {
+  const reserve = async ({ account, generationId, endpoint, model, worstCase, maxCompletionTokens, capSource, choices, limits }: ReserveContext<string>) => {
     const worst = priceOf(model, worstCase, prices);
-    if (await store.reserve(account, generationId, worst)) return { hold: generationId };
+    // `limits`: on Redis the rate and the concurrency slot are taken with the hold, in one script
+    if (await hold(account, generationId, worst, limits)) return { hold: generationId };
     const available = (await store.balanceOf(account))?.balance ?? 0;
     const price = priceFor(model, prices);
     if (capSource === 'default' && price.completion > 0) {
@@ -129,7 +156,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
       const cap = Math.min(maxCompletionTokens, affordable);
       if (cap >= MIN_LOWERED_CAP) {
         const lowered = priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: cap * choices }, prices);
-        if (await store.reserve(account, generationId, lowered)) return { hold: generationId, maxCompletionTokens: cap };
+        if (await hold(account, generationId, lowered, limits)) return { hold: generationId, maxCompletionTokens: cap };
       }
     }
     throw new InferyError(
@@ -158,7 +185,8 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
         }
       }
       // the charge and the generation's record are written in one step (one script in Redis)
-      const settlement = await store.settle(event.account, event.generationId, event.model, credits, generationDraft(event));
+      // (and the concurrency slot taken with the hold given back: `event.limits`)
+      const settlement = await store.settle(event.account, event.generationId, event.model, credits, generationDraft(event), event.limits);
       if (settlement.unpaid > 0) {
         // the provider's usage cost more than the hold and the whole balance: the rest was not taken
         config.logger?.warn({ generationId: event.generationId, model: event.model, unpaid: settlement.unpaid, charged: settlement.charged }, 'a generation cost more than its hold and the balance; the rest is recorded as unpaid');

@@ -64,7 +64,9 @@ export async function connectRedisState(url: string, apiKeys: Record<string, num
     down = false;
   });
   const store = new RedisCreditStore(redis, { holdTtlMs: options.holdTtlMs, logger });
-  const limitStore = new RedisLimitStore(redis, { leaseTtlMs: options.holdTtlMs, logger });
+  // a generation's rate and concurrency slot are taken by the credit store with its hold: one script for the
+  // admission, one for the settlement
+  const limitStore = new RedisLimitStore(redis, { leaseTtlMs: options.holdTtlMs, logger, takenByReserve: true });
   let created = 0;
   for (const [key, credits] of Object.entries(apiKeys)) if (await store.open(key, credits)) created++;
   logger?.info({ redis: safeRedisURL(url), keys: Object.keys(apiKeys).length, created }, 'credit ledger on Redis');

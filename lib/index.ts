@@ -1,7 +1,7 @@
 export { inferyStream } from './middleware';
 export type { InferyStreamMiddleware, GatewayHandler, GatewayErrorHandler, GatewayRequest, NextFunction } from './middleware';
 export type { Options, UpstreamOptions, LimitOptions } from './options/options';
-export { MemoryLimitStore } from './ledgers/stores/limit-store';
+export { MemoryLimitStore, LimitRefusedError } from './ledgers/stores/limit-store';
 export type { LimitStore } from './ledgers/stores/limit-store';
 export { InferyError } from './base/errors';
 export type { OpenAIErrorBody } from './base/errors';
@@ -17,5 +17,5 @@ export type { Observer, RequestEnd, GenerationStart, GenerationSettled } from '.
 export type { UpstreamConfig, FallbackOptions, FallbackTrigger } from './services/upstream/upstreams';
 export { UpstreamAttemptsError } from './services/upstream/upstream-pool';
 export type { UpstreamFailure } from './services/upstream/upstream-pool';
-export type { PreflightContext, Logger, OwnsResponseAnswer, MeterEvent, Outcome, ReserveContext, ReserveResult, WorstCase, Usage, LimitRefusal, Endpoint } from './contract/hooks';
+export type { PreflightContext, Logger, OwnsResponseAnswer, MeterEvent, Outcome, ReserveContext, ReserveLimits, ReserveResult, WorstCase, Usage, LimitRefusal, Endpoint } from './contract/hooks';
 export { InferyOptionsError } from './base/errors';

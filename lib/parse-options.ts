@@ -107,6 +107,9 @@ export function parseOptions<Account>(input: unknown, meteredPaths: readonly str
 
   const passThrough = parsePassThrough(opts.passThrough, basePath.replace(/\/$/, ''), meteredPaths);
   const limits = parseLimits<Account>(opts.limits);
+  if (limits?.store.takenByReserve && opts.reserve === undefined) {
+    fail('`limits.store` is `takenByReserve`: the limits are taken by `reserve` with the hold, so a `reserve` hook is required (pass `ReserveContext.limits` to your store\'s reserve).');
+  }
 
   const given = opts.logger as Logger | undefined;
   if (given !== undefined && (typeof given !== 'object' || given === null || typeof given.info !== 'function')) {

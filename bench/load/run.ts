@@ -231,6 +231,8 @@ async function main(): Promise<void> {
     return lo === hi || values.length === 1 ? `${signed(lo)} ms` : `${signed(lo)} to ${signed(hi)} ms`;
   };
   const mid = (values: number[]): number => percentile(values, 50);
+  // a ratio over a pipe that added under half a millisecond (or, in the noise, less than nothing) says nothing
+  const ratio = (gateway: number, pipe: number): string => (pipe < 0.5 ? 'n/a' : `${fmt(gateway / pipe, 2)}x`);
   console.log('\nadded time to first token over the provider directly (per repetition: min to max), CPU, memory:');
   console.log('| load | target | added TTFT p50 | added TTFT p99 | CPU s / 1,000 chunks | peak RSS | RSS per open stream | failed |');
   console.log('|---|---|---|---|---|---|---|---|');
@@ -246,7 +248,7 @@ async function main(): Promise<void> {
     const g = rows.find((r) => r.level === level && r.target === 'gateway')!;
     const label = level === 1 ? 'sequential' : `${level} concurrent`;
     console.log(
-      `| ${label} | ${fmt(mid(g.addedP50) / mid(p.addedP50), 2)}x (${signed(mid(g.addedP50))} vs ${signed(mid(p.addedP50))} ms) | ${fmt(g.cpuPer1000Chunks / p.cpuPer1000Chunks, 2)}x | ${fmt(g.peakRss / p.peakRss, 2)}x | ${signed(g.rssPerStreamKB - p.rssPerStreamKB)} KB |`,
+      `| ${label} | ${ratio(mid(g.addedP50), mid(p.addedP50))} (${signed(mid(g.addedP50))} vs ${signed(mid(p.addedP50))} ms) | ${fmt(g.cpuPer1000Chunks / p.cpuPer1000Chunks, 2)}x | ${fmt(g.peakRss / p.peakRss, 2)}x | ${signed(g.rssPerStreamKB - p.rssPerStreamKB)} KB |`,
     );
   }
   const file = path.resolve(process.env.LOAD_JSON ?? path.join(ROOT, 'bench-load.json'));

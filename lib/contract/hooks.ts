@@ -87,8 +87,35 @@ export interface MeterEvent<Account = unknown, Req extends IncomingMessage = Inc
   finishReason: string | null;
   /** Milliseconds from the request to the first content token (null if none), and to the end. */
   timings: { ttftMs: number | null; durationMs: number };
+  /**
+   * The per-account limits `reserve` took with the hold (`ReserveContext.limits`, `taken` set): hand them to
+   * the store's `settle`, which gives the concurrency slot back in the same step. `undefined` otherwise (the
+   * gateway gives the slot back itself).
+   */
+  limits?: ReserveLimits;
   /** The client's request (read headers from it; its body has been consumed). */
   req: Req;
+}
+
+/**
+ * The per-account limits of one generation, for a credit store that takes them in the same step as the hold
+ * (`RedisCreditStore` with a `RedisLimitStore` created with `takenByReserve: true`: one Redis round trip for the
+ * key, the rate, the slot and the hold, one for the settlement and the slot's release). Pass the same object to
+ * every `reserve` call of the request; the store records on it what it took.
+ */
+export interface ReserveLimits {
+  /** The limits' key of the account (`limits.key(account)`). */
+  readonly key: string;
+  /** Requests per minute (`0`: none). */
+  readonly requestsPerMinute: number;
+  /** Concurrent generations (`0`: none). */
+  readonly maxConcurrent: number;
+  /** The id of the concurrency slot: the generation id. */
+  readonly slot: string;
+  /** Set by the store once it counted this request against `requestsPerMinute`: a retried reserve counts it no more. */
+  rateCounted: boolean;
+  /** Set by the store when its hold took the rate and the slot: the settlement then releases the slot. */
+  taken: boolean;
 }
 
 /** Token usage as OpenAI reports it; `estimated: true` when the gateway counted the tokens itself. */
@@ -135,6 +162,13 @@ export interface ReserveContext<Account, Req extends IncomingMessage = IncomingM
   capSource: 'max_completion_tokens' | 'max_tokens' | 'max_output_tokens' | 'default';
   /** Number of choices asked for (`n`). */
   choices: number;
+  /**
+   * Present when `limits.store` is `takenByReserve`: the rate and concurrency limits, for the credit store to take
+   * with the hold (`store.reserve(account, id, credits, limits)`); a store refusing one of them throws a
+   * `LimitRefusedError`, which becomes the gateway's 429. When the store did not take them (`taken` still false
+   * after a hold), the gateway takes them itself, after the hold, and logs that once.
+   */
+  limits?: ReserveLimits;
   /** The client's request, as your framework hands it over. */
   req: Req;
 }

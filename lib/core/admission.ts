@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InferyError } from '../base/errors';
-import type { WorstCase, LimitRefusal } from '../contract/hooks';
+import type { WorstCase, LimitRefusal, ReserveLimits } from '../contract/hooks';
 import { isHoldWithCap } from '../ledgers/billing/reservation';
+import { LimitRefusedError } from '../ledgers/stores/limit-store';
 import type { MeteredApi } from './metered-api';
 import type { ResolvedOptions } from '../options/resolved';
 
@@ -33,6 +34,13 @@ export interface Ticket<Account> {
   /** The body to send upstream (the cap applied). */
   upstreamBody: Record<string, unknown>;
   lease: Lease | undefined;
+  /** The limits `reserve` took with the hold (its settlement releases the slot): `MeterEvent.limits`. */
+  limits?: ReserveLimits;
+  /**
+   * A limit refused the request after the hold was taken (a `reserve` that was handed the limits and did not take
+   * them): the generation is settled unserved and the client gets this 429.
+   */
+  refused?: InferyError;
 }
 
 const NO_LEASE: Lease = { release: () => Promise.resolve() };
@@ -70,18 +78,30 @@ function rateLimited(limit: 'rate' | 'concurrency', message: string, retryAfterM
   return error;
 }
 
-/** Counts the request against the account's per-minute budget; 429 with `Retry-After` past it. */
-export async function checkRequestRate<Account>(opts: ResolvedOptions<Account>, account: Account): Promise<void> {
+function rateError(requestsPerMinute: number, waitMs: number): InferyError {
+  return rateLimited('rate', `Rate limit reached: ${requestsPerMinute} requests per minute for this key. Try again in ${Math.ceil(waitMs / 1000)} s.`, waitMs);
+}
+
+function concurrencyError(maxConcurrent: number): InferyError {
+  return rateLimited('concurrency', `Too many concurrent requests: ${maxConcurrent} are already in progress for this key. Retry when one has finished.`, 1000);
+}
+
+/** Whether generations hand their limits to `reserve`, which takes them with the hold (`LimitStore.takenByReserve`). */
+function limitsGoToReserve<Account>(opts: ResolvedOptions<Account>): boolean {
+  const limits = opts.limits;
+  return limits !== undefined && limits.store.takenByReserve === true && opts.reserve !== undefined && (limits.requestsPerMinute > 0 || limits.maxConcurrent > 0);
+}
+
+/**
+ * Counts the request against the account's per-minute budget; 429 with `Retry-After` past it. A generation whose
+ * limits `reserve` takes (`forGeneration`) is counted there instead, in the same step as its hold.
+ */
+export async function checkRequestRate<Account>(opts: ResolvedOptions<Account>, account: Account, forGeneration = false): Promise<void> {
   const limits = opts.limits;
   if (!limits || limits.requestsPerMinute === 0) return;
+  if (forGeneration && limitsGoToReserve(opts)) return;
   const waitMs = await limits.store.hit(limits.key(account), limits.requestsPerMinute);
-  if (typeof waitMs === 'number' && waitMs > 0) {
-    throw rateLimited(
-      'rate',
-      `Rate limit reached: ${limits.requestsPerMinute} requests per minute for this key. Try again in ${Math.ceil(waitMs / 1000)} s.`,
-      waitMs,
-    );
-  }
+  if (typeof waitMs === 'number' && waitMs > 0) throw rateError(limits.requestsPerMinute, waitMs);
 }
 
 /** Runs the pre-flight hook; `false` becomes 402 insufficient_quota. */
@@ -104,9 +124,7 @@ async function acquireSlot<Account>(opts: ResolvedOptions<Account>, account: Acc
   const limits = opts.limits;
   if (!limits || limits.maxConcurrent === 0) return NO_LEASE;
   const key = limits.key(account);
-  if (!(await limits.store.acquire(key, limits.maxConcurrent))) {
-    throw rateLimited('concurrency', `Too many concurrent requests: ${limits.maxConcurrent} are already in progress for this key. Retry when one has finished.`, 1000);
-  }
+  if (!(await limits.store.acquire(key, limits.maxConcurrent))) throw concurrencyError(limits.maxConcurrent);
   let released: Promise<void> | undefined;
   return {
     release: () => {
@@ -141,9 +159,11 @@ export async function admitGeneration<Account>(
   const counted = await api.estimate(body, (text) => count(text, model));
   // a continuation: what the provider reads again of the stored response, known exactly from its usage
   const estimate = { tokens: counted.tokens + contextTokens, bound: counted.bound + contextTokens };
-  const lease = await acquireSlot(opts, account);
+  const generationId = `gen-${randomUUID()}`;
+  // the rate and the slot taken with the hold by `reserve` (one round trip on Redis), or here, before it
+  const limits = limitsGoToReserve(opts) ? reserveLimits(opts.limits!, account, generationId) : undefined;
+  let lease = limits ? NO_LEASE : await acquireSlot(opts, account);
   try {
-    const generationId = `gen-${randomUUID()}`;
     const prompt = estimate.bound;
     const worstCase = (perChoice: number): WorstCase => ({
       prompt_tokens: prompt,
@@ -153,7 +173,7 @@ export async function admitGeneration<Account>(
     let perChoice = cap.perChoice;
     let reservation: unknown;
     if (opts.reserve) {
-      const result = await opts.reserve({
+      const result = await callReserve(opts, limits, {
         account,
         generationId,
         path,
@@ -164,6 +184,7 @@ export async function admitGeneration<Account>(
         maxCompletionTokens: perChoice,
         capSource: cap.source,
         choices: cap.choices,
+        limits,
         req,
       });
       if (result === false) {
@@ -182,6 +203,9 @@ export async function admitGeneration<Account>(
         }
       } else if (result !== true) reservation = result;
     }
+    // a hold now exists: nothing may throw; limits `reserve` was handed and did not take are taken now
+    let refused: InferyError | undefined;
+    if (limits && !limits.taken) ({ lease, refused } = await takeLimitsAfterHold(opts, account, limits));
     res.setHeader('X-Generation-Id', generationId);
     return {
       account,
@@ -193,9 +217,47 @@ export async function admitGeneration<Account>(
       choices: cap.choices,
       upstreamBody: api.withCap(body, cap, perChoice),
       lease,
+      limits: limits?.taken ? limits : undefined,
+      refused,
     };
   } catch (err) {
     await lease.release();
     throw err;
+  }
+}
+
+function reserveLimits<Account>(limits: NonNullable<ResolvedOptions<Account>['limits']>, account: Account, generationId: string): ReserveLimits {
+  return { key: limits.key(account), requestsPerMinute: limits.requestsPerMinute, maxConcurrent: limits.maxConcurrent, slot: generationId, rateCounted: false, taken: false };
+}
+
+/** `reserve`, with a limit its store refused (`LimitRefusedError`) turned into the gateway's own 429. */
+async function callReserve<Account>(opts: ResolvedOptions<Account>, limits: ReserveLimits | undefined, ctx: Parameters<NonNullable<ResolvedOptions<Account>['reserve']>>[0]) {
+  try {
+    return await opts.reserve!(ctx);
+  } catch (err) {
+    if (!(limits && err instanceof LimitRefusedError)) throw err;
+    throw err.limit === 'rate' ? rateError(limits.requestsPerMinute, Math.max(1, err.retryAfterMs)) : concurrencyError(limits.maxConcurrent);
+  }
+}
+
+const warnedUntaken = new WeakSet<object>();
+
+/**
+ * The limits a `reserve` was handed and did not take (its store ignores them): counted and taken here, after the
+ * hold, so they hold all the same; a refusal is returned, for the generation to be settled unserved. Logged once.
+ */
+async function takeLimitsAfterHold<Account>(opts: ResolvedOptions<Account>, account: Account, limits: ReserveLimits): Promise<{ lease: Lease; refused?: InferyError }> {
+  if (!warnedUntaken.has(opts)) {
+    warnedUntaken.add(opts);
+    opts.logger?.error({}, 'infery-stream reserve did not take the limits it was handed (ReserveContext.limits): they are taken separately, after the hold; pass them to the store\'s reserve');
+  }
+  try {
+    if (limits.requestsPerMinute > 0 && !limits.rateCounted) {
+      const waitMs = await opts.limits!.store.hit(limits.key, limits.requestsPerMinute);
+      if (typeof waitMs === 'number' && waitMs > 0) return { lease: NO_LEASE, refused: rateError(limits.requestsPerMinute, waitMs) };
+    }
+    return { lease: await acquireSlot(opts, account) };
+  } catch (err) {
+    return { lease: NO_LEASE, refused: err instanceof InferyError ? err : new InferyError(503, 'ledger_unavailable', 'The limit store could not be reached.', { type: 'server_error' }) };
   }
 }

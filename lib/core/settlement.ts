@@ -64,6 +64,7 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
         stream: end.stream,
         finishReason: end.finishReason,
         timings: { ttftMs: end.ttftMs, durationMs: end.durationMs },
+        ...(ticket.limits ? { limits: ticket.limits } : {}),
         req: end.req,
       },
       opts.meterTimeout,

@@ -39,7 +39,7 @@ export async function handleGeneration<Account>(
   try {
     if (inflight.draining) throw shuttingDown();
     const account = await authenticateOrThrow(opts, req);
-    await checkRequestRate(opts, account);
+    await checkRequestRate(opts, account, true);
     const body = await readJsonBody(req, opts.bodyLimit);
     const { model, stream } = surface.validate(body, opts);
     // a model no upstream serves is refused before anything is held
@@ -52,6 +52,8 @@ export async function handleGeneration<Account>(
     await runPreflight(opts, account, req, surface.path, body);
     const ticket = await admitGeneration(opts, account, req, res, surface, body, model, contextTokens);
     gen = new Generation(opts, req, ticket, model, stream, reqId, surface);
+    // a limit refused it after its hold was taken: settled unserved, answered 429
+    if (ticket.refused) throw ticket.refused;
     const generation = gen;
     // Until the upstream call starts, shutting down ends the request with a 503, settled as unserved.
     let stop = (err: InferyError): void => {

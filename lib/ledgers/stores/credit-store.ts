@@ -1,4 +1,4 @@
-import type { MeterEvent, Outcome, Usage } from '../../contract/hooks';
+import type { MeterEvent, Outcome, ReserveLimits, Usage } from '../../contract/hooks';
 
 /** A key's account: what is available, what is held for generations under way, what it used, `used` by model. */
 export interface Balance {
@@ -85,14 +85,19 @@ export function generationDraft(
 export interface CreditStore {
   /** Whether `account` exists. */
   has(account: string): boolean | Promise<boolean>;
-  /** Holds `credits` of the account's available balance under `holdId`; `false` (and nothing held) when they are not there. */
-  reserve(account: string, holdId: string, credits: number): boolean | Promise<boolean>;
+  /**
+   * Holds `credits` of the account's available balance under `holdId`; `false` (and nothing held) when they are not
+   * there. A store that can also takes `limits` (`ReserveContext.limits`) with the hold, setting `limits.taken`;
+   * one that cannot ignores them (the gateway then takes them itself).
+   */
+  reserve(account: string, holdId: string, credits: number, limits?: ReserveLimits): boolean | Promise<boolean>;
   /**
    * Releases the hold and charges `credits` for `model`, at most the hold plus what is available, and keeps
-   * `record` (when given) with the charge, in the same step. Idempotent by `holdId`: a retried settle returns
-   * the first result and charges nothing more.
+   * `record` (when given) with the charge, in the same step; with the `limits` its reserve took (`MeterEvent.limits`),
+   * gives their concurrency slot back too. Idempotent by `holdId`: a retried settle returns the first result and
+   * charges nothing more.
    */
-  settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft): Settlement | Promise<Settlement>;
+  settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft, limits?: ReserveLimits): Settlement | Promise<Settlement>;
   /** The account's balance, or `undefined` for an unknown account. */
   balanceOf(account: string): Balance | undefined | Promise<Balance | undefined>;
   /**

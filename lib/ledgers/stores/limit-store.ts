@@ -15,6 +15,28 @@ export interface LimitStore {
    * it would be.
    */
   hit(key: string, perMinute: number): number | Promise<number>;
+  /**
+   * True when the credit store's `reserve` takes this store's limits for generations, in the hold's own step
+   * (one round trip on a shared store): the gateway then calls neither `hit` nor `acquire` for a generation but
+   * hands the limits to `reserve` (`ReserveContext.limits`), and the settlement releases the slot (`MeterEvent.limits`).
+   * `hit` still counts the other requests (`/models`, pass-through).
+   */
+  readonly takenByReserve?: boolean;
+}
+
+/**
+ * A credit store's refusal of a limit it took with the hold (`ReserveContext.limits`): the gateway answers it as
+ * its own 429 `rate_limit_exceeded`, with `Retry-After`.
+ */
+export class LimitRefusedError extends Error {
+  constructor(
+    readonly limit: 'rate' | 'concurrency',
+    /** When the request could go again (ms). */
+    readonly retryAfterMs: number,
+  ) {
+    super(limit === 'rate' ? `requests per minute used up; again in ${retryAfterMs} ms` : 'every concurrency slot is in use');
+    this.name = new.target.name;
+  }
 }
 
 interface Bucket {

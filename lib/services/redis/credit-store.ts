@@ -1,9 +1,10 @@
-import type { Logger } from '../../contract/hooks';
-import { accountKeys, tagOf, type AccountKeys } from './keys';
+import type { Logger, ReserveLimits } from '../../contract/hooks';
+import { LimitRefusedError } from '../../ledgers/stores/limit-store';
+import { accountKeys, limitKeys, tagOf, type AccountKeys } from './keys';
 import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type GenerationDraft, type GenerationRecord, type Settlement } from '../../ledgers/stores/credit-store';
 import { Renewer } from './renewer';
 import { isScriptError, LedgerUnavailableError, ScriptRunner, type RedisClient } from './runner';
-import { BALANCE, OPEN, RENEW_HOLDS, RESERVE, SETTLE } from './scripts';
+import { ADMIT, BALANCE, OPEN, RENEW_HOLDS, RENEW_LEASES, RESERVE, SETTLE, TAKE_LIMITS } from './scripts';
 import { SettleQueue, type AttemptResult } from './settle-queue';
 
 /** Options of {@link RedisCreditStore}. */
@@ -36,6 +37,15 @@ interface PendingSettle {
   model: string;
   cost: number;
   record: GenerationDraft | undefined;
+  /** The concurrency slot taken with the hold, given back with the settlement. */
+  slot: Slot | undefined;
+}
+
+/** A concurrency slot a hold took: its leases key, and whether it shares the account's hash slot (one script). */
+interface Slot {
+  leases: string;
+  id: string;
+  withAccount: boolean;
 }
 
 const MAX_MODEL_CHARS = 256;
@@ -60,8 +70,8 @@ export class RedisCreditStore implements CreditStore {
   private readonly recordTtl: number;
   private readonly recordsPerAccount: number;
   private readonly logger: Logger | undefined;
-  /** Holds this process owns, by hold id: renewed until settled. */
-  private readonly live = new Map<string, { account: string; milli: number }>();
+  /** Holds this process owns, by hold id, with the slot each took: renewed until settled. */
+  private readonly live = new Map<string, { account: string; milli: number; slot?: Slot }>();
   private readonly renewer: Renewer;
   private readonly queue: SettleQueue<PendingSettle>;
   private readonly onReady = (): void => this.queue.kick();
@@ -110,22 +120,34 @@ export class RedisCreditStore implements CreditStore {
     return (await this.runner.call(() => this.runner.redis.exists(keys.account))) === 1;
   }
 
-  async reserve(account: string, holdId: string, credits: number): Promise<boolean> {
+  /**
+   * Holds `credits` under `holdId`. With `limits` (`ReserveContext.limits`, from a `RedisLimitStore` created with
+   * `takenByReserve: true`) it also counts the request against the per-minute rate and takes a concurrency slot,
+   * in the same script when the limit key is the account (the default `limits.key`: one round trip for the whole
+   * admission), else in one script just before; a refused limit throws {@link LimitRefusedError} (the gateway's
+   * 429) and nothing is held. The slot is given back by {@link settle} with the same `limits`.
+   */
+  async reserve(account: string, holdId: string, credits: number, limits?: ReserveLimits): Promise<boolean> {
     checkCredits('hold', credits);
     const keys = accountKeys(this.prefix, account);
     const milli = toMilliUp(credits);
+    if (limits) return this.admit(account, keys, holdId, milli, limits);
     const answer = await this.runner.run(RESERVE, [keys.account, keys.holds, keys.expiry, keys.settled(holdId)], [holdId, String(milli), String(this.holdTtlMs)]);
     if (answer === -1) throw new Error('unknown key');
     if (answer === -2) throw new Error(`hold ${holdId} exists already`);
     if (answer !== 1) return false;
-    this.live.set(holdId, { account, milli });
-    this.renewer.start();
+    this.held(holdId, account, milli, undefined);
     return true;
   }
 
-  async settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft): Promise<Settlement> {
+  /**
+   * Releases the hold and charges `credits`, keeping `record`, in one script; with `limits` (those `reserve` took)
+   * the concurrency slot is given back in the same script. Idempotent by hold id.
+   */
+  async settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft, limits?: ReserveLimits): Promise<Settlement> {
     checkCredits('charge', credits);
-    const item: PendingSettle = { account, holdId, model: model.slice(0, MAX_MODEL_CHARS), cost: toMilliUp(credits), record };
+    const slot = limits?.taken && limits.maxConcurrent > 0 ? this.slotOf(account, limits) : undefined;
+    const item: PendingSettle = { account, holdId, model: model.slice(0, MAX_MODEL_CHARS), cost: toMilliUp(credits), record, slot };
     try {
       const answer = await this.write(item);
       if (answer === 'unknown') throw new Error('unknown key');
@@ -144,6 +166,62 @@ export class RedisCreditStore implements CreditStore {
       const told = held === undefined ? item.cost : Math.min(item.cost, held);
       return { charged: told / 1000, unpaid: 0, pending: true };
     }
+  }
+
+  /** The rate, the slot and the hold: one script when the limit key is the account, else the limits' script first. */
+  private async admit(account: string, keys: AccountKeys, holdId: string, milli: number, limits: ReserveLimits): Promise<boolean> {
+    const slot = this.slotOf(account, { ...limits, slot: holdId });
+    const { bucket } = limitKeys(this.prefix, limits.key);
+    const rate = String(limits.rateCounted ? 0 : limits.requestsPerMinute);
+    const max = String(limits.maxConcurrent);
+    const refuse = (code: number, value: number): never => {
+      if (code === -3) throw new LimitRefusedError('rate', value);
+      throw new LimitRefusedError('concurrency', 1_000);
+    };
+    if (slot.withAccount) {
+      const [code, value] = (await this.runner.run(ADMIT, [keys.account, keys.holds, keys.expiry, keys.settled(holdId), bucket, slot.leases], [holdId, String(milli), String(this.holdTtlMs), rate, max])) as [number, number];
+      if (code === -1) throw new Error('unknown key');
+      if (code === -2) throw new Error(`hold ${holdId} exists already`);
+      if (code !== -3 && value === 1) limits.rateCounted = true;
+      if (code === -3 || code === -4) refuse(code, value);
+      if (code !== 1) return false;
+      limits.taken = true;
+      this.held(holdId, account, milli, limits.maxConcurrent > 0 ? slot : undefined);
+      return true;
+    }
+    // the limit key groups accounts: its keys are in another hash slot, so its script goes first
+    const [code, value] = (await this.runner.run(TAKE_LIMITS, [bucket, slot.leases], [rate, max, holdId, String(this.holdTtlMs)])) as [number, number];
+    if (code !== -3 && value === 1) limits.rateCounted = true;
+    if (code !== 1) refuse(code, value);
+    const giveBack = async (): Promise<void> => {
+      if (limits.maxConcurrent > 0) await this.runner.call(() => this.runner.redis.zrem(slot.leases, holdId));
+    };
+    let answer: unknown;
+    try {
+      answer = await this.runner.run(RESERVE, [keys.account, keys.holds, keys.expiry, keys.settled(holdId)], [holdId, String(milli), String(this.holdTtlMs)]);
+    } catch (err) {
+      await giveBack().catch(() => undefined); // unreachable: the slot's lease, not renewed, expires by itself
+      throw err;
+    }
+    if (answer !== 1) {
+      await giveBack();
+      if (answer === -1) throw new Error('unknown key');
+      if (answer === -2) throw new Error(`hold ${holdId} exists already`);
+      return false;
+    }
+    limits.taken = true;
+    this.held(holdId, account, milli, limits.maxConcurrent > 0 ? slot : undefined);
+    return true;
+  }
+
+  /** The slot `limits` names for `account`'s generation. */
+  private slotOf(account: string, limits: ReserveLimits): Slot {
+    return { leases: limitKeys(this.prefix, limits.key).leases, id: limits.slot, withAccount: tagOf(limits.key) === tagOf(account) };
+  }
+
+  private held(holdId: string, account: string, milli: number, slot: Slot | undefined): void {
+    this.live.set(holdId, { account, milli, slot });
+    this.renewer.start();
   }
 
   async balanceOf(account: string): Promise<Balance | undefined> {
@@ -207,7 +285,18 @@ export class RedisCreditStore implements CreditStore {
     const generationId = item.record?.id ?? item.holdId;
     const answer = await this.runner.run(
       SETTLE,
-      [keys.account, keys.holds, keys.expiry, keys.settled(item.holdId), keys.models, keys.generation(generationId), keys.providerId(item.record?.provider_id ?? ''), keys.generations],
+      [
+        keys.account,
+        keys.holds,
+        keys.expiry,
+        keys.settled(item.holdId),
+        keys.models,
+        keys.generation(generationId),
+        keys.providerId(item.record?.provider_id ?? ''),
+        keys.generations,
+        // a slot of the account's own hash slot is given back by the script; another one just after it
+        item.slot?.withAccount ? item.slot.leases : keys.account,
+      ],
       [
         item.holdId,
         String(item.cost),
@@ -218,8 +307,13 @@ export class RedisCreditStore implements CreditStore {
         String(this.recordTtl),
         String(this.recordsPerAccount),
         generationId,
+        item.slot?.withAccount ? item.slot.id : '',
       ],
     );
+    if (item.slot && !item.slot.withAccount) {
+      const { leases, id } = item.slot;
+      await this.runner.call(() => this.runner.redis.zrem(leases, id)).catch(() => undefined); // else it expires unrenewed
+    }
     this.live.delete(item.holdId);
     if (answer === 'unknown') return 'unknown';
     const [charged, unpaid] = String(answer).split(',').map(Number) as [number, number];
@@ -254,6 +348,17 @@ export class RedisCreditStore implements CreditStore {
       for (let i = 0; i < ids.length; i += 500) {
         await this.runner.run(RENEW_HOLDS, [keys.holds, keys.expiry], [String(this.holdTtlMs), ...ids.slice(i, i + 500)]);
       }
+    }
+    // the concurrency slots taken with holds live as long as their holds
+    const slots = new Map<string, string[]>();
+    for (const { slot } of this.live.values()) {
+      if (!slot) continue;
+      const list = slots.get(slot.leases);
+      if (list) list.push(slot.id);
+      else slots.set(slot.leases, [slot.id]);
+    }
+    for (const [leases, ids] of slots) {
+      for (let i = 0; i < ids.length; i += 500) await this.runner.run(RENEW_LEASES, [leases], [String(this.holdTtlMs), ...ids.slice(i, i + 500)]);
     }
   }
 }

@@ -42,8 +42,12 @@ export function accountKeys(prefix: string, account: string): AccountKeys {
   };
 }
 
-/** The Redis keys of one limit key: concurrency leases and the per-minute bucket. */
+/**
+ * The Redis keys of one limit key: concurrency leases and the per-minute bucket. They share the hash tag of the
+ * account of the same id (`{a:<tag>}`), so when the limit key is the account (the default `limits.key`) one
+ * script can take the rate, the slot and the hold together and Redis Cluster still runs it on one node.
+ */
 export function limitKeys(prefix: string, key: string): { leases: string; bucket: string } {
-  const base = `${prefix}{l:${tagOf(key)}}`;
+  const base = `${prefix}{a:${tagOf(key)}}:limit`;
   return { leases: `${base}:leases`, bucket: `${base}:rpm` };
 }

@@ -17,6 +17,13 @@ export interface RedisLimitStoreOptions {
   leaseTtlMs?: number;
   /** The longest a Redis call may take before it counts as unreachable (ms). Default: 2,000. */
   commandTimeoutMs?: number;
+  /**
+   * Leave the limits of generations to `RedisCreditStore.reserve`, which takes the rate and the slot with the hold
+   * in one script (one round trip for the whole admission, one for the settlement: pass `ReserveContext.limits`
+   * to `reserve` and `MeterEvent.limits` to `settle`). Both stores need the same `prefix`, and the credit store's
+   * `holdTtlMs` is then the slots' lifetime. Default: false (this store takes them: two more round trips).
+   */
+  takenByReserve?: boolean;
   logger?: Logger;
 }
 
@@ -36,6 +43,7 @@ export class RedisLimitStore implements LimitStore {
   /** Leases this process holds: limit key → lease ids. */
   private readonly leases = new Map<string, string[]>();
   private readonly renewer: Renewer;
+  readonly takenByReserve: boolean;
 
   constructor(redis: RedisClient, options: RedisLimitStoreOptions = {}) {
     if (!redis || typeof (redis as { evalsha?: unknown }).evalsha !== 'function') throw new TypeError('RedisLimitStore needs an ioredis client (new Redis(url))');
@@ -46,6 +54,7 @@ export class RedisLimitStore implements LimitStore {
     this.prefix = options.prefix ?? 'infery:';
     if (typeof this.prefix !== 'string') throw new TypeError('RedisLimitStore: prefix must be a string');
     this.leaseTtlMs = leaseTtlMs;
+    this.takenByReserve = options.takenByReserve === true;
     this.runner = new ScriptRunner(redis, timeout);
     this.renewer = new Renewer(Math.floor(leaseTtlMs / 3), () => this.renew(), options.logger, 'concurrency slots');
   }

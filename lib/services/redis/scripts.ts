@@ -73,15 +73,17 @@ return 1
 );
 
 /**
- * KEYS account, holds, expiry, settled(hold), models, generation(id), provider-id(id), generations;
+ * KEYS account, holds, expiry, settled(hold), models, generation(id), provider-id(id), generations, and the
+ * account's limit leases (or any key of its slot);
  * ARGV hold id, cost thousandths, model, settled ttl s, record JSON or '', provider id or '', record ttl s,
- * records kept, generation id.
+ * records kept, generation id, and the concurrency slot to give back (or '').
  * Releases the hold, charges min(cost, what is available), remembers the result and writes the record, all at
  * once. Answers `charged,unpaid` (the first answer again for a hold settled before), or 'unknown'.
  */
 export const SETTLE = script(
   'settle',
   `
+if ARGV[10] and ARGV[10] ~= '' then redis.call('ZREM', KEYS[9], ARGV[10]) end
 local done = redis.call('GET', KEYS[4])
 if done then return done end
 if redis.call('EXISTS', KEYS[1]) == 0 then return 'unknown' end
@@ -168,24 +170,92 @@ return n
 `,
 );
 
+/** Token bucket and lease helpers of the scripts that take limits. */
+const LIMITS = `
+local function take_rate(bucket, cap, now)
+  local v = redis.call('HMGET', bucket, 'tokens', 'at')
+  local rate = cap / 60000
+  local tokens = math.min(cap, (tonumber(v[1]) or cap) + math.max(0, now - (tonumber(v[2]) or now)) * rate)
+  local wait = 0
+  if tokens >= 1 then tokens = tokens - 1 else wait = math.max(1, math.ceil((1 - tokens) / rate)) end
+  redis.call('HSET', bucket, 'tokens', string.format('%.6f', tokens), 'at', int(now))
+  redis.call('PEXPIRE', bucket, 60000)
+  return wait
+end
+local function slots_full(leases, max, now)
+  redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
+  return redis.call('ZCARD', leases) >= max
+end
+`;
+
 /**
  * KEYS bucket; ARGV requests per minute. A token bucket holding that many requests, refilled continuously:
  * answers 0 when the request may go, else the milliseconds until it could.
  */
-export const HIT = script(
-  'hit',
-  `
+export const HIT = script('hit', `${LIMITS}\nreturn take_rate(KEYS[1], tonumber(ARGV[1]), now_ms())`);
+
+
+/**
+ * The whole admission of a generation in one step, when its limit key is its account:
+ * KEYS account, holds, expiry, settled(hold), bucket, leases; ARGV hold id, thousandths, ttl ms, requests per
+ * minute (0: none or counted already), slots (0: none).
+ * Counts the request against the rate, checks the credits are there, then a slot (a balance that cannot pay is
+ * 402 whatever the slots: the app's retry with a lower cap stays a 402 when nothing fits), holds the credits and
+ * takes the slot (the hold id).
+ * Answers {1, counted} held, {0, counted} not enough available (no slot taken), {-1} unknown account, {-2} the
+ * hold id exists or was settled, {-3, ms} the rate refused (again in ms), {-4, counted} every slot in use.
+ */
+export const ADMIT = script(
+  'admit',
+  `${LIMITS}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 local now = now_ms()
+sweep(KEYS[1], KEYS[2], KEYS[3], now)
+if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then return {-2, 0} end
+local counted = 0
+local cap = tonumber(ARGV[4])
+if cap > 0 then
+  local wait = take_rate(KEYS[5], cap, now)
+  if wait > 0 then return {-3, wait} end
+  counted = 1
+end
+local milli = tonumber(ARGV[2])
+if milli > available(KEYS[1]) then return {0, counted} end
+local max = tonumber(ARGV[5])
+if max > 0 and slots_full(KEYS[6], max, now) then return {-4, counted} end
+redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
+if max > 0 then
+  redis.call('ZADD', KEYS[6], now + tonumber(ARGV[3]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[6], ARGV[3])
+end
+return {1, counted}
+`,
+);
+
+/**
+ * The limits of a generation whose limit key is not its account (another hash slot), before its hold:
+ * KEYS bucket, leases; ARGV requests per minute (0: none or counted already), slots (0: none), slot id, ttl ms.
+ * Answers {1, counted} taken (the slot too when slots > 0), {-3, ms} the rate refused, {-4, counted} every slot in use.
+ */
+export const TAKE_LIMITS = script(
+  'take-limits',
+  `${LIMITS}
+local now = now_ms()
+local counted = 0
 local cap = tonumber(ARGV[1])
-local v = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(v[1]) or cap
-local at = tonumber(v[2]) or now
-local rate = cap / 60000
-tokens = math.min(cap, tokens + math.max(0, now - at) * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = math.max(1, math.ceil((1 - tokens) / rate)) end
-redis.call('HSET', KEYS[1], 'tokens', string.format('%.6f', tokens), 'at', int(now))
-redis.call('PEXPIRE', KEYS[1], 60000)
-return wait
+if cap > 0 then
+  local wait = take_rate(KEYS[1], cap, now)
+  if wait > 0 then return {-3, wait} end
+  counted = 1
+end
+local max = tonumber(ARGV[2])
+if max > 0 then
+  if slots_full(KEYS[2], max, now) then return {-4, counted} end
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[4]), ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+return {1, counted}
 `,
 );
