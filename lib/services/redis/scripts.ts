@@ -182,6 +182,13 @@ local function take_rate(bucket, cap, now)
   redis.call('PEXPIRE', bucket, 60000)
   return wait
 end
+-- counts a request against \`cap\` a minute (0: no limit): the wait when refused, and whether it was counted
+local function count_rate(bucket, cap, now)
+  if cap <= 0 then return 0, 0 end
+  local wait = take_rate(bucket, cap, now)
+  if wait > 0 then return wait, 0 end
+  return 0, 1
+end
 local function slots_full(leases, max, now)
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
   return redis.call('ZCARD', leases) >= max
@@ -212,13 +219,8 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, 0} end
 local now = now_ms()
 sweep(KEYS[1], KEYS[2], KEYS[3], now)
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then return {-2, 0} end
-local counted = 0
-local cap = tonumber(ARGV[4])
-if cap > 0 then
-  local wait = take_rate(KEYS[5], cap, now)
-  if wait > 0 then return {-3, wait} end
-  counted = 1
-end
+local wait, counted = count_rate(KEYS[5], tonumber(ARGV[4]), now)
+if wait > 0 then return {-3, wait} end
 local milli = tonumber(ARGV[2])
 if milli > available(KEYS[1]) then return {0, counted} end
 local max = tonumber(ARGV[5])
@@ -243,13 +245,8 @@ export const TAKE_LIMITS = script(
   'take-limits',
   `${LIMITS}
 local now = now_ms()
-local counted = 0
-local cap = tonumber(ARGV[1])
-if cap > 0 then
-  local wait = take_rate(KEYS[1], cap, now)
-  if wait > 0 then return {-3, wait} end
-  counted = 1
-end
+local wait, counted = count_rate(KEYS[1], tonumber(ARGV[1]), now)
+if wait > 0 then return {-3, wait} end
 local max = tonumber(ARGV[2])
 if max > 0 then
   if slots_full(KEYS[2], max, now) then return {-4, counted} end
