@@ -108,7 +108,11 @@ async function startProvider(): Promise<Provider> {
     const call: ProviderCall = { instance: String(req.headers.authorization).replace(/^Bearer upstream-/, ''), prompt, closedEarly: false };
     calls.push(call);
     open++;
-    maxOpen = Math.max(maxOpen, open);
+    // sampled once this poll phase is handled: a gateway that aborted one request and then sent another (its slot
+    // given back in between) can have both reach this process in one batch of events, the new request read first
+    setImmediate(() => {
+      maxOpen = Math.max(maxOpen, open);
+    });
     // A request stops counting as open as soon as the provider can know it ended: its answer was handed to the
     // kernel ('finish'), or the gateway's side of the socket ended or reset ('end'/'error', read in the same
     // poll phase). res 'close' alone comes an iteration or more later (half-close, then the close callback), and
