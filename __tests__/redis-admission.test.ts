@@ -75,6 +75,25 @@ describe('limits taken by reserve: options and the fallback', () => {
   });
 });
 
+test('a generation refused before its reserve (a bad body, an unknown model) still uses up the per-minute budget', async () => {
+  const memory = new MemoryLimitStore();
+  const gw = await startGateway(provider.url, {
+    limits: { requestsPerMinute: 2, store: { acquire: (k, m) => memory.acquire(k, m), release: (k) => memory.release(k), hit: (k, p) => memory.hit(k, p), takenByReserve: true } },
+    reserve: (ctx) => ({ hold: ctx.generationId }),
+  });
+  try {
+    provider.reply = () => ({ steps: textSteps(['ok']) });
+    expect((await postStream(gw.url, { model: 'mock-1', stream: true })).status).toBe(400);
+    expect((await postStream(gw.url, { ...request, stream: 'yes' })).status).toBe(400);
+    const third = await postStream(gw.url, request);
+    expect(third.status).toBe(429);
+    expect(JSON.parse(third.raw)).toMatchObject({ error: { message: expect.stringMatching(/2 requests per minute/) } });
+    expect(gw.meterCalls.map((m) => m.outcome)).toEqual(['unserved']);
+  } finally {
+    await gw.close();
+  }
+});
+
 describeRedis('limits taken by reserve on Redis (real redis-server)', () => {
   let server: RedisHandle;
   const clients: Redis[] = [];

@@ -96,12 +96,31 @@ function limitsGoToReserve<Account>(opts: ResolvedOptions<Account>): boolean {
  * Counts the request against the account's per-minute budget; 429 with `Retry-After` past it. A generation whose
  * limits `reserve` takes (`forGeneration`) is counted there instead, in the same step as its hold.
  */
-export async function checkRequestRate<Account>(opts: ResolvedOptions<Account>, account: Account, forGeneration = false): Promise<void> {
+export async function checkRequestRate<Account>(opts: ResolvedOptions<Account>, account: Account, forGeneration = false): Promise<'counted' | 'deferred'> {
   const limits = opts.limits;
-  if (!limits || limits.requestsPerMinute === 0) return;
-  if (forGeneration && limitsGoToReserve(opts)) return;
+  if (!limits || limits.requestsPerMinute === 0) return 'counted';
+  if (forGeneration && limitsGoToReserve(opts)) return 'deferred';
   const waitMs = await limits.store.hit(limits.key(account), limits.requestsPerMinute);
   if (typeof waitMs === 'number' && waitMs > 0) throw rateError(limits.requestsPerMinute, waitMs);
+  return 'counted';
+}
+
+/** Failures of admission after `reserve` counted the request against the rate (or the rate refused it). */
+const rateSettled = new WeakSet<object>();
+
+/**
+ * A generation whose rate was left to `reserve` (`checkRequestRate` answered `deferred`) and that failed before
+ * `reserve` counted it — a bad body, an unknown model, a preflight refusal — is counted now, so such requests
+ * use up the per-minute budget like any other. Never throws.
+ */
+export async function countDeferredRate<Account>(opts: ResolvedOptions<Account>, account: Account, failure: unknown): Promise<void> {
+  const limits = opts.limits;
+  if (!limits || (typeof failure === 'object' && failure !== null && rateSettled.has(failure))) return;
+  try {
+    await limits.store.hit(limits.key(account), limits.requestsPerMinute);
+  } catch {
+    // the request is refused already; a store that cannot be reached counts nothing
+  }
 }
 
 /** Runs the pre-flight hook; `false` becomes 402 insufficient_quota. */
@@ -221,6 +240,7 @@ export async function admitGeneration<Account>(
       refused,
     };
   } catch (err) {
+    if (limits && typeof err === 'object' && err !== null && (limits.rateCounted || (err instanceof InferyError && refusals.get(err) === 'rate'))) rateSettled.add(err);
     await lease.release();
     throw err;
   }

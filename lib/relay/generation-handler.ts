@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { InferyError, sendError, toInferyError } from '../base/errors';
 import { checkBodyShape, readJsonBody } from '../base/request-body';
 import { locateContinuation, NO_CONTINUATION } from './continuation';
-import { admitGeneration, authenticateOrThrow, checkRequestRate, limitRefusalOf, runPreflight } from '../core/admission';
+import { admitGeneration, authenticateOrThrow, checkRequestRate, countDeferredRate, limitRefusalOf, runPreflight } from '../core/admission';
 import { Generation } from '../core/generation';
 import { logRequestEnd, requestIdOf } from '../core/request-log';
 import { responseDone, shuttingDown, type InFlight } from '../core/shutdown';
@@ -36,10 +36,12 @@ export async function handleGeneration<Account>(
   const startedAt = performance.now();
   res.setHeader('X-Request-Id', reqId);
   let gen: Generation<Account> | undefined;
+  // the caller, while its rate is left to `reserve` and not counted yet
+  let uncounted: { account: Account } | undefined;
   try {
     if (inflight.draining) throw shuttingDown();
     const account = await authenticateOrThrow(opts, req);
-    await checkRequestRate(opts, account, true);
+    if ((await checkRequestRate(opts, account, true)) === 'deferred') uncounted = { account };
     const body = await readJsonBody(req, opts.bodyLimit);
     const { model, stream } = surface.validate(body, opts);
     // a model no upstream serves is refused before anything is held
@@ -51,6 +53,7 @@ export async function handleGeneration<Account>(
     await checkBodyShape(body);
     await runPreflight(opts, account, req, surface.path, body);
     const ticket = await admitGeneration(opts, account, req, res, surface, body, model, contextTokens);
+    uncounted = undefined;
     gen = new Generation(opts, req, ticket, model, stream, reqId, surface);
     // a limit refused it after its hold was taken: settled unserved, answered 429
     if (ticket.refused) throw ticket.refused;
@@ -132,6 +135,7 @@ export async function handleGeneration<Account>(
       opts.logger?.error({ reqId, err: cause }, 'infery-stream hook or handler threw');
     }
     sendError(res, err, err.status === 413);
+    if (uncounted) void countDeferredRate(opts, uncounted.account, caught);
     if (gen) {
       // failed before the first byte: the hold is released, nothing is charged; settlement logs the line
       void gen.finish('unserved', err);
