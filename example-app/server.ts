@@ -39,8 +39,10 @@ function wholeEnv(name: string, fallback: number): number {
 
 async function main(): Promise<void> {
   // asynchronous writes: a line per request costs no write(2) on the request path; lines that pile up while one
-  // write is under way go out together. What is still buffered at exit is written synchronously then.
-  const destination = pino.destination({ dest: 1, sync: false });
+  // write is under way go out together, at most 16 MiB of them (a stdout nobody reads drops lines rather than
+  // growing memory: said once on stderr). What is still buffered at exit is written synchronously then.
+  const destination = pino.destination({ dest: 1, sync: false, maxLength: 16 * 1024 * 1024 });
+  destination.once('drop', () => process.stderr.write('infery-stream example: stdout is not being read; log lines are dropped\n'));
   process.on('exit', () => {
     try {
       destination.flushSync();
