@@ -6,7 +6,7 @@ module.exports = {
   testEnvironment: 'node',
   roots: ['<rootDir>/__tests__'],
   testMatch: ['**/*.test.ts'],
-  setupFilesAfterEnv: ['<rootDir>/__tests__/helpers/fail-on-unhandled.ts'],
+  setupFilesAfterEnv: ['<rootDir>/__tests__/helpers/fail-on-unhandled.ts', '<rootDir>/__tests__/helpers/stop-threads.ts'],
   transform: {
     '^.+\\.ts$': ['ts-jest', { tsconfig: 'tsconfig.jest.json' }],
     // ES-module-only dependencies, as CommonJS for jest's module system (see jest-esm-transform.js)

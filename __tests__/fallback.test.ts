@@ -138,6 +138,8 @@ describe('fallback before the first byte', () => {
     const last = chunks.at(-1)!;
     expect(last.error).toMatchObject({ code: 'upstream_connection_lost' });
     expect(res.raw).not.toContain('Served');
+    // billed at the estimate: counted in the tokenizer thread, which may be starting
+    await waitFor(() => gw.meterCalls.length > 0, 5000);
     await settle();
     expect(second.requests).toHaveLength(0);
     expect(gw.meterCalls).toHaveLength(1);
@@ -150,6 +152,7 @@ describe('fallback before the first byte', () => {
     const res = await postStream(gw.url, { model: 'test-model', messages: MESSAGES, stream: true });
     expect(res.status).toBe(200);
     expect(jsonEvents(res).at(-1)!.error).toBeDefined();
+    await waitFor(() => gw.meterCalls.length > 0, 5000);
     await settle();
     expect(second.requests).toHaveLength(0);
     expect(gw.meterCalls).toHaveLength(1);

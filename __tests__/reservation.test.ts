@@ -6,10 +6,13 @@ import { priceOf, type Balance } from '../example-app/ledger';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import { InferyError, type ReserveContext, type ReserveResult } from '../lib';
 import { estimatePrompt } from '../lib/ledgers/billing/prompt-estimate';
-import { defaultCountTokens } from '../lib/core/usage';
+import { textsCounter } from '../lib/core/usage';
 
-/** The prompt bound the gateway reserves for `body` (o200k count plus 10% and 16, within the strict bound). */
-const promptTokenBound = async (body: Record<string, unknown>): Promise<number> => (await estimatePrompt(body, (t) => defaultCountTokens(t, 'mock-1'))).bound;
+const counter = textsCounter(undefined, (err) => {
+  throw err;
+});
+/** The prompt bound the gateway reserves for `body` (the strict bound for a short prompt, else the o200k count plus 10% and 16). */
+const promptTokenBound = async (body: Record<string, unknown>): Promise<number> => (await estimatePrompt(body, (texts) => counter(texts, 'mock-1'))).bound;
 import { KEY, startGateway, type Account, type TestGateway } from './helpers/gateway';
 import { refusedURL, ScriptedProvider, sleep, textSteps, type Reply } from './helpers/provider';
 import { postStream, waitFor } from './helpers/sse-client';

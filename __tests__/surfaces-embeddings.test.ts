@@ -7,6 +7,7 @@ import { APIError } from 'openai';
 import type { ReserveContext } from '../lib';
 import { type Account } from './helpers/gateway';
 import { embeddingsJson, vectors } from './helpers/surface-scripts';
+import { waitFor } from './helpers/sse-client';
 import { provider, gateway, client, sdk, gatewayWith, settle, rawPost } from './helpers/surfaces';
 
 describe('Embeddings', () => {
@@ -112,6 +113,9 @@ describe('Embeddings', () => {
     provider.reply = () => ({ status: 200, steps: [{ raw: '{"object":"list","data":[' }] , headers: { 'content-type': 'application/json' } });
     const res = await rawPost(gateway.url, '/embeddings', { model: 'text-embedding-test', input: 'hello world' });
     expect(res.status).toBe(502);
+    // billed at the estimate: counted in the tokenizer thread, which may be starting
+    await waitFor(() => gateway.meterCalls.length > 0, 5000);
+    await settle();
     expect(gateway.meterCalls).toHaveLength(1);
     expect(gateway.meterCalls[0]).toMatchObject({ endpoint: 'embeddings', outcome: 'failed' });
   });

@@ -1,7 +1,7 @@
 import { closest } from './base/did-you-mean';
 import { InferyOptionsError } from './base/errors';
 import type { Logger, OwnsResponseAnswer } from './contract/hooks';
-import { containedCounter } from './core/usage';
+import { textsCounter } from './core/usage';
 import { containedObserver, OBSERVER_MEMBERS, type Observer } from './ledgers/metrics/observer';
 import { MemoryLimitStore, type LimitStore } from './ledgers/stores/limit-store';
 import { ResponseOwners } from './ledgers/stores/response-owners';
@@ -173,7 +173,7 @@ export function parseOptions<Account>(input: unknown, meteredPaths: readonly str
     forwardHeaders,
     logger,
     observer: observer === undefined ? undefined : containedObserver(observer, logger),
-    countTokens: containedCounter(fn<(text: string, model: string) => number>('countTokens', opts.countTokens, false), (err) =>
+    countTexts: textsCounter(fn<(text: string, model: string) => number>('countTokens', opts.countTokens, false), (err) =>
       logger?.warn({ err: err instanceof Error ? err.message : String(err) }, 'infery-stream countTokens failed; counting a token per 3 bytes instead'),
     ),
   };

@@ -26,8 +26,8 @@ export interface Ticket<Account> {
   /** What `reserve` returned as the hold. */
   reservation: unknown;
   worstCase: WorstCase;
-  /** The prompt's estimated tokens (billed when the provider sends no usage). */
-  promptTokens: number;
+  /** The prompt's estimated tokens (billed when the provider sends no usage), counted when first asked. */
+  promptTokens: () => Promise<number>;
   /** The completion cap per choice sent upstream. */
   maxCompletionTokens: number;
   choices: number;
@@ -174,10 +174,9 @@ export async function admitGeneration<Account>(
 ): Promise<Ticket<Account>> {
   const path = api.path;
   const cap = api.cap(body, opts.defaultMaxTokens);
-  const count = opts.countTokens;
-  const counted = await api.estimate(body, (text) => count(text, model));
+  const counted = await api.estimate(body, (texts) => opts.countTexts(texts, model));
   // a continuation: what the provider reads again of the stored response, known exactly from its usage
-  const estimate = { tokens: counted.tokens + contextTokens, bound: counted.bound + contextTokens };
+  const estimate = { tokens: async () => (await counted.tokens()) + contextTokens, bound: counted.bound + contextTokens };
   const generationId = `gen-${randomUUID()}`;
   // the rate and the slot taken with the hold by `reserve` (one round trip on Redis), or here, before it
   const limits = limitsGoToReserve(opts) ? reserveLimits(opts.limits!, account, generationId) : undefined;

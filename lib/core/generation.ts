@@ -56,7 +56,7 @@ export class Generation<Account> {
   ) {
     this.providerModel = model;
     this.object = api.object;
-    this.tally = new CompletionTally(opts.countTokens, model);
+    this.tally = new CompletionTally(opts.countTexts, model);
     opts.observer?.generationStarted({ route: api.path, generationId: ticket.generationId, model, stream });
   }
 
@@ -140,7 +140,7 @@ export class Generation<Account> {
     const worst = this.ticket.worstCase;
     if (this.worstCaseBilled) return estimatedUsage(worst.prompt_tokens, worst.completion_tokens);
     if (this.providerUsage) return this.plausible(this.providerUsage);
-    return estimatedUsage(Math.min(worst.prompt_tokens, this.ticket.promptTokens), Math.min(worst.completion_tokens, await this.tally.tokens()));
+    return estimatedUsage(Math.min(worst.prompt_tokens, await this.ticket.promptTokens()), Math.min(worst.completion_tokens, await this.tally.tokens()));
   }
 
   /** What was generated cannot be known but was generated in full (an answer too large to read): bill the worst case. */
@@ -155,7 +155,7 @@ export class Generation<Account> {
   private async plausible(usage: Usage): Promise<Usage> {
     const worst = this.ticket.worstCase;
     const produced = usage.completion_tokens === 0 && this.tally.produced > 0 ? Math.min(worst.completion_tokens, await this.tally.tokens()) : 0;
-    const prompt = usage.prompt_tokens === 0 ? Math.min(worst.prompt_tokens, this.ticket.promptTokens) : 0;
+    const prompt = usage.prompt_tokens === 0 ? Math.min(worst.prompt_tokens, await this.ticket.promptTokens()) : 0;
     if (produced === 0 && prompt === 0) return usage;
     this.opts.logger?.warn(
       { reqId: this.reqId, generationId: this.generationId, usage: describeRawUsage(usage) },

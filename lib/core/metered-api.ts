@@ -1,5 +1,5 @@
 import type { Endpoint, Usage } from '../contract/hooks';
-import type { PromptEstimate } from '../ledgers/billing/prompt-estimate';
+import type { PromptEstimate, TextsCount } from '../ledgers/billing/prompt-estimate';
 import type { CompletionCap } from '../ledgers/billing/reservation';
 import type { UsageDialect } from './usage';
 
@@ -19,7 +19,7 @@ export interface MeteredApi {
   /** The `object` of the events the gateway adds when the provider sent none. */
   object: string;
   /** The prompt's estimate and bound, in tokens. */
-  estimate(body: Record<string, unknown>, count: (text: string) => number): Promise<PromptEstimate>;
+  estimate(body: Record<string, unknown>, count: TextsCount): Promise<PromptEstimate>;
   /** The completion cap per choice and the number of choices (400 on bad values). */
   cap(body: Record<string, unknown>, defaultMaxTokens: number): CompletionCap;
   /** The body with the cap the provider must enforce. */

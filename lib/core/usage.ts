@@ -1,26 +1,41 @@
-import { countTokens as o200kCount } from 'gpt-tokenizer';
 import type { Usage } from '../contract/hooks';
-import { countInSlices, countYielding } from '../ledgers/billing/token-count';
+import { countYielding } from '../ledgers/billing/token-count';
+import { sharedTokenizer } from '../ledgers/billing/tokenizer-thread';
 
+/** The host's `countTokens`: one text's tokens, synchronously. */
 export type TokenCounter = (text: string, model: string) => number;
+/** What the gateway counts with: several texts' tokens together, asynchronously; never rejects. */
+export type TextsCounter = (texts: readonly string[], model: string) => Promise<number>;
 
-const NO_SPECIAL = { disallowedSpecial: new Set<string>() };
-
-const o200k = (text: string): number => o200kCount(text, NO_SPECIAL);
-
-/**
- * Counts tokens with gpt-tokenizer's o200k_base encoding, special-token text as plain text, in slices so the
- * cost stays linear in the text's length.
- */
-export const defaultCountTokens: TokenCounter = (text) => (text === '' ? 0 : countInSlices(text, o200k));
+/** How often, at most, a counting problem is logged. */
+const WARN_EVERY_MS = 60_000;
 
 /**
- * The token counter the gateway uses: the host's `countTokens` (or the default), contained — a counter that
- * throws or returns something that is not a whole number ≥ 0 counts a token per 3 UTF-8 bytes instead, with one
- * warning. Estimating usage never throws.
+ * The counter the gateway uses. Without a host `countTokens`: gpt-tokenizer's o200k_base encoding (special-token
+ * text as plain text) in a worker thread started on first need (`TokenizerThread`), so counting never runs on the
+ * event loop and the vocabulary is resident only while counts are needed. With one: the host's counter in
+ * slices, yielding to the event loop every few milliseconds, contained (see `containedCounter`). A problem falls
+ * back to a token per 3 UTF-8 bytes and is logged, at most once a minute.
  */
-export function containedCounter(count: TokenCounter | undefined, warn: (err: unknown) => void): TokenCounter {
-  if (count === undefined) return defaultCountTokens;
+export function textsCounter(count: TokenCounter | undefined, warn: (err: unknown) => void): TextsCounter {
+  if (count === undefined) {
+    let warnedAt = -Infinity;
+    const onFallback = (reason: string): void => {
+      if (performance.now() - warnedAt < WARN_EVERY_MS) return;
+      warnedAt = performance.now();
+      warn(new Error(reason));
+    };
+    return (texts) => sharedTokenizer().count(texts, onFallback);
+  }
+  const contained = containedCounter(count, warn);
+  return (texts, model) => countYielding(texts, (slice) => contained(slice, model));
+}
+
+/**
+ * A host's token counter, contained — a counter that throws or returns something that is not a whole number ≥ 0
+ * counts a token per 3 UTF-8 bytes instead, with one warning. Estimating usage never throws.
+ */
+export function containedCounter(count: TokenCounter, warn: (err: unknown) => void): TokenCounter {
   let warned = false;
   return (text, model) => {
     try {
@@ -57,7 +72,7 @@ export class CompletionTally {
   produced = 0;
 
   constructor(
-    private readonly count: TokenCounter,
+    private readonly count: TextsCounter,
     private readonly model: string,
   ) {}
 
@@ -121,7 +136,7 @@ export class CompletionTally {
     return added;
   }
 
-  /** The tokens of everything produced so far (counted in slices, yielding to the event loop). */
+  /** The tokens of everything produced so far (counted off the event loop, or yielding to it). */
   async tokens(): Promise<number> {
     await this.background;
     await this.flush();
@@ -133,7 +148,7 @@ export class CompletionTally {
       const text = this.pending.join('');
       this.pending = [];
       this.pendingLength = 0;
-      this.counted += await countYielding([text], (slice) => this.count(slice, this.model));
+      this.counted += await this.count([text], this.model);
     }
   }
 }

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { type Usage } from '../../../lib';
+import { stopTokenizerThreads } from '../../../lib/ledgers/billing/tokenizer-thread';
 import { ClientResult, runClients } from './clients';
 import { MeterRecord, SOAK_KEY, SoakGateway, milli, startSoakGateway } from './gateway';
 import { Behaviour, ChaosProvider, ProviderRecord, STREAM_BEHAVIOURS, expectedOutcome } from './provider';
@@ -248,6 +249,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakReport> {
     agent.destroy();
     await gw?.close();
     await provider.stop();
+    // the process's tokenizer thread (cancelled streams are counted there) idles 30 s by design: stopped as a host's exit would
+    await stopTokenizerThreads();
   }
   // handles and timers back to the baseline taken before anything started (timers still running settle first)
   const back = await until(() => Object.keys(excess(resourceCounts(), resourcesBaseline)).length === 0, 5_000);

@@ -1,6 +1,5 @@
 import { InferyError } from '../../base/errors';
 import { walkJson, Yielder } from '../../base/json-walk';
-import { countYielding } from './token-count';
 
 /** Tokens an image part adds to the estimate (OpenAI's low-detail figure) and to the bound (its high-detail maximum). */
 const IMAGE_ESTIMATE = 85;
@@ -8,15 +7,27 @@ const IMAGE_ESTIMATE = 85;
 export const MEDIA_PART_TOKENS = 1_105;
 /** Past this many bytes of prompt text nothing is tokenised: the strict bound (a token per byte) is used. */
 export const TOKENIZE_LIMIT = 1024 * 1024;
+/**
+ * A prompt whose strict bound is at most this many tokens is held at that bound, and counted only if the count is
+ * ever needed (the provider sends no usable usage): most prompts, so most generations never tokenise anything.
+ */
+export const UNCOUNTED_BOUND = 4096;
 const DATA_URL = /^data:[^,]{0,200};base64,/;
+
+/** Counts the tokens of several texts together (the gateway's counter, bound to the request's model). */
+export type TextsCount = (texts: readonly string[]) => Promise<number>;
 
 /** A chat request's prompt tokens: the estimate billed when the provider sends no usage, and the reserved bound. */
 export interface PromptEstimate {
-  /** OpenAI's cookbook count: 3 per message, its role, name and content, 3 to prime the reply, the tools' JSON. */
-  tokens: number;
   /**
-   * The reserved worst case: the estimate plus 10% and 16, never above a strict bound (a token per UTF-8 byte of
-   * text, a fixed figure per media part), never below the estimate.
+   * OpenAI's cookbook count: 3 per message, its role, name and content, 3 to prime the reply, the tools' JSON.
+   * Counted on the first call (once), unless it was needed for the bound.
+   */
+  tokens: () => Promise<number>;
+  /**
+   * The reserved worst case: the strict bound (a token per UTF-8 byte of text, a fixed figure per media part)
+   * when it is at most {@link UNCOUNTED_BOUND} or the text is over {@link TOKENIZE_LIMIT}; otherwise the estimate
+   * plus 10% and 16, never above the strict bound, never below the estimate.
    */
   bound: number;
 }
@@ -39,17 +50,19 @@ const SETTINGS = new Set([
 const MEDIA_TYPES = new Set(['image_url', 'input_image', 'image', 'input_audio', 'audio', 'file', 'input_file']);
 
 /**
- * Estimates the prompt tokens of a chat request and bounds them, in time linear in its size: text is counted
- * in slices, yielding to the event loop every few milliseconds; past {@link TOKENIZE_LIMIT} bytes of text the
- * strict bound stands for both. Every string a provider could read counts: the messages' roles, names and
+ * Estimates the prompt tokens of a chat request and bounds them, in time linear in its size (the walk yields to
+ * the event loop every few milliseconds; `count` counts off it). A short prompt is bounded without counting;
+ * past {@link TOKENIZE_LIMIT} bytes of text the strict bound stands for both. Every string a provider could read counts: the messages' roles, names and
  * content (OpenAI's cookbook count), their tool calls, the tools and response format as JSON, and any other
  * field of a message, a content part or the request (`reasoning_content`, `refusal`, `prediction`,
  * `tool_choice`, …), keys included.
  */
-export async function estimatePrompt(body: Record<string, unknown>, count: (text: string) => number): Promise<PromptEstimate> {
+export async function estimatePrompt(body: Record<string, unknown>, count: TextsCount): Promise<PromptEstimate> {
   const texts: string[] = [];
   let fixed = 3;
+  /** UTF-8 bytes of text (the strict bound counts a token per byte), and the structure's size beside them */
   let bytes = 0;
+  let structure = 0;
   let media = 0;
   let images = 0;
   const text = (value: string): void => {
@@ -69,10 +82,10 @@ export async function estimatePrompt(body: Record<string, unknown>, count: (text
         if (!(skipData && DATA_URL.test(item))) text(item);
       } else if (typeof item === 'number' || typeof item === 'boolean') {
         fixed += 1;
-        bytes += 1;
+        structure += 1;
       } else if (typeof item === 'object' && item !== null) {
         fixed += 1;
-        bytes += 2;
+        structure += 2;
       }
     }, Infinity, yielder);
   const part = async (value: unknown): Promise<void> => {
@@ -129,7 +142,10 @@ export async function estimatePrompt(body: Record<string, unknown>, count: (text
     } else await other(value);
   }
   const strict = fixed + bytes + media * MEDIA_PART_TOKENS;
-  if (bytes > TOKENIZE_LIMIT) return { tokens: strict, bound: strict };
-  const tokens = fixed + images * IMAGE_ESTIMATE + (await countYielding(texts, count));
-  return { tokens, bound: Math.max(tokens, Math.min(strict, Math.ceil(tokens * 1.1) + 16)) };
+  if (bytes + structure > TOKENIZE_LIMIT) return { tokens: () => Promise.resolve(strict), bound: strict };
+  let counted: Promise<number> | undefined;
+  const tokens = (): Promise<number> => (counted ??= count(texts).then((n) => fixed + images * IMAGE_ESTIMATE + n));
+  if (strict <= UNCOUNTED_BOUND) return { tokens, bound: strict };
+  const estimate = await tokens();
+  return { tokens, bound: Math.max(estimate, Math.min(strict, Math.ceil(estimate * 1.1) + 16)) };
 }

@@ -1,0 +1,189 @@
+import { Worker } from 'node:worker_threads';
+import { slices } from './token-count';
+
+/**
+ * The worker's code (plain JavaScript, evaluated in the thread): it loads gpt-tokenizer from the path it is
+ * given and answers `{id, parts}` with `{id, tokens}` (o200k_base, special-token text counted as plain text).
+ */
+const SOURCE = `
+const { parentPort, workerData } = require('node:worker_threads');
+const { countTokens } = require(workerData.tokenizer);
+const plain = { disallowedSpecial: new Set() };
+parentPort.on('message', ({ id, parts }) => {
+  try {
+    let tokens = 0;
+    for (const part of parts) tokens += countTokens(part, plain);
+    parentPort.postMessage({ id, tokens });
+  } catch (err) {
+    parentPort.postMessage({ id, error: String((err && err.message) || err) });
+  }
+});
+`;
+
+/** The thread stops after this long without a count, and gives its memory back. */
+const IDLE_MS = 30_000;
+/** After the thread failed, counts use the fallback for this long before it is started again. */
+const RESTART_AFTER_MS = 10_000;
+/** Characters waiting to be counted past which new texts use the fallback instead of queueing. */
+const MAX_QUEUED_CHARS = 32 * 1024 * 1024;
+/** The thread's heap limit: a count never takes the process's memory with it. */
+const MAX_HEAP_MB = 512;
+
+/** A count's fallback when the thread cannot answer: a token per 3 UTF-8 bytes (more than o200k gives prose). */
+export function fallbackCount(texts: readonly string[]): number {
+  let tokens = 0;
+  for (const text of texts) tokens += Math.ceil(Buffer.byteLength(text) / 3);
+  return tokens;
+}
+
+interface Pending {
+  resolve: (tokens: number) => void;
+  texts: readonly string[];
+  chars: number;
+  onFallback: (reason: string) => void;
+}
+
+/** Every thread started and not yet stopped, so a test run can stop them all (`stopTokenizerThreads`). */
+const live = new Set<TokenizerThread>();
+
+/**
+ * The default token counter: gpt-tokenizer's o200k_base in a worker thread, started on the first count and
+ * stopped after 30 s without one. Its vocabulary (some 50 MB once loaded) is resident only while counts are
+ * needed — the provider's usage makes them rare: a cancelled stream, a provider that sends none, a long prompt's
+ * bound — and no count ever runs on the event loop. Texts are cut in slices (linear time) before they are sent.
+ * When the thread cannot answer (it failed to start, crashed, or is more than 32 M characters behind) a count
+ * resolves to a token per 3 bytes and `onFallback` says why. Counts never reject; the thread never keeps the
+ * process alive.
+ */
+export class TokenizerThread {
+  private worker: Worker | undefined;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 0;
+  private queuedChars = 0;
+  private idle: NodeJS.Timeout | undefined;
+  private failedAt = -Infinity;
+
+  /**
+   * @param tokenizerPath the module the thread counts with (gpt-tokenizer's main entry)
+   * @param idleMs how long the thread stays up without a count
+   */
+  constructor(
+    private readonly tokenizerPath: string = require.resolve('gpt-tokenizer'),
+    private readonly idleMs: number = IDLE_MS,
+  ) {}
+
+  /** Whether the thread is up (started and not yet stopped). */
+  get running(): boolean {
+    return this.worker !== undefined;
+  }
+
+  /** The o200k tokens of `texts` together. */
+  count(texts: readonly string[], onFallback: (reason: string) => void): Promise<number> {
+    const parts: string[] = [];
+    let chars = 0;
+    for (const text of texts) {
+      if (text.length === 0) continue;
+      chars += text.length;
+      for (const slice of slices(text)) parts.push(slice);
+    }
+    if (parts.length === 0) return Promise.resolve(0);
+    if (this.queuedChars + chars > MAX_QUEUED_CHARS) return this.fallback(texts, onFallback, 'the tokenizer thread is too far behind');
+    const worker = this.started();
+    if (!worker) return this.fallback(texts, onFallback, 'the tokenizer thread failed recently');
+    if (this.idle) clearTimeout(this.idle);
+    this.idle = undefined;
+    const id = this.nextId++;
+    this.queuedChars += chars;
+    return new Promise<number>((resolve) => {
+      this.pending.set(id, { resolve, texts, chars, onFallback });
+      worker.postMessage({ id, parts });
+    });
+  }
+
+  /** Stops the thread (if any); counts under way resolve with the fallback. */
+  stop(): Promise<void> {
+    const worker = this.worker;
+    this.detach('the tokenizer thread was stopped');
+    return worker ? worker.terminate().then(() => undefined, () => undefined) : Promise.resolve();
+  }
+
+  private fallback(texts: readonly string[], onFallback: (reason: string) => void, reason: string): Promise<number> {
+    onFallback(reason);
+    return Promise.resolve(fallbackCount(texts));
+  }
+
+  private started(): Worker | undefined {
+    if (this.worker) return this.worker;
+    if (performance.now() - this.failedAt < RESTART_AFTER_MS) return undefined;
+    let worker: Worker;
+    try {
+      worker = new Worker(SOURCE, {
+        eval: true,
+        workerData: { tokenizer: this.tokenizerPath },
+        resourceLimits: { maxOldGenerationSizeMb: MAX_HEAP_MB },
+      });
+    } catch {
+      this.failedAt = performance.now();
+      return undefined;
+    }
+    worker.unref();
+    worker.on('message', (message: { id: number; tokens?: number; error?: string }) => this.answered(message));
+    worker.on('error', (err) => this.failed(worker, `the tokenizer thread failed: ${err.message}`));
+    worker.on('exit', (code) => this.failed(worker, `the tokenizer thread exited (${code})`));
+    this.worker = worker;
+    live.add(this);
+    return worker;
+  }
+
+  private answered({ id, tokens, error }: { id: number; tokens?: number; error?: string }): void {
+    const entry = this.pending.get(id);
+    if (!entry) return;
+    this.pending.delete(id);
+    this.queuedChars -= entry.chars;
+    if (typeof tokens === 'number' && Number.isSafeInteger(tokens) && tokens >= 0) entry.resolve(tokens);
+    else {
+      entry.onFallback(`the tokenizer could not count a text: ${error ?? 'no count'}`);
+      entry.resolve(fallbackCount(entry.texts));
+    }
+    if (this.pending.size === 0 && this.worker) {
+      this.idle = setTimeout(() => void this.stop(), this.idleMs);
+      this.idle.unref();
+    }
+  }
+
+  private failed(worker: Worker, reason: string): void {
+    if (this.worker !== worker) return;
+    this.failedAt = performance.now();
+    this.detach(reason);
+    void worker.terminate().catch(() => undefined);
+  }
+
+  /** Forgets the thread; whatever it was counting resolves with the fallback. */
+  private detach(reason: string): void {
+    if (this.idle) clearTimeout(this.idle);
+    this.idle = undefined;
+    this.worker = undefined;
+    live.delete(this);
+    const waiting = [...this.pending.values()];
+    this.pending.clear();
+    this.queuedChars = 0;
+    for (const entry of waiting) {
+      entry.onFallback(reason);
+      entry.resolve(fallbackCount(entry.texts));
+    }
+  }
+}
+
+/** The process's shared counter thread (every gateway of the process uses it). */
+let shared: TokenizerThread | undefined;
+
+/** The process's tokenizer thread, created (not started) on first use. */
+export function sharedTokenizer(): TokenizerThread {
+  shared ??= new TokenizerThread();
+  return shared;
+}
+
+/** Stops every tokenizer thread of this module instance (for test runs, which load modules once per file). */
+export async function stopTokenizerThreads(): Promise<void> {
+  await Promise.all([...live].map((thread) => thread.stop()));
+}
