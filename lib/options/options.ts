@@ -141,8 +141,9 @@ export interface Options<Account = unknown, Req extends IncomingMessage = Incomi
    */
   observer?: Observer;
   /**
-   * Counts tokens when the provider sends no usage (and for cancelled streams). Default: gpt-tokenizer's
-   * `o200k_base` encoding.
+   * Counts tokens when the provider sends no usage (and for cancelled streams, and a long prompt's bound); runs
+   * on the event loop, in slices. Default: gpt-tokenizer's `o200k_base` encoding in a worker thread, started on
+   * the first count and stopped after 30 s without one.
    */
   countTokens?: (text: string, model: string) => number;
 }
