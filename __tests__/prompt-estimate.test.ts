@@ -9,7 +9,7 @@ import { CompletionTally, textsCounter } from '../lib/core/usage';
 const counter = textsCounter(undefined, (err) => {
   throw err;
 });
-const count = (texts: readonly string[]): Promise<number> => counter(texts, 'gpt-4o');
+const count = async (texts: readonly string[]): Promise<number> => (await counter(texts, 'gpt-4o'))!;
 const exact = (text: string): number => countTokens(text, { disallowedSpecial: new Set() });
 const SECRET = 'The quick brown fox jumps over the lazy dog, again and again. '.repeat(300); // ~3,900 tokens
 const user = (content: unknown) => ({ role: 'user', content });

@@ -3,7 +3,8 @@ import path from 'node:path';
 import { countTokens } from 'gpt-tokenizer';
 import { fallbackCount, sharedTokenizer, TokenizerThread } from '../lib/ledgers/billing/tokenizer-thread';
 import { slices } from '../lib/ledgers/billing/token-count';
-import { textsCounter } from '../lib/core/usage';
+import { CompletionTally, textsCounter } from '../lib/core/usage';
+import { estimatePrompt } from '../lib/ledgers/billing/prompt-estimate';
 import { startGateway } from './helpers/gateway';
 import { ScriptedProvider, textSteps } from './helpers/provider';
 import { postStream, waitFor } from './helpers/sse-client';
@@ -46,18 +47,42 @@ test('counts from many callers at once each get their own answer', async () => {
   expect(counts).toEqual(texts.map(exact));
 });
 
-test('a thread that cannot load its tokenizer answers a token per 3 bytes and says why; it is not restarted at once', async () => {
+test('a thread that cannot load its tokenizer answers "not counted" and says why; it is not restarted at once', async () => {
   const reasons: string[] = [];
   const t = thread(path.join(__dirname, 'no-such-tokenizer.js'));
   const texts = ['héllo wörld', 'x'.repeat(1000)];
-  expect(await t.count(texts, (r) => reasons.push(r))).toBe(fallbackCount(texts));
-  expect(fallbackCount(texts)).toBe(Math.ceil(Buffer.byteLength('héllo wörld') / 3) + 334);
+  expect(await t.count(texts, (r) => reasons.push(r))).toBeUndefined();
   expect(reasons[0]).toMatch(/tokenizer thread (failed|exited)/);
   expect(t.running).toBe(false);
-  // within the restart delay the fallback answers without a thread
-  expect(await t.count(['abc'], (r) => reasons.push(r))).toBe(1);
+  // within the restart delay nothing is started
+  expect(await t.count(['abc'], (r) => reasons.push(r))).toBeUndefined();
   expect(reasons[1]).toMatch(/failed recently/);
   expect(t.running).toBe(false);
+  // what billing uses then: a token per 3 UTF-8 bytes
+  expect(fallbackCount(texts)).toBe(Math.ceil(Buffer.byteLength('héllo wörld') / 3) + 334);
+});
+
+test('texts past 8 M characters waiting are not queued: "not counted" at once', async () => {
+  const t = thread();
+  const reasons: string[] = [];
+  const big = 'word '.repeat(1_000_000);
+  const first = t.count([big], noFallback);
+  expect(await t.count([big, big], (r) => reasons.push(r))).toBeUndefined();
+  expect(reasons).toEqual(['the tokenizer thread is too far behind']);
+  expect(await first).toBe(exact(big));
+});
+
+test('a long prompt that cannot be counted is held at the strict bound, and billed at a token per 3 bytes within it', async () => {
+  const text = 'The quick brown fox jumps over the lazy dog. '.repeat(400);
+  const { tokens, bound } = await estimatePrompt({ messages: [{ role: 'user', content: text }] }, async () => undefined);
+  expect(bound).toBe(3 + 3 + Buffer.byteLength('user') + Buffer.byteLength(text));
+  expect(await tokens()).toBe(3 + 3 + fallbackCount(['user', text]));
+});
+
+test('a tally whose text cannot be counted bills a token per 3 bytes', async () => {
+  const tally = new CompletionTally(async () => undefined, 'm');
+  tally.add('hello world, again');
+  expect(await tally.tokens()).toBe(fallbackCount(['hello world, again']));
 });
 
 test('stopping the thread answers the counts under way with the fallback; the next count starts a new one', async () => {
@@ -66,7 +91,7 @@ test('stopping the thread answers the counts under way with the fallback; the ne
   const big = 'word '.repeat(400_000);
   const pending = t.count([big], (r) => reasons.push(r));
   await t.stop();
-  expect(await pending).toBe(fallbackCount([big]));
+  expect(await pending).toBeUndefined();
   expect(reasons).toEqual(['the tokenizer thread was stopped']);
   expect(await t.count(['hello'], noFallback)).toBe(1);
   expect(t.running).toBe(true);

@@ -1,11 +1,14 @@
 import type { Usage } from '../contract/hooks';
 import { countYielding } from '../ledgers/billing/token-count';
-import { sharedTokenizer } from '../ledgers/billing/tokenizer-thread';
+import { fallbackCount, sharedTokenizer } from '../ledgers/billing/tokenizer-thread';
 
 /** The host's `countTokens`: one text's tokens, synchronously. */
 export type TokenCounter = (text: string, model: string) => number;
-/** What the gateway counts with: several texts' tokens together, asynchronously; never rejects. */
-export type TextsCounter = (texts: readonly string[], model: string) => Promise<number>;
+/**
+ * What the gateway counts with: several texts' tokens together, asynchronously; `undefined` when they could not
+ * be counted (the caller bounds by bytes instead); never rejects.
+ */
+export type TextsCounter = (texts: readonly string[], model: string) => Promise<number | undefined>;
 
 /** How often, at most, a counting problem is logged. */
 const WARN_EVERY_MS = 60_000;
@@ -14,8 +17,8 @@ const WARN_EVERY_MS = 60_000;
  * The counter the gateway uses. Without a host `countTokens`: gpt-tokenizer's o200k_base encoding (special-token
  * text as plain text) in a worker thread started on first need (`TokenizerThread`), so counting never runs on the
  * event loop and the vocabulary is resident only while counts are needed. With one: the host's counter in
- * slices, yielding to the event loop every few milliseconds, contained (see `containedCounter`). A problem falls
- * back to a token per 3 UTF-8 bytes and is logged, at most once a minute.
+ * slices, yielding to the event loop every few milliseconds, contained (see `containedCounter`). A thread that
+ * cannot count is logged, at most once a minute, and its count is `undefined`.
  */
 export function textsCounter(count: TokenCounter | undefined, warn: (err: unknown) => void): TextsCounter {
   if (count === undefined) {
@@ -148,7 +151,7 @@ export class CompletionTally {
       const text = this.pending.join('');
       this.pending = [];
       this.pendingLength = 0;
-      this.counted += await this.count([text], this.model);
+      this.counted += (await this.count([text], this.model)) ?? fallbackCount([text]);
     }
   }
 }

@@ -61,6 +61,9 @@ export interface ResolvedOptions<Account> {
   logger: Logger | undefined;
   /** The host's observer, each member contained (see `containedObserver`). */
   observer: ContainedObserver | undefined;
-  /** The host's `countTokens` or the default, contained, counting several texts at once (see `textsCounter`). */
-  countTexts: (texts: readonly string[], model: string) => Promise<number>;
+  /**
+   * The host's `countTokens` or the default, contained, counting several texts at once; `undefined` when they
+   * could not be counted (see `textsCounter`).
+   */
+  countTexts: (texts: readonly string[], model: string) => Promise<number | undefined>;
 }

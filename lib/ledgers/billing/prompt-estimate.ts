@@ -1,5 +1,6 @@
 import { InferyError } from '../../base/errors';
 import { walkJson, Yielder } from '../../base/json-walk';
+import { fallbackCount } from './tokenizer-thread';
 
 /** Tokens an image part adds to the estimate (OpenAI's low-detail figure) and to the bound (its high-detail maximum). */
 const IMAGE_ESTIMATE = 85;
@@ -14,8 +15,11 @@ export const TOKENIZE_LIMIT = 1024 * 1024;
 export const UNCOUNTED_BOUND = 4096;
 const DATA_URL = /^data:[^,]{0,200};base64,/;
 
-/** Counts the tokens of several texts together (the gateway's counter, bound to the request's model). */
-export type TextsCount = (texts: readonly string[]) => Promise<number>;
+/**
+ * Counts the tokens of several texts together (the gateway's counter, bound to the request's model); `undefined`
+ * when they could not be counted.
+ */
+export type TextsCount = (texts: readonly string[]) => Promise<number | undefined>;
 
 /** A chat request's prompt tokens: the estimate billed when the provider sends no usage, and the reserved bound. */
 export interface PromptEstimate {
@@ -143,9 +147,13 @@ export async function estimatePrompt(body: Record<string, unknown>, count: Texts
   }
   const strict = fixed + bytes + media * MEDIA_PART_TOKENS;
   if (bytes + structure > TOKENIZE_LIMIT) return { tokens: () => Promise.resolve(strict), bound: strict };
-  let counted: Promise<number> | undefined;
-  const tokens = (): Promise<number> => (counted ??= count(texts).then((n) => fixed + images * IMAGE_ESTIMATE + n));
+  let counted: Promise<number | undefined> | undefined;
+  const exact = (): Promise<number | undefined> => (counted ??= count(texts).then((n) => (n === undefined ? undefined : fixed + images * IMAGE_ESTIMATE + n)));
+  // not counted (the counter could not): billed at a token per 3 bytes, never above the strict bound
+  const tokens = async (): Promise<number> => (await exact()) ?? Math.min(strict, fixed + images * IMAGE_ESTIMATE + fallbackCount(texts));
   if (strict <= UNCOUNTED_BOUND) return { tokens, bound: strict };
-  const estimate = await tokens();
+  const estimate = await exact();
+  // a prompt that could not be counted is held at the strict bound
+  if (estimate === undefined) return { tokens, bound: strict };
   return { tokens, bound: Math.max(estimate, Math.min(strict, Math.ceil(estimate * 1.1) + 16)) };
 }

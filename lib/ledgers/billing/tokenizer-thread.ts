@@ -24,12 +24,12 @@ parentPort.on('message', ({ id, parts }) => {
 const IDLE_MS = 30_000;
 /** After the thread failed, counts use the fallback for this long before it is started again. */
 const RESTART_AFTER_MS = 10_000;
-/** Characters waiting to be counted past which new texts use the fallback instead of queueing. */
-const MAX_QUEUED_CHARS = 32 * 1024 * 1024;
+/** Characters waiting to be counted past which new texts are not queued (the count is `undefined`). */
+const MAX_QUEUED_CHARS = 8 * 1024 * 1024;
 /** The thread's heap limit: a count never takes the process's memory with it. */
 const MAX_HEAP_MB = 512;
 
-/** A count's fallback when the thread cannot answer: a token per 3 UTF-8 bytes (more than o200k gives prose). */
+/** A count's fallback for billing when none could be made: a token per 3 UTF-8 bytes (more than o200k gives prose). */
 export function fallbackCount(texts: readonly string[]): number {
   let tokens = 0;
   for (const text of texts) tokens += Math.ceil(Buffer.byteLength(text) / 3);
@@ -37,8 +37,7 @@ export function fallbackCount(texts: readonly string[]): number {
 }
 
 interface Pending {
-  resolve: (tokens: number) => void;
-  texts: readonly string[];
+  resolve: (tokens: number | undefined) => void;
   chars: number;
   onFallback: (reason: string) => void;
 }
@@ -51,9 +50,9 @@ const live = new Set<TokenizerThread>();
  * stopped after 30 s without one. Its vocabulary (some 50 MB once loaded) is resident only while counts are
  * needed — the provider's usage makes them rare: a cancelled stream, a provider that sends none, a long prompt's
  * bound — and no count ever runs on the event loop. Texts are cut in slices (linear time) before they are sent.
- * When the thread cannot answer (it failed to start, crashed, or is more than 32 M characters behind) a count
- * resolves to a token per 3 bytes and `onFallback` says why. Counts never reject; the thread never keeps the
- * process alive.
+ * When the thread cannot answer (it failed to start, crashed, or is more than 8 M characters behind) a count
+ * resolves to `undefined` and `onFallback` says why: the caller then bounds by bytes (`fallbackCount`, or the
+ * strict bound). Counts never reject; the thread never keeps the process alive.
  */
 export class TokenizerThread {
   private worker: Worker | undefined;
@@ -77,8 +76,8 @@ export class TokenizerThread {
     return this.worker !== undefined;
   }
 
-  /** The o200k tokens of `texts` together. */
-  count(texts: readonly string[], onFallback: (reason: string) => void): Promise<number> {
+  /** The o200k tokens of `texts` together, or `undefined` when they could not be counted. */
+  count(texts: readonly string[], onFallback: (reason: string) => void): Promise<number | undefined> {
     const parts: string[] = [];
     let chars = 0;
     for (const text of texts) {
@@ -87,29 +86,29 @@ export class TokenizerThread {
       for (const slice of slices(text)) parts.push(slice);
     }
     if (parts.length === 0) return Promise.resolve(0);
-    if (this.queuedChars + chars > MAX_QUEUED_CHARS) return this.fallback(texts, onFallback, 'the tokenizer thread is too far behind');
+    if (this.queuedChars + chars > MAX_QUEUED_CHARS) return this.uncounted(onFallback, 'the tokenizer thread is too far behind');
     const worker = this.started();
-    if (!worker) return this.fallback(texts, onFallback, 'the tokenizer thread failed recently');
+    if (!worker) return this.uncounted(onFallback, 'the tokenizer thread failed recently');
     if (this.idle) clearTimeout(this.idle);
     this.idle = undefined;
     const id = this.nextId++;
     this.queuedChars += chars;
-    return new Promise<number>((resolve) => {
-      this.pending.set(id, { resolve, texts, chars, onFallback });
+    return new Promise<number | undefined>((resolve) => {
+      this.pending.set(id, { resolve, chars, onFallback });
       worker.postMessage({ id, parts });
     });
   }
 
-  /** Stops the thread (if any); counts under way resolve with the fallback. */
+  /** Stops the thread (if any); counts under way resolve to `undefined`. */
   stop(): Promise<void> {
     const worker = this.worker;
     this.detach('the tokenizer thread was stopped');
     return worker ? worker.terminate().then(() => undefined, () => undefined) : Promise.resolve();
   }
 
-  private fallback(texts: readonly string[], onFallback: (reason: string) => void, reason: string): Promise<number> {
+  private uncounted(onFallback: (reason: string) => void, reason: string): Promise<undefined> {
     onFallback(reason);
-    return Promise.resolve(fallbackCount(texts));
+    return Promise.resolve(undefined);
   }
 
   private started(): Worker | undefined {
@@ -143,7 +142,7 @@ export class TokenizerThread {
     if (typeof tokens === 'number' && Number.isSafeInteger(tokens) && tokens >= 0) entry.resolve(tokens);
     else {
       entry.onFallback(`the tokenizer could not count a text: ${error ?? 'no count'}`);
-      entry.resolve(fallbackCount(entry.texts));
+      entry.resolve(undefined);
     }
     if (this.pending.size === 0 && this.worker) {
       this.idle = setTimeout(() => void this.stop(), this.idleMs);
@@ -158,7 +157,7 @@ export class TokenizerThread {
     void worker.terminate().catch(() => undefined);
   }
 
-  /** Forgets the thread; whatever it was counting resolves with the fallback. */
+  /** Forgets the thread; whatever it was counting resolves to `undefined`. */
   private detach(reason: string): void {
     if (this.idle) clearTimeout(this.idle);
     this.idle = undefined;
@@ -169,7 +168,7 @@ export class TokenizerThread {
     this.queuedChars = 0;
     for (const entry of waiting) {
       entry.onFallback(reason);
-      entry.resolve(fallbackCount(entry.texts));
+      entry.resolve(undefined);
     }
   }
 }
