@@ -97,6 +97,16 @@ test('stopping the thread answers the counts under way with the fallback; the ne
   expect(t.running).toBe(true);
 });
 
+test('the thread keeps the process alive only while a count is under way (a settlement is never cut short by exit)', async () => {
+  const t = thread();
+  const before = process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length;
+  const pending = t.count(['hello world '.repeat(50_000)], noFallback);
+  expect(process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length).toBe(before + 1);
+  expect(await pending).toBe(exact('hello world '.repeat(50_000)));
+  expect(t.running).toBe(true);
+  expect(process.getActiveResourcesInfo().filter((r) => r === 'MessagePort').length).toBe(before);
+});
+
 test('the thread stops by itself once idle', async () => {
   const t = thread(undefined, 50);
   expect(await t.count(['hello world'], noFallback)).toBe(2);

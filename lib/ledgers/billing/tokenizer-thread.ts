@@ -52,7 +52,8 @@ const live = new Set<TokenizerThread>();
  * bound — and no count ever runs on the event loop. Texts are cut in slices (linear time) before they are sent.
  * When the thread cannot answer (it failed to start, crashed, or is more than 8 M characters behind) a count
  * resolves to `undefined` and `onFallback` says why: the caller then bounds by bytes (`fallbackCount`, or the
- * strict bound). Counts never reject; the thread never keeps the process alive.
+ * strict bound). Counts never reject. The thread keeps the process alive only while a count is under way (a
+ * settlement waiting for one is never cut short by the process exiting), never when idle.
  */
 export class TokenizerThread {
   private worker: Worker | undefined;
@@ -63,11 +64,12 @@ export class TokenizerThread {
   private failedAt = -Infinity;
 
   /**
-   * @param tokenizerPath the module the thread counts with (gpt-tokenizer's main entry)
+   * @param tokenizerPath the module the thread counts with (default: gpt-tokenizer's main entry, resolved when the
+   *   thread first starts)
    * @param idleMs how long the thread stays up without a count
    */
   constructor(
-    private readonly tokenizerPath: string = require.resolve('gpt-tokenizer'),
+    private tokenizerPath?: string,
     private readonly idleMs: number = IDLE_MS,
   ) {}
 
@@ -93,6 +95,7 @@ export class TokenizerThread {
     this.idle = undefined;
     const id = this.nextId++;
     this.queuedChars += chars;
+    if (this.pending.size === 0) worker.ref();
     return new Promise<number | undefined>((resolve) => {
       this.pending.set(id, { resolve, chars, onFallback });
       worker.postMessage({ id, parts });
@@ -116,6 +119,8 @@ export class TokenizerThread {
     if (performance.now() - this.failedAt < RESTART_AFTER_MS) return undefined;
     let worker: Worker;
     try {
+      // resolved here, not at load: a bundle without gpt-tokenizer beside it only loses exact counts
+      this.tokenizerPath ??= require.resolve('gpt-tokenizer');
       worker = new Worker(SOURCE, {
         eval: true,
         workerData: { tokenizer: this.tokenizerPath },
@@ -145,6 +150,7 @@ export class TokenizerThread {
       entry.resolve(undefined);
     }
     if (this.pending.size === 0 && this.worker) {
+      this.worker.unref();
       this.idle = setTimeout(() => void this.stop(), this.idleMs);
       this.idle.unref();
     }
