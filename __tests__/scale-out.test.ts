@@ -424,6 +424,11 @@ describeRedis('scale-out: two example-app processes on one Redis', () => {
     const apps = { a, b };
     await withOutputOnFailure([a, b], async () => {
       const store = await client(redis.url);
+      // An instance counts a cancelled stream's tokens in its tokenizer thread, started by the first one (~0.3 s,
+      // longer on a loaded machine) and holding that settlement's concurrency slot meanwhile: one cancelled stream
+      // per instance first, so the run below sees the steady state (they are in the ledger sums like any other).
+      await Promise.all((['a', 'b'] as const).map((i) => chat(apps[i], i, key, `chunks=${CHUNKS} pace=30 warm-up`, { cancelAfterEvents: 2, timeoutMs: 10_000 })));
+      for (const app of [a, b]) await until(`the warm-up to settle on ${app.url}`, async () => ((await creditsOf(app, key)).data?.held === 0 ? true : undefined), 15_000, 50);
       const callsBefore = provider.calls.length;
       provider.resetMax();
 

@@ -20,8 +20,11 @@ parentPort.on('message', ({ id, parts }) => {
 });
 `;
 
-/** The thread stops after this long without a count, and gives its memory back. */
-const IDLE_MS = 30_000;
+/**
+ * The thread stops after this long without a count, and gives its memory back. Long enough that a gateway whose
+ * clients cancel now and then keeps it warm (a cold start, ~0.3 s, delays the settlement that waits for it).
+ */
+const IDLE_MS = 5 * 60_000;
 /** After the thread failed, counts use the fallback for this long before it is started again. */
 const RESTART_AFTER_MS = 10_000;
 /** Characters waiting to be counted past which new texts are not queued (the count is `undefined`). */
@@ -47,7 +50,7 @@ const live = new Set<TokenizerThread>();
 
 /**
  * The default token counter: gpt-tokenizer's o200k_base in a worker thread, started on the first count and
- * stopped after 30 s without one. Its vocabulary (some 50 MB once loaded) is resident only while counts are
+ * stopped after 5 minutes without one. Its vocabulary (some 50 MB once loaded) is resident only while counts are
  * needed — the provider's usage makes them rare: a cancelled stream, a provider that sends none, a long prompt's
  * bound — and no count ever runs on the event loop. Texts are cut in slices (linear time) before they are sent.
  * When the thread cannot answer (it failed to start, crashed, or is more than 8 M characters behind) a count
