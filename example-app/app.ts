@@ -15,6 +15,7 @@ const LOWER: Record<Endpoint, string> = {
   responses: 'Lower max_output_tokens',
   completions: 'Lower max_tokens (or send fewer prompts, n or best_of)',
   embeddings: 'Send a shorter input',
+  messages: 'Lower max_tokens',
 };
 
 /** The smallest completion cap the app lowers a default cap to before it refuses with 402. */
@@ -101,7 +102,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
     } catch (err) {
       if (err instanceof InferyError || err instanceof LimitRefusedError || (await store.has(account))) throw err;
       known.delete(account);
-      throw new InferyError(401, 'invalid_api_key', 'Missing or invalid API key. Send it as `Authorization: Bearer <key>`.');
+      throw new InferyError(401, 'invalid_api_key', 'Missing or invalid API key. Send it as `Authorization: Bearer <key>` (or `x-api-key: <key>`).');
     }
   };
 
@@ -113,7 +114,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
   mountMetrics(app, { registry: metrics.registry, token: config.metricsToken });
 
   const unauthorized = (res: express.Response): void => {
-    res.status(401).json({ error: { message: 'Missing or invalid API key. Send it as `Authorization: Bearer <key>`.', type: 'invalid_request_error', code: 'invalid_api_key', param: null } });
+    res.status(401).json({ error: { message: 'Missing or invalid API key. Send it as `Authorization: Bearer <key>` (or `x-api-key: <key>`).', type: 'invalid_request_error', code: 'invalid_api_key', param: null } });
   };
 
   /** The caller's available balance, what is held for generations under way, what it used, and `used` by model. */

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
+import type { UpstreamConfig } from '../lib';
 import { createApp, parseApiKeys } from './app';
 import { startMockProvider, type MockProvider } from './mock-provider';
 import { connectRedisState, safeRedisURL, type RedisState } from './redis';
@@ -10,7 +11,8 @@ import { loadConfig, MOCK_BASE_URL } from './config';
 /**
  * Runs the example gateway. Environment:
  * - PORT (default 3000)
- * - INFERY_UPSTREAM_URL: an OpenAI-compatible base URL; unset, a built-in mock provider starts in-process
+ * - INFERY_UPSTREAM_URL: an OpenAI-compatible base URL; unset, a built-in mock provider starts in-process and
+ *   serves both dialects (the OpenAI routes, and the Messages API at /v1/messages)
  * - INFERY_UPSTREAM_KEY: the key sent upstream
  * - INFERY_CONFIG: a JSON file with several upstreams (fallback, prices): `{"upstreams":[{"name","baseURL",
  *   "apiKey","models"},…]}`; wins over INFERY_UPSTREAM_URL/KEY. `"apiKey": "$NAME"` reads the variable NAME,
@@ -67,6 +69,9 @@ async function main(): Promise<void> {
     mock = await startMockProvider();
     upstreamURL = mock.url;
   }
+  // the built-in mock speaks both dialects: the OpenAI routes and the Messages API (`POST /v1/messages`)
+  const mockUpstreams: UpstreamConfig[] | undefined =
+    mock && !fileConfig ? [{ name: 'mock', baseURL: mock.url }, { name: 'mock-messages', baseURL: mock.url, api: 'anthropic' }] : undefined;
   const demoKey = `demo-${randomBytes(9).toString('base64url')}`;
   const apiKeys = process.env.INFERY_API_KEYS ? parseApiKeys(process.env.INFERY_API_KEYS) : { [demoKey]: 1000 };
   const ms = (name: string): number | undefined => {
@@ -96,7 +101,7 @@ async function main(): Promise<void> {
     ledgerQueueDepth: () => shared?.store.pendingSettles ?? 0,
     upstreamURL,
     upstreamKey: process.env.INFERY_UPSTREAM_KEY || undefined,
-    upstreams: fileConfig?.upstreams,
+    upstreams: fileConfig?.upstreams ?? mockUpstreams,
     fallback: fileConfig?.fallback,
     prices: fileConfig?.prices,
     apiKeys,
@@ -124,6 +129,12 @@ async function main(): Promise<void> {
       '',
       `  curl -N http://localhost:${actual}/v1/chat/completions -H "Authorization: Bearer ${key}" -H "Content-Type: application/json" \\`,
       `    -d '{"model":"mock-1","stream":true,"messages":[{"role":"user","content":"Hello"}]}'`,
+      ...(mockUpstreams
+        ? [
+            `  curl -N http://localhost:${actual}/v1/messages -H "x-api-key: ${key}" -H "Content-Type: application/json" \\`,
+            `    -d '{"model":"claude-mock-1","max_tokens":256,"stream":true,"messages":[{"role":"user","content":"Hello"}]}'`,
+          ]
+        : []),
       `  curl http://localhost:${actual}/v1/credits -H "Authorization: Bearer ${key}"`,
       `  curl http://localhost:${actual}/metrics${process.env.INFERY_METRICS_TOKEN ? ' -H "Authorization: Bearer $INFERY_METRICS_TOKEN"' : ''}`,
       '',

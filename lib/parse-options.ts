@@ -17,7 +17,8 @@ const KNOWN_KEYS = new Set([
   'maxResponseBytes', 'forwardHeaders', 'logger', 'observer', 'countTokens',
 ]);
 const LIMIT_KEYS = new Set(['maxConcurrent', 'requestsPerMinute', 'store', 'key']);
-const FORBIDDEN_FORWARD = new Set(['authorization', 'cookie', 'proxy-authorization', 'host', 'content-length']);
+// `x-api-key` and `api-key` carry the client's own key (bearerToken reads them): never sent to a provider
+const FORBIDDEN_FORWARD = new Set(['authorization', 'x-api-key', 'api-key', 'cookie', 'proxy-authorization', 'host', 'content-length']);
 
 function fail(message: string): never {
   throw new InferyOptionsError(message);

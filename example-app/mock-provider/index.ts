@@ -3,6 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { completion, streamCompletion } from './chat';
 import { handleCompletions } from './completions';
 import { handleEmbeddings } from './embeddings';
+import { handleMessages } from './messages';
 import { MockHttpError, readBody, sendError, sendJson } from './http';
 import { ResponseStore, handleCreateResponse, handleResponseRead } from './responses';
 
@@ -25,7 +26,7 @@ import { ResponseStore, handleCreateResponse, handleResponseRead } from './respo
  * `response.function_call_arguments.delta`/`.done`), `GET`/`DELETE /v1/responses/{id}` (the newest 200 kept,
  * `?stream=true` replays the events), `GET /v1/responses/{id}/input_items`; `POST /v1/completions` (legacy);
  * `POST /v1/embeddings` (`float` or `base64`, deterministic unit vectors of `dimensions`, default 8);
- * `GET /v1/models`. On /responses, /completions and /embeddings the same model names misbehave (non-streamed:
+ * `POST /v1/messages` (Anthropic's Messages API, see `messages.ts`); `GET /v1/models`. On /responses, /completions and /embeddings the same model names misbehave (non-streamed:
  * mock-error drops the connection, mock-stall never answers, mock-garbage sends invalid JSON, mock-slow takes
  * 3 s), and `mock-fail` sends the Responses API's `error` event then `response.failed` after a few deltas
  * (500 when not streamed; not listed in GET /v1/models, and a plain model on the chat route). A bad request is
@@ -44,7 +45,8 @@ export async function startMockProvider(options: { port?: number; apiKey?: strin
   const responses = new ResponseStore();
   const server = http.createServer((req, res) => {
     void (async () => {
-      if (options.apiKey && req.headers.authorization !== `Bearer ${options.apiKey}`) {
+      // the key as OpenAI's API takes it, or as Anthropic's does (`x-api-key`)
+      if (options.apiKey && req.headers.authorization !== `Bearer ${options.apiKey}` && req.headers['x-api-key'] !== options.apiKey) {
         sendJson(res, 401, { error: { message: 'Incorrect API key provided.', type: 'invalid_request_error', code: 'invalid_api_key', param: null } });
         return;
       }
@@ -53,6 +55,7 @@ export async function startMockProvider(options: { port?: number; apiKey?: strin
         sendJson(res, 200, { object: 'list', data: MODELS.map((id) => ({ id, object: 'model', created: 0, owned_by: 'infery-mock' })) });
         return;
       }
+      if (req.method === 'POST' && path === '/v1/messages') return await handleMessages(req, res);
       if (req.method === 'POST' && path === '/v1/embeddings') return await handleEmbeddings(req, res);
       if (req.method === 'POST' && path === '/v1/completions') return await handleCompletions(req, res);
       if (req.method === 'POST' && path === '/v1/responses') return await handleCreateResponse(req, res, responses);

@@ -58,12 +58,12 @@ export function toInferyError(err: unknown): InferyError {
  * Sends an OpenAI-shaped error as a whole HTTP response. Does nothing when the response already started:
  * mid-stream errors are written as SSE chunks by the relay instead.
  */
-export function sendError(res: ServerResponse, err: InferyError, closeConnection = false): void {
+export function sendError(res: ServerResponse, err: InferyError, closeConnection = false, shape: (err: InferyError) => unknown = (e) => e.toJSON()): void {
   if (res.headersSent || res.writableEnded || res.destroyed) return;
   // Answered before the body arrived (a refused path, key or limit): close rather than read the rest of it.
   const req = res.req as ServerResponse['req'] | undefined;
   if (req && !req.complete && (Number(req.headers['content-length']) > 0 || req.headers['transfer-encoding'] !== undefined)) closeConnection = true;
-  const body = JSON.stringify(err.toJSON());
+  const body = JSON.stringify(shape(err));
   res.statusCode = err.status;
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   res.setHeader('Content-Length', Buffer.byteLength(body));

@@ -31,7 +31,7 @@ export interface PreflightContext<Account, Req extends IncomingMessage = Incomin
 export type OwnsResponseAnswer = boolean | string | { upstream?: string; contextTokens?: number } | null | undefined;
 
 /** Which API a generation went through: what `MeterEvent.endpoint` says. */
-export type Endpoint = 'chat.completions' | 'completions' | 'responses' | 'embeddings';
+export type Endpoint = 'chat.completions' | 'completions' | 'responses' | 'embeddings' | 'messages';
 
 /**
  * How a request that passed `reserve` ended: `completed` (the provider finished; usage is the provider's when it

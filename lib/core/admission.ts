@@ -65,7 +65,7 @@ export function limitRefusalOf(error: InferyError): LimitRefusal | undefined {
 export async function authenticateOrThrow<Account>(opts: ResolvedOptions<Account>, req: IncomingMessage): Promise<Account> {
   const account = await opts.authenticate(req);
   if (account === null || account === undefined) {
-    throw new InferyError(401, 'invalid_api_key', 'Missing or invalid API key. Send it as `Authorization: Bearer <key>`.');
+    throw new InferyError(401, 'invalid_api_key', 'Missing or invalid API key. Send it as `Authorization: Bearer <key>` (or `x-api-key: <key>`).');
   }
   return account;
 }

@@ -202,18 +202,38 @@ export function parseUsage(value: unknown, dialect: UsageDialect = 'chat'): Usag
 /**
  * How a provider writes its usage: chat and legacy completions `{prompt_tokens, completion_tokens}`, the
  * Responses API `{input_tokens, output_tokens, input_tokens_details, output_tokens_details}`, embeddings
- * `{prompt_tokens, total_tokens}` (nothing is generated).
+ * `{prompt_tokens, total_tokens}` (nothing is generated), the Messages API `{input_tokens,
+ * cache_creation_input_tokens, cache_read_input_tokens, output_tokens}`.
  */
-export type UsageDialect = 'chat' | 'responses' | 'embeddings';
+export type UsageDialect = 'chat' | 'responses' | 'embeddings' | 'anthropic';
 
 /** A Responses or embeddings usage in the chat shape every meter event carries (details renamed alike). */
 function normalizeUsage(u: Record<string, unknown>, dialect: Exclude<UsageDialect, 'chat'>): Record<string, unknown> {
   // an embedding generates nothing: completion tokens a provider reports are not believed
   if (dialect === 'embeddings') return { ...u, completion_tokens: 0, total_tokens: undefined };
+  if (dialect === 'anthropic') return anthropicUsage(u);
   const { input_tokens: input, output_tokens: output, input_tokens_details: inDetails, output_tokens_details: outDetails, ...rest } = u;
   const out: Record<string, unknown> = { ...rest, prompt_tokens: input, completion_tokens: output };
   if (inDetails !== undefined) out.prompt_tokens_details = inDetails;
   if (outDetails !== undefined) out.completion_tokens_details = outDetails;
+  return out;
+}
+
+/**
+ * A Messages API usage in the chat shape: `prompt_tokens` counts every input token — uncached, cache writes and
+ * cache reads, as OpenAI counts them — with the cache reads as `prompt_tokens_details.cached_tokens`; the cache
+ * counts stay beside them under their own names. A cache count that is not a whole number ≥ 0 makes it unbillable.
+ */
+function anthropicUsage(u: Record<string, unknown>): Record<string, unknown> {
+  const { input_tokens: input, output_tokens: output, cache_creation_input_tokens: written = 0, cache_read_input_tokens: read = 0, ...rest } = u;
+  const cacheOk = isCount(written ?? 0) && isCount(read ?? 0);
+  const prompt = isCount(input) && cacheOk ? input + ((written as number | null) ?? 0) + ((read as number | null) ?? 0) : undefined;
+  const out: Record<string, unknown> = { ...rest, prompt_tokens: prompt, completion_tokens: output, total_tokens: undefined };
+  if (prompt !== undefined) {
+    out.cache_creation_input_tokens = (written as number | null) ?? 0;
+    out.cache_read_input_tokens = (read as number | null) ?? 0;
+    out.prompt_tokens_details = { cached_tokens: (read as number | null) ?? 0 };
+  }
   return out;
 }
 

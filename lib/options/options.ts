@@ -143,7 +143,7 @@ export interface Options<Account = unknown, Req extends IncomingMessage = Incomi
   /**
    * Counts tokens when the provider sends no usage (and for cancelled streams, and a long prompt's bound); runs
    * on the event loop, in slices. Default: gpt-tokenizer's `o200k_base` encoding in a worker thread, started on
-   * the first count and stopped after 30 s without one.
+   * the first count and stopped after 5 minutes without one.
    */
   countTokens?: (text: string, model: string) => number;
 }

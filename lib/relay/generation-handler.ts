@@ -11,7 +11,7 @@ import { responseDone, shuttingDown, type InFlight } from '../core/shutdown';
 import { relayJson, relayJsonAsStream } from './json-relay';
 import type { ResolvedOptions } from '../options/resolved';
 import { decodedBody } from '../services/upstream/decode';
-import { modelNotFound, UpstreamAttemptsError, type UpstreamPool } from '../services/upstream/upstream-pool';
+import { UpstreamAttemptsError, type UpstreamPool } from '../services/upstream/upstream-pool';
 import { StreamRelay } from './stream-relay';
 import type { Surface } from './surface';
 
@@ -45,7 +45,7 @@ export async function handleGeneration<Account>(
     const body = await readJsonBody(req, opts.bodyLimit);
     const { model, stream } = surface.validate(body, opts);
     // a model no upstream serves is refused before anything is held
-    if (pool.candidates(model).length === 0) throw modelNotFound(model);
+    if (pool.candidates(model, undefined, surface.api).length === 0) throw pool.refusal(model, surface.api);
     // continuing a stored response: only its creator may, on the upstream that holds it, and what the provider
     // reads again of it joins the prompt's worst case and estimate
     const continued = surface.continues?.(body);
@@ -61,7 +61,7 @@ export async function handleGeneration<Account>(
     // Until the upstream call starts, shutting down ends the request with a 503, settled as unserved.
     let stop = (err: InferyError): void => {
       void generation.finish('unserved', err);
-      sendError(res, err);
+      sendError(res, err, false, surface.json.errorBody);
     };
     inflight.add(generation, (err) => stop(err), Promise.all([generation.settled, responseDone(res)]));
     if (res.destroyed) throw clientLeft();
@@ -69,12 +69,12 @@ export async function handleGeneration<Account>(
 
     // the first upstream that serves the model, the next ones on a failure before the first byte (`fallback`);
     // each gets the body with its own name for the model (an alias)
-    const call = pool.open(surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream, only);
+    const call = pool.open(surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream, only, surface.api);
     // While waiting for the provider's headers, shutting down answers 503 and releases the hold.
     stop = (err) => {
       call.abort();
       void generation.finish('unserved', err);
-      sendError(res, err);
+      sendError(res, err, false, surface.json.errorBody);
     };
     const onEarlyClose = (): void => {
       if (res.writableFinished) return;
@@ -92,7 +92,7 @@ export async function handleGeneration<Account>(
           gen.failedUpstreams = err.failures;
           if (err.mayHaveRun && !gen.finished) {
             // sent in full, no answer: the provider may have run it and bills us; the prompt is charged
-            sendError(res, err);
+            sendError(res, err, false, surface.json.errorBody);
             void gen.finish('failed', err);
             return;
           }
@@ -134,7 +134,7 @@ export async function handleGeneration<Account>(
       const cause = caught instanceof Error ? { name: caught.name, message: caught.message } : { value: String(caught) };
       opts.logger?.error({ reqId, err: cause }, 'infery-stream hook or handler threw');
     }
-    sendError(res, err, err.status === 413);
+    sendError(res, err, err.status === 413, surface.json.errorBody);
     if (uncounted) void countDeferredRate(opts, uncounted.account, caught);
     if (gen) {
       // failed before the first byte: the hold is released, nothing is charged; settlement logs the line

@@ -27,7 +27,7 @@ async function readCompletion<Account>(
   dialect: JsonDialect,
 ): Promise<Record<string, unknown> | undefined> {
   const failed = (err: InferyError): undefined => {
-    sendError(res, err);
+    sendError(res, err, false, dialect.errorBody);
     void gen.finish('failed', err);
     return undefined;
   };

@@ -55,11 +55,12 @@ function frameBody(proxyReq: ClientRequest, req: IncomingMessage): void {
  */
 export function createPassThrough<Account>(opts: ResolvedOptions<Account>, inflight: InFlight) {
   const catalog = opts.severalUpstreams ? new ModelCatalog(opts.upstreams, opts.logger) : undefined;
-  // the upstream a request goes to: the first, or the one that holds the stored response it reads
-  const first = opts.upstreams[0]!;
+  // the upstream a request goes to: the first that speaks OpenAI's dialect (these are OpenAI routes), or the one
+  // that holds the stored response it reads
+  const first = opts.upstreams.find((upstream) => upstream.api === 'openai') ?? opts.upstreams[0]!;
   const targets = new WeakMap<IncomingMessage, ResolvedUpstream>();
   const targetOf = (req: IncomingMessage): ResolvedUpstream => targets.get(req) ?? first;
-  const settingsOf = (upstream: ResolvedUpstream) => ({ ...opts, upstream: { baseURL: upstream.baseURL, apiKey: upstream.apiKey, headers: upstream.headers } });
+  const settingsOf = (upstream: ResolvedUpstream) => ({ ...opts, upstream: { api: upstream.api, baseURL: upstream.baseURL, apiKey: upstream.apiKey, headers: upstream.headers } });
   // The canonical sub-path the route table matched, per request: the only path ever sent upstream.
   const subPaths = new WeakMap<IncomingMessage, string>();
   // The route template the request matched (`/models/{id}`), for the log line and metrics.

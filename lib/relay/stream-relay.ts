@@ -131,7 +131,8 @@ export class StreamRelay<Account> {
 
   private readonly onEvent = (event: EventSourceMessage): void => {
     if (this.state !== 'streaming' && this.state !== 'draining') return;
-    // only data events are upstream activity: comments and partial events do not keep a stream alive
+    // only data events are upstream activity: comments, partial events and keep-alive events do not keep a stream alive
+    const lastActivity = this.lastUpstreamAt;
     this.lastUpstreamAt = Date.now();
     // a provider that echoes the gateway's key in an event never gets it to the client
     const key = this.gen.upstreamKey;
@@ -153,6 +154,9 @@ export class StreamRelay<Account> {
           if (this.gen.providerUsage) void this.complete('completed');
           return;
         }
+        if (step.keepAlive) this.lastUpstreamAt = lastActivity;
+        // an event the dialect holds back (the Messages API's final message_delta): nothing to write yet
+        if (step.text === '') return;
         if (this.batch !== undefined) this.batch += step.text;
         else this.write(step.text, this.lastUpstreamAt);
     }

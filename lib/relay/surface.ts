@@ -2,11 +2,15 @@ import type { EventSourceMessage } from 'eventsource-parser';
 import type { InferyError } from '../base/errors';
 import type { Generation } from '../core/generation';
 import type { MeteredApi } from '../core/metered-api';
+import type { UpstreamApi } from '../services/upstream/upstreams';
 
 /** What one upstream stream event means for the relay. */
 export type StreamStep =
-  /** Write `text` (already framed) to the client. */
-  | { kind: 'relay'; text: string }
+  /**
+   * Write `text` (already framed) to the client. `keepAlive`: an event that says only that the provider is there
+   * (the Messages API's `ping`): relayed, but not activity, so a provider that only pings still meets `idleTimeout`.
+   */
+  | { kind: 'relay'; text: string; keepAlive?: boolean }
   /** The provider's end of stream (`[DONE]`): settle, then write the dialect's closing. */
   | { kind: 'done' }
   /**
@@ -40,6 +44,8 @@ export interface JsonDialect {
   read(gen: Generation<unknown>, json: Record<string, unknown>): void;
   /** The answer the client gets: the provider's, with the billed usage where it belongs and `credits_used`. */
   answer(gen: Generation<unknown>, json: Record<string, unknown>, credits: number | undefined): Record<string, unknown>;
+  /** The API's HTTP error body, for errors before the first byte. Default: OpenAI's `{"error":{…}}`. */
+  errorBody?: (err: InferyError) => unknown;
 }
 
 /**
@@ -49,6 +55,8 @@ export interface JsonDialect {
  * dialect, estimate, cap) with what the relays need; everything else (admission, the relays, settlement) is shared.
  */
 export interface Surface extends MeteredApi {
+  /** The dialect of the upstreams that serve it (no request is translated between dialects yet). */
+  api: UpstreamApi;
   /** Checks the fields the gateway relies on (400 otherwise); the rest is the provider's to judge. */
   validate(body: Record<string, unknown>, opts: SurfaceOptions): { model: string; stream: boolean };
   /** The JSON sent upstream (a stream asks for usage where the API needs asking). */

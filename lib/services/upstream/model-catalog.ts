@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { InferyError, sendError } from '../../base/errors';
 import type { Logger } from '../../contract/hooks';
-import { carriesKey, redact } from './upstream-headers';
+import { carriesKey, keyHeaders, redact } from './upstream-headers';
 import { modelNotFound } from './upstream-pool';
 import type { ResolvedUpstream } from './upstreams';
 
@@ -91,7 +91,7 @@ export class ModelCatalog {
     url.pathname = `${url.pathname.replace(/\/$/, '')}/models`;
     try {
       const res = await fetch(url, {
-        headers: { ...upstream.headers, ...(upstream.apiKey ? { authorization: `Bearer ${upstream.apiKey}` } : {}), accept: 'application/json' },
+        headers: { ...upstream.headers, ...keyHeaders(upstream), accept: 'application/json' },
         signal: AbortSignal.timeout(FETCH_TIMEOUT_MS),
         redirect: 'error',
       });

@@ -1,11 +1,34 @@
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
-import type { UpstreamSettings } from './upstream-settings';
+import type { UpstreamSettings, UpstreamTarget } from './upstream-settings';
 
 const USER_AGENT = 'infery-stream/0.1';
+/** The Messages API version sent to an Anthropic upstream when neither the client nor the upstream's headers name one. */
+export const ANTHROPIC_VERSION = '2023-06-01';
+
+/** A request header's value, repeated values joined. */
+function headerValue(req: IncomingMessage | undefined, name: string): string | undefined {
+  const value = req?.headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
+}
 
 /**
- * The headers the gateway itself sends upstream: the key, static `upstream.headers`, and only the client
- * headers in `forwardHeaders`. The client's Authorization and cookies never get past this function.
+ * The headers that carry the gateway's key in the upstream's dialect: `Authorization: Bearer` for `openai`;
+ * `x-api-key` and `anthropic-version` (the client's, else the upstream's static one, else 2023-06-01) for
+ * `anthropic`, with the client's `anthropic-beta` features passed on unchanged (Claude Code needs them).
+ */
+export function keyHeaders(target: Pick<UpstreamTarget, 'api' | 'apiKey' | 'headers'>, req?: IncomingMessage): Record<string, string> {
+  if (target.api !== 'anthropic') return target.apiKey ? { authorization: `Bearer ${target.apiKey}` } : {};
+  const out: Record<string, string> = { 'anthropic-version': headerValue(req, 'anthropic-version') ?? target.headers['anthropic-version'] ?? ANTHROPIC_VERSION };
+  const beta = headerValue(req, 'anthropic-beta');
+  if (beta !== undefined && beta !== '') out['anthropic-beta'] = beta;
+  if (target.apiKey) out['x-api-key'] = target.apiKey;
+  return out;
+}
+
+/**
+ * The headers the gateway itself sends upstream: the key (see {@link keyHeaders}), static `upstream.headers`,
+ * and only the client headers in `forwardHeaders`. The client's key (`Authorization`, `x-api-key`, `api-key`)
+ * and cookies never get past this function.
  */
 export function gatewayHeaders(opts: UpstreamSettings, req: IncomingMessage): Record<string, string> {
   const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...opts.upstream.headers };
@@ -14,8 +37,7 @@ export function gatewayHeaders(opts: UpstreamSettings, req: IncomingMessage): Re
     if (typeof value === 'string') headers[name] = value;
     else if (Array.isArray(value)) headers[name] = value.join(', ');
   }
-  if (opts.upstream.apiKey) headers.authorization = `Bearer ${opts.upstream.apiKey}`;
-  return headers;
+  return Object.assign(headers, keyHeaders(opts.upstream, req));
 }
 
 /**

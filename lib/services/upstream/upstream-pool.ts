@@ -2,7 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { InferyError, toInferyError } from '../../base/errors';
 import { UpstreamClient, upstreamHttpError, upstreamTimeoutError, upstreamUnreachableError, type UpstreamCall } from './upstream';
 import type { UpstreamSettings } from './upstream-settings';
-import { parseFallback, type FallbackOptions, type FallbackTrigger, type ResolvedUpstream } from './upstreams';
+import { parseFallback, type FallbackOptions, type FallbackTrigger, type ResolvedUpstream, type UpstreamApi } from './upstreams';
 
 /** One attempt that did not end in an accepted answer: which upstream, and the status and code it ended with. */
 export interface UpstreamFailure {
@@ -108,7 +108,7 @@ export class UpstreamPool {
     this.clients = new Map(
       upstreams.map((upstream) => {
         const clientSettings: UpstreamSettings = {
-          upstream: { baseURL: upstream.baseURL, apiKey: upstream.apiKey, headers: upstream.headers },
+          upstream: { api: upstream.api, baseURL: upstream.baseURL, apiKey: upstream.apiKey, headers: upstream.headers },
           forwardHeaders: settings.forwardHeaders,
           upstreamTimeout: settings.upstreamTimeout,
         };
@@ -117,11 +117,26 @@ export class UpstreamPool {
     );
   }
 
-  /** The upstreams serving `model`, in list order, with the name each one knows it by. */
-  candidates(model: string, only?: string): Array<{ upstream: ResolvedUpstream; providerModel: string }> {
+  /** The upstreams of dialect `api` serving `model`, in list order, with the name each one knows it by. */
+  candidates(model: string, only?: string, api: UpstreamApi = 'openai'): Array<{ upstream: ResolvedUpstream; providerModel: string }> {
     return this.upstreams
-      .filter((upstream) => upstream.serves(model) && (only === undefined || upstream.name === only))
+      .filter((upstream) => upstream.api === api && upstream.serves(model) && (only === undefined || upstream.name === only))
       .map((upstream) => ({ upstream, providerModel: upstream.providerModel(model) }));
+  }
+
+  /**
+   * Why no upstream of dialect `api` takes `model`: 400 when only upstreams of the other dialect serve it (no
+   * request is translated between the dialects yet), else 404 `model_not_found`.
+   */
+  refusal(model: string, api: UpstreamApi = 'openai'): InferyError {
+    const other = this.upstreams.find((upstream) => upstream.api !== api && upstream.serves(model));
+    if (!other) return modelNotFound(model);
+    const shown = model.length > 200 ? `${model.slice(0, 200)}…` : model;
+    const where = other.api === 'anthropic' ? 'the Messages API (`POST /v1/messages`)' : 'the OpenAI API (`POST /v1/chat/completions` and the other OpenAI routes)';
+    return new InferyError(400, 'model_in_other_dialect', `The model \`${shown}\` is served here only by an upstream that speaks ${where}: send the request there (requests are not translated between the dialects).`, {
+      type: 'invalid_request_error',
+      param: 'model',
+    });
   }
 
   /** The upstream named `name`, if there is one. */
@@ -139,7 +154,7 @@ export class UpstreamPool {
    * upstream (the error is marked `mayHaveRun`). `only` holds the request to one upstream (which must serve the
    * model too).
    */
-  open(path: string, model: string, body: (providerModel: string) => string, req: IncomingMessage, stream: boolean, only?: string): PoolCall {
+  open(path: string, model: string, body: (providerModel: string) => string, req: IncomingMessage, stream: boolean, only?: string, api: UpstreamApi = 'openai'): PoolCall {
     const startedAt = Date.now();
     let current: UpstreamCall | undefined;
     let failing: IncomingMessage | undefined;
@@ -155,8 +170,8 @@ export class UpstreamPool {
 
     const run = async (): Promise<PoolResponse> => {
       // `only`: the one upstream that holds what the request continues (a stored response), whatever it serves
-      const candidates = this.candidates(model, only);
-      if (candidates.length === 0) throw modelNotFound(model);
+      const candidates = this.candidates(model, only, api);
+      if (candidates.length === 0) throw this.refusal(model, api);
       const attempts = Math.min(candidates.length, this.fallback.maxAttempts);
       let last: InferyError | undefined;
       for (let attempt = 1; attempt <= attempts; attempt++) {

@@ -1,8 +1,12 @@
-/** One provider as the upstream client reaches it: its base URL, key and static headers. */
+import type { UpstreamApi } from './upstreams';
+
+/** One provider as the upstream client reaches it: its base URL, dialect, key and static headers. */
 export interface UpstreamTarget {
+  /** The dialect it speaks, which says how its key is sent. Default: `openai`. */
+  api?: UpstreamApi;
   /** Base URL including the version prefix, e.g. `https://api.openai.com/v1`. */
   baseURL: URL;
-  /** Sent as `Authorization: Bearer <apiKey>`; never logged, never sent to clients. */
+  /** Sent as `Authorization: Bearer <apiKey>` (`x-api-key` to an `anthropic` upstream); never logged, never sent to clients. */
   apiKey: string | undefined;
   /** Static headers for every request (names lower-cased). */
   headers: Record<string, string>;

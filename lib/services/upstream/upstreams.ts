@@ -1,13 +1,26 @@
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import { closest } from '../../base/did-you-mean';
 
+/**
+ * The dialect an upstream speaks: `openai` (Chat Completions, Responses, legacy Completions, Embeddings; its key
+ * sent as `Authorization: Bearer`) or `anthropic` (the Messages API; its key sent as `x-api-key`, with
+ * `anthropic-version`).
+ */
+export type UpstreamApi = 'openai' | 'anthropic';
+const UPSTREAM_APIS: readonly UpstreamApi[] = ['openai', 'anthropic'];
+
 /** One provider the gateway can send generations to. */
 export interface UpstreamConfig {
   /** Names the upstream in logs, meter events and errors; unique, no whitespace. Required. */
   name: string;
-  /** Base URL of an OpenAI-compatible provider, including its version prefix, e.g. `https://api.openai.com/v1`. Required. */
+  /** Base URL of the provider, including its version prefix, e.g. `https://api.openai.com/v1`. Required. */
   baseURL: string;
-  /** Key sent to this upstream only, as `Authorization: Bearer <apiKey>`. Never logged, never sent to clients. Default: none. */
+  /** The dialect it speaks (see {@link UpstreamApi}). Default: `"openai"`. */
+  api?: UpstreamApi;
+  /**
+   * Key sent to this upstream only: `Authorization: Bearer <apiKey>`, or `x-api-key` for an `anthropic` upstream.
+   * Never logged, never sent to clients. Default: none.
+   */
   apiKey?: string;
   /** Extra static headers for every request to this upstream (e.g. `OpenAI-Organization`). Default: `{}`. */
   headers?: Record<string, string>;
@@ -48,6 +61,7 @@ export interface FallbackOptions {
 /** An upstream after validation. */
 export interface ResolvedUpstream {
   readonly name: string;
+  readonly api: UpstreamApi;
   readonly baseURL: URL;
   readonly apiKey: string | undefined;
   /** Header names lower-cased. */
@@ -68,7 +82,9 @@ const DEFAULT_DEADLINE = 120_000;
 /** More attempts than this is a configuration mistake, not resilience. */
 const MAX_ATTEMPTS_CAP = 100;
 
-const UPSTREAM_KEYS = ['name', 'baseURL', 'apiKey', 'headers', 'models', 'aliases'];
+/** Headers that carry an upstream key: set with `apiKey`, never in `headers`. */
+const KEY_HEADERS = new Set(['authorization', 'x-api-key', 'api-key']);
+const UPSTREAM_KEYS = ['name', 'baseURL', 'api', 'apiKey', 'headers', 'models', 'aliases'];
 const FALLBACK_KEYS = ['on', 'maxAttempts', 'deadline'];
 
 /**
@@ -131,6 +147,12 @@ function parseUpstream(value: unknown, at: string, fail: (message: string) => ne
   }
   if (baseURL.protocol !== 'http:' && baseURL.protocol !== 'https:') fail(`\`${where}baseURL\` must be http: or https:, got ${baseURL.protocol}`);
 
+  const api = config.api === undefined ? 'openai' : config.api;
+  if (!(UPSTREAM_APIS as readonly unknown[]).includes(api)) {
+    const hint = typeof api === 'string' ? closest(api, UPSTREAM_APIS) : undefined;
+    fail(`\`${where}api\` must be ${quoted(UPSTREAM_APIS)} (the dialect the upstream speaks), got ${JSON.stringify(api) ?? String(api)}${hint ? `; did you mean "${hint}"?` : ''}.`);
+  }
+
   const { apiKey } = config;
   if (apiKey !== undefined && (typeof apiKey !== 'string' || apiKey === '')) {
     fail(`\`${where}apiKey\` must be a non-empty string when given (is the environment variable set?).`);
@@ -141,7 +163,7 @@ function parseUpstream(value: unknown, at: string, fail: (message: string) => ne
     if (typeof config.headers !== 'object' || config.headers === null || Array.isArray(config.headers)) fail(`\`${where}headers\` must be an object of header names to strings.`);
     for (const [header, headerValue] of Object.entries(config.headers)) {
       if (typeof headerValue !== 'string') fail(`\`${where}headers.${header}\` must be a string, got ${describe(headerValue)}.`);
-      if (header.toLowerCase() === 'authorization') fail(`set the key of upstream "${name}" with \`${where}apiKey\`, not \`${where}headers\`.`);
+      if (KEY_HEADERS.has(header.toLowerCase())) fail(`set the key of upstream "${name}" with \`${where}apiKey\`, not \`${where}headers\`.`);
       try {
         validateHeaderName(header);
         validateHeaderValue(header, headerValue);
@@ -173,6 +195,7 @@ function parseUpstream(value: unknown, at: string, fail: (message: string) => ne
   const listed = [...new Set([...(models as string[]).filter((m) => !m.includes('*')), ...aliases.keys()])];
   return Object.freeze({
     name,
+    api: api as UpstreamApi,
     baseURL,
     apiKey: apiKey as string | undefined,
     headers,
@@ -187,6 +210,7 @@ function parseUpstream(value: unknown, at: string, fail: (message: string) => ne
 export function singleUpstream(upstream: { baseURL: URL; apiKey: string | undefined; headers: Record<string, string> }, name = 'upstream'): ResolvedUpstream {
   return Object.freeze({
     name,
+    api: 'openai' as const,
     baseURL: upstream.baseURL,
     apiKey: upstream.apiKey,
     headers: upstream.headers,

@@ -14,6 +14,7 @@ import { choicesStream } from '../shared/choices-stream';
  * `credits_used` and the usage that was billed.
  */
 export const chatCompletions: Surface = {
+  api: 'openai',
   endpoint: 'chat.completions',
   path: '/chat/completions',
   usage: 'chat',

@@ -18,6 +18,7 @@ export const COMPLETIONS_DEFAULT_MAX_TOKENS = 16;
  * second-to-last, `data: [DONE]` last.
  */
 export const completions: Surface = {
+  api: 'openai',
   endpoint: 'completions',
   path: '/completions',
   usage: 'chat',

@@ -14,6 +14,7 @@ const MAX_INPUTS = 2048;
  * `encoding_format` `float` or `base64` as asked — with the billed usage and a top-level `credits_used`.
  */
 export const embeddings: Surface = {
+  api: 'openai',
   endpoint: 'embeddings',
   path: '/embeddings',
   usage: 'embeddings',

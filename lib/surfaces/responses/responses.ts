@@ -21,6 +21,7 @@ import { responsesStream } from './responses-stream';
  * `credits_used`.
  */
 export const responses: Surface = {
+  api: 'openai',
   endpoint: 'responses',
   path: '/responses',
   usage: 'responses',
