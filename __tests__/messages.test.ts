@@ -169,6 +169,20 @@ describe('the Messages API through the example app, the Anthropic SDK as the cli
     expect((await balance(POOR)).used).toBe(0);
   });
 
+  test('count_tokens: answered by the Anthropic upstream, free (nothing held or charged), authenticated; the SDK reads it', async () => {
+    const before = await balance();
+    const counted = await alice.messages.countTokens({ model: 'claude-mock-1', system: 'Be brief.', messages: hello.messages });
+    // the mock's count: a token per 4 characters of the system prompt and the messages as JSON
+    expect(counted.input_tokens).toBe(Math.ceil(JSON.stringify(['Be brief.', hello.messages]).length / 4));
+    const after = await balance();
+    expect(after).toEqual(before);
+    const stranger = new Anthropic({ apiKey: 'not-a-key', baseURL: base, maxRetries: 0 });
+    await expect(stranger.messages.countTokens({ model: 'claude-mock-1', messages: hello.messages })).rejects.toBeInstanceOf(Anthropic.AuthenticationError);
+    const bad = await fetch(`${base}/v1/messages/count_tokens?beta=true`, { method: 'POST', headers: { 'x-api-key': ALICE, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'claude-mock-1' }) });
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as { type: string; error: { type: string } }).error.type).toBe('invalid_request_error');
+  });
+
   test('Claude Code\'s `?beta=true` is accepted; a chat request for a model only the Messages upstream serves is a clear 400', async () => {
     const res = await fetch(`${base}/v1/messages?beta=true`, { method: 'POST', headers: { authorization: `Bearer ${ALICE}`, 'content-type': 'application/json' }, body: JSON.stringify(hello) });
     expect(res.status).toBe(200);
@@ -265,6 +279,31 @@ describe('an Anthropic-dialect upstream', () => {
       expect(events.at(-1)).toMatch(/^event: error\ndata: \{"type":"error","error":\{"type":"timeout_error|^event: error\ndata: \{"type":"error","error":\{"type":"/);
       await waitFor(() => gw.meterCalls.length === 1);
       expect(gw.meterCalls[0]!.outcome).toBe('failed');
+    } finally {
+      await gw.close();
+      await provider.stop();
+    }
+  });
+
+  test('count_tokens for a model only an OpenAI upstream serves is the gateway\'s own o200k estimate; one nobody serves is a 404', async () => {
+    const provider = await new ScriptedProvider().start();
+    const gw = await startGateway(provider.url, { upstream: undefined, upstreams: [{ name: 'openai', baseURL: provider.url, models: ['gpt-*'] }], limits: { requestsPerMinute: 2 } });
+    try {
+      const count = (model: string) =>
+        fetch(`${gw.url}/v1/messages/count_tokens`, { method: 'POST', headers: { 'x-api-key': 'client-key-1', 'content-type': 'application/json' }, body: JSON.stringify({ model, messages: [{ role: 'user', content: 'Hello there' }] }) });
+      const res = await count('gpt-4o');
+      expect(res.status).toBe(200);
+      // the cookbook count: 3 to prime the reply, 3 for the message, its role and content
+      expect(await res.json()).toEqual({ input_tokens: 3 + 3 + 1 + 2 });
+      const unknown = await count('claude-x');
+      expect(unknown.status).toBe(404);
+      expect(((await unknown.json()) as { error: { type: string } }).error.type).toBe('not_found_error');
+      // counted against requestsPerMinute like every request
+      const limited = await count('gpt-4o');
+      expect(limited.status).toBe(429);
+      expect(((await limited.json()) as { error: { type: string } }).error.type).toBe('rate_limit_error');
+      expect(provider.requests).toHaveLength(0);
+      expect(gw.meterCalls).toHaveLength(0);
     } finally {
       await gw.close();
       await provider.stop();

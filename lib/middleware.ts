@@ -6,11 +6,11 @@ import type { Options } from './options/options';
 import { parseOptions } from './parse-options';
 import { handleGeneration } from './relay/generation-handler';
 import { createPassThrough } from './relay/pass-through';
-import type { Surface } from './relay/surface';
+import type { Surface, Tool } from './relay/surface';
 import { classifyPath, rawPathOf } from './services/routing/canonical-path';
 import { RouteTable, type Route } from './services/routing/routes';
 import { UpstreamPool } from './services/upstream/upstream-pool';
-import { SURFACES } from './surfaces';
+import { SURFACES, TOOLS } from './surfaces';
 
 /** The request as the middleware reads it: a Node request, with what Express adds when it is there. */
 export type GatewayRequest = IncomingMessage & { body?: unknown; path?: string; originalUrl?: string };
@@ -43,7 +43,7 @@ export type InferyStreamMiddleware = [GatewayHandler, GatewayErrorHandler] & {
  * Where a request stands: outside the base path, refused (400/404/405; `route` is the template of a 405's path,
  * else `unmatched`), or matched to a route.
  */
-type Located = { kind: 'outside' } | { kind: 'refused'; error: InferyError; route: string } | { kind: 'route'; route: Route<Surface>; subPath: string };
+type Located = { kind: 'outside' } | { kind: 'refused'; error: InferyError; route: string } | { kind: 'route'; route: Route<Surface | Tool>; subPath: string };
 
 /**
  * Creates the gateway middleware. Mount it with `app.use(inferyStream(options))`: it serves
@@ -63,12 +63,12 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
   if (arguments.length > 1) {
     throw new TypeError('infery-stream: inferyStream was called as a middleware; use app.use(inferyStream({ ... })).');
   }
-  const opts = parseOptions<Account>(options, SURFACES.map((surface) => surface.path));
+  const opts = parseOptions<Account>(options, [...SURFACES, ...TOOLS].map((api) => api.path));
   const pool = new UpstreamPool(opts.upstreams, { forwardHeaders: opts.forwardHeaders, upstreamTimeout: opts.upstreamTimeout, fallback: opts.fallback, logger: opts.logger });
   const inflight = new InFlight();
   const passThrough = createPassThrough(opts, inflight);
   const base = opts.basePath;
-  const routes = new RouteTable(SURFACES, opts.passThrough);
+  const routes = new RouteTable<Surface | Tool>([...SURFACES, ...TOOLS], opts.passThrough);
   for (const route of opts.passThrough) {
     if (route.method !== 'GET' && route.method !== 'HEAD' && route.method !== 'OPTIONS') {
       opts.logger?.warn({ route: `${route.method} ${base}${route.pattern}` }, 'infery-stream passThrough forwards a route that is not metered');
@@ -117,7 +117,9 @@ export function inferyStream<Account = unknown, Req extends IncomingMessage = In
     const where = locate(req);
     if (where.kind === 'outside') return next();
     if (where.kind === 'refused') return refuse(req, res, where.error, where.route);
-    if (where.route.api) void handleGeneration(where.route.api, opts, pool, inflight, req, res);
+    const api = where.route.api;
+    if (api && 'handle' in api) void api.handle(opts, pool, inflight, req, res);
+    else if (api) void handleGeneration(api, opts, pool, inflight, req, res);
     else void passThrough(req, res, where.subPath, where.route.pattern);
   };
 

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { completion, streamCompletion } from './chat';
 import { handleCompletions } from './completions';
 import { handleEmbeddings } from './embeddings';
-import { handleMessages } from './messages';
+import { handleCountTokens, handleMessages } from './messages';
 import { MockHttpError, readBody, sendError, sendJson } from './http';
 import { ResponseStore, handleCreateResponse, handleResponseRead } from './responses';
 
@@ -26,7 +26,7 @@ import { ResponseStore, handleCreateResponse, handleResponseRead } from './respo
  * `response.function_call_arguments.delta`/`.done`), `GET`/`DELETE /v1/responses/{id}` (the newest 200 kept,
  * `?stream=true` replays the events), `GET /v1/responses/{id}/input_items`; `POST /v1/completions` (legacy);
  * `POST /v1/embeddings` (`float` or `base64`, deterministic unit vectors of `dimensions`, default 8);
- * `POST /v1/messages` (Anthropic's Messages API, see `messages.ts`); `GET /v1/models`. On /responses, /completions and /embeddings the same model names misbehave (non-streamed:
+ * `POST /v1/messages` and `POST /v1/messages/count_tokens` (Anthropic's Messages API, see `messages.ts`); `GET /v1/models`. On /responses, /completions and /embeddings the same model names misbehave (non-streamed:
  * mock-error drops the connection, mock-stall never answers, mock-garbage sends invalid JSON, mock-slow takes
  * 3 s), and `mock-fail` sends the Responses API's `error` event then `response.failed` after a few deltas
  * (500 when not streamed; not listed in GET /v1/models, and a plain model on the chat route). A bad request is
@@ -56,6 +56,7 @@ export async function startMockProvider(options: { port?: number; apiKey?: strin
         return;
       }
       if (req.method === 'POST' && path === '/v1/messages') return await handleMessages(req, res);
+      if (req.method === 'POST' && path === '/v1/messages/count_tokens') return await handleCountTokens(req, res);
       if (req.method === 'POST' && path === '/v1/embeddings') return await handleEmbeddings(req, res);
       if (req.method === 'POST' && path === '/v1/completions') return await handleCompletions(req, res);
       if (req.method === 'POST' && path === '/v1/responses') return await handleCreateResponse(req, res, responses);

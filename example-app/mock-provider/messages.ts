@@ -56,6 +56,14 @@ function plan(body: Record<string, unknown>, model: string): Plan {
   return { id: newId('msg_mock', 12), model, input: estimateTokens([body.system ?? '', body.messages ?? []]), words, tool, stopReason, output };
 }
 
+/** `POST /v1/messages/count_tokens`: `{"input_tokens": N}`, the same count the messages' usage reports. */
+export async function handleCountTokens(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const body = await readBody(req);
+  if (typeof body.model !== 'string' || body.model === '') return anthropicError(res, 400, 'invalid_request_error', 'model: Field required');
+  if (!Array.isArray(body.messages) || body.messages.length === 0) return anthropicError(res, 400, 'invalid_request_error', 'messages: at least one message is required');
+  sendJson(res, 200, { input_tokens: estimateTokens([body.system ?? '', body.messages]) });
+}
+
 export async function handleMessages(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const body = await readBody(req);
   const model = typeof body.model === 'string' && body.model !== '' ? body.model : undefined;

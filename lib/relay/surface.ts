@@ -2,6 +2,10 @@ import type { EventSourceMessage } from 'eventsource-parser';
 import type { InferyError } from '../base/errors';
 import type { Generation } from '../core/generation';
 import type { MeteredApi } from '../core/metered-api';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { InFlight } from '../core/shutdown';
+import type { ResolvedOptions } from '../options/resolved';
+import type { UpstreamPool } from '../services/upstream/upstream-pool';
 import type { UpstreamApi } from '../services/upstream/upstreams';
 
 /** What one upstream stream event means for the relay. */
@@ -69,6 +73,16 @@ export interface Surface extends MeteredApi {
   /** Makes the dialect of one stream; absent for an API that never streams. */
   stream?: () => StreamDialect;
   json: JsonDialect;
+}
+
+/**
+ * A route of an API that is not a generation (the Messages API's `count_tokens`): free, never reserved or
+ * metered; its handler does its own admission (authenticate, the per-minute limit) and answers in its API's shape.
+ */
+export interface Tool {
+  /** `POST {basePath}{path}`. */
+  path: string;
+  handle<Account>(opts: ResolvedOptions<Account>, pool: UpstreamPool, inflight: InFlight, req: IncomingMessage, res: ServerResponse): Promise<void>;
 }
 
 /** The options a surface's validation reads. */
