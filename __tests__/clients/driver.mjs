@@ -6,7 +6,9 @@
  * and reads one JSON line per answer on stdout: {"id":1,"ok":true,"result":{…}} or {"id":1,"ok":false,"error":"…"}.
  *
  * clients: openai7, openai6 (the official SDK), ai-openai (the AI SDK's @ai-sdk/openai chat model), ai-responses
- * (its Responses model), ai-compatible (@ai-sdk/openai-compatible), langchain (@langchain/openai ChatOpenAI).
+ * (its Responses model), ai-compatible (@ai-sdk/openai-compatible), langchain (@langchain/openai ChatOpenAI);
+ * in the Messages API's dialect, ai-anthropic (@ai-sdk/anthropic) and langchain-anthropic (@langchain/anthropic
+ * ChatAnthropic), whose `baseURL` is the same `…/v1`.
  * ops: stream, tools, abort, error, embed. Every result says what the client itself reported: the text deltas
  * as they arrived, the usage, credits_used where it can be read, the error it raised.
  */
@@ -17,6 +19,8 @@ import { embed, jsonSchema, streamText, tool } from 'ai';
 import { createOpenAI } from '@ai-sdk/openai';
 import { createOpenAICompatible } from '@ai-sdk/openai-compatible';
 import { ChatOpenAI, OpenAIEmbeddings } from '@langchain/openai';
+import { createAnthropic } from '@ai-sdk/anthropic';
+import { ChatAnthropic } from '@langchain/anthropic';
 
 const PROMPT = 'Say hello';
 const WEATHER = {
@@ -88,6 +92,10 @@ async function openaiEmbed(OpenAI, task) {
 // ------------------------------------------------------------------------------------------------- AI SDK
 
 function aiModel(task) {
+  if (task.client === 'ai-anthropic') {
+    const provider = createAnthropic({ baseURL: task.baseURL, apiKey: task.apiKey });
+    return { model: provider(task.model), embedding: undefined };
+  }
   if (task.client === 'ai-compatible') {
     const provider = createOpenAICompatible({ name: 'gateway', baseURL: task.baseURL, apiKey: task.apiKey, includeUsage: true });
     return { model: provider.chatModel(task.model), embedding: provider.embeddingModel(task.model) };
@@ -154,6 +162,11 @@ async function aiEmbed(task) {
 
 // ---------------------------------------------------------------------------------------------- LangChain
 
+function chatAnthropic(task) {
+  // the Anthropic SDK underneath adds /v1/messages to the origin
+  return new ChatAnthropic({ model: task.model, apiKey: task.apiKey, anthropicApiUrl: task.baseURL.replace(/\/v1\/?$/, ''), maxRetries: 0, streamUsage: true, maxTokens: 256 });
+}
+
 function chatOpenAI(task) {
   return new ChatOpenAI({
     model: task.model,
@@ -170,20 +183,20 @@ async function langchainStream(task, { tools = false, abortAfterFirst = false } 
   const controller = new AbortController();
   const start = performance.now();
   const out = { deltas: [], usage: undefined, credits_used: undefined, finish: undefined, toolCalls: [], error: undefined };
-  let llm = chatOpenAI(task);
+  let llm = task.client === 'langchain-anthropic' ? chatAnthropic(task) : chatOpenAI(task);
   if (tools) llm = llm.bindTools([{ type: 'function', function: WEATHER }]);
   let whole;
   try {
     const stream = await llm.stream(PROMPT, { signal: controller.signal });
     for await (const chunk of stream) {
       whole = whole === undefined ? chunk : whole.concat(chunk);
-      const text = typeof chunk.content === 'string' ? chunk.content : '';
+      const text = typeof chunk.content === 'string' ? chunk.content : Array.isArray(chunk.content) ? chunk.content.map((c) => (typeof c?.text === 'string' ? c.text : '')).join('') : '';
       if (text) {
         out.deltas.push({ text, at: performance.now() - start });
         if (abortAfterFirst) controller.abort();
       }
       if (chunk.usage_metadata) out.usage = chunk.usage_metadata;
-      const finish = chunk.response_metadata?.finish_reason;
+      const finish = chunk.response_metadata?.finish_reason ?? chunk.response_metadata?.stop_reason;
       if (finish) out.finish = finish;
       const credits = chunk.additional_kwargs?.__raw_response?.credits_used;
       if (credits !== undefined) out.credits_used = credits;
@@ -215,7 +228,7 @@ async function run(task) {
   const sdk = task.client === 'openai7' ? OpenAI7 : task.client === 'openai6' ? OpenAI6 : undefined;
   const streamOf = sdk
     ? (options) => openaiStream(sdk, task, options)
-    : task.client === 'langchain'
+    : task.client === 'langchain' || task.client === 'langchain-anthropic'
       ? (options) => langchainStream(task, options)
       : task.client.startsWith('ai-')
         ? (options) => aiStream(task, options)

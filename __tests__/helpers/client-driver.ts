@@ -3,7 +3,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 
 /** The clients __tests__/clients/driver.mjs drives. */
-export type ClientName = 'openai7' | 'openai6' | 'ai-openai' | 'ai-responses' | 'ai-compatible' | 'langchain';
+export type ClientName = 'openai7' | 'openai6' | 'ai-openai' | 'ai-responses' | 'ai-compatible' | 'langchain' | 'ai-anthropic' | 'langchain-anthropic';
 export type ClientOp = 'stream' | 'tools' | 'abort' | 'error' | 'embed';
 
 /** An error as a client raised or reported it. */
