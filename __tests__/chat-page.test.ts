@@ -32,11 +32,14 @@ const KEYS = {
   responsesFail: 'page-key-responses-fail',
   responsesTurns: 'page-key-responses-turns',
   responsesTools: 'page-key-responses-tools',
+  messages: 'page-key-messages',
+  messagesTools: 'page-key-messages-tools',
+  enter: 'page-key-enter',
 };
 /** What GET /v1/models lists that can chat: the mock's list without mock-embed (an embedding model). */
 const MOCK_MODELS = ['mock-1', 'mock-slow', 'mock-error', 'mock-garbage', 'mock-429', 'mock-stall', 'mock-no-usage'];
 const API_STORAGE = 'infery-stream.api';
-type Api = 'chat' | 'responses';
+type Api = 'chat' | 'responses' | 'messages';
 
 let mock: MockProvider;
 let server: http.Server;
@@ -101,7 +104,12 @@ beforeAll(async () => {
   execFileSync(process.execPath, [require.resolve('typescript/bin/tsc'), '-p', 'tsconfig.browser.json'], { cwd: ROOT, timeout: 30_000, stdio: 'pipe' });
 
   mock = await startMockProvider();
-  created = createApp({ upstreamURL: mock.url, apiKeys: Object.fromEntries(Object.values(KEYS).map((k) => [k, 100])) });
+  // the mock as the example app runs it by default: both dialects (the Messages API from `mock-messages`)
+  created = createApp({
+    upstreamURL: mock.url,
+    upstreams: [{ name: 'mock', baseURL: mock.url }, { name: 'mock-messages', baseURL: mock.url, api: 'anthropic' }],
+    apiKeys: Object.fromEntries(Object.values(KEYS).map((k) => [k, 100])),
+  });
   server = http.createServer(created.app);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
@@ -577,4 +585,74 @@ test('the API toggle persists across a reload; Responses keeps a multi-turn conv
   await page.reload();
   await page.waitForSelector('select#model option[value="mock-1"]', { state: 'attached' });
   expect(await page.isChecked('#api-chat')).toBe(true);
+});
+
+// ---- The Messages API toggle, and the Enter key ---------------------------------------------------------------
+
+interface MessagesBody {
+  model: string;
+  stream: boolean;
+  max_tokens: number;
+  messages: Array<{ role: string; content: Array<Record<string, unknown>> }>;
+  tools?: Array<{ name: string; input_schema: unknown }>;
+}
+
+test('with the API toggle on Messages, streams the answer from POST /v1/messages token by token and shows the final message_delta\'s credits_used', async () => {
+  await openPage(KEYS.messages, 'messages');
+  expect(await text('#endpoint')).toBe('POST /v1/messages');
+  const before = await credits(KEYS.messages);
+  let lengths: number[] = [];
+  const bodies = (await recordingRequests(async () => {
+    await page.fill('#prompt', PROMPT);
+    await page.click('#send');
+    lengths = await sampleWhileStreaming();
+    await page.waitForFunction(() => document.querySelector('#status')?.textContent?.startsWith('done'));
+  }, '/v1/messages')) as unknown as MessagesBody[];
+  expect(bodies).toHaveLength(1);
+  expect(bodies[0]).toMatchObject({ model: 'mock-1', stream: true, max_tokens: 1024, messages: [{ role: 'user', content: [{ type: 'text', text: PROMPT }] }] });
+  const final = await text('#output');
+  expect(final).toMatch(/^You said: "Write a haiku about TCP"\. Streaming lets a reader/);
+  expect(await text('#status')).toBe('done · stop_reason end_turn');
+  expect([...new Set(lengths.filter((n) => n > 0 && n < final.length))].length).toBeGreaterThanOrEqual(4);
+  const after = await credits(KEYS.messages);
+  const charged = after.used - before.used;
+  expect(charged).toBeGreaterThan(0);
+  expect(Number(await text('#credits'))).toBe(charged);
+  expect(await text('.turn.assistant .via')).toBe('/v1/messages');
+  await page.screenshot({ path: path.join(ARTIFACTS, 'chat-page-messages.png'), fullPage: true });
+});
+
+test('Messages: a streamed tool_use renders like a tool call, and the next turn sends it back as tool_use and tool_result blocks', async () => {
+  await openPage(KEYS.messagesTools, 'messages');
+  await page.check('#tools');
+  await ask('What is the weather in Paris?');
+  expect(await text('#status')).toBe('done · stop_reason tool_use');
+  expect(await page.textContent('.turn.assistant')).toContain('get_weather');
+  await page.uncheck('#tools');
+  const bodies = (await recordingRequests(() => ask('Thanks'), '/v1/messages')) as unknown as MessagesBody[];
+  const sent = bodies[0]!.messages;
+  expect(sent.map((m) => m.role)).toEqual(['user', 'assistant', 'user']);
+  expect(sent[1]!.content).toEqual([expect.objectContaining({ type: 'tool_use', name: 'get_weather', input: expect.any(Object) })]);
+  const toolUseId = (sent[1]!.content[0] as { id: string }).id;
+  expect(sent[2]!.content[0]).toMatchObject({ type: 'tool_result', tool_use_id: toolUseId });
+  expect(sent[2]!.content.at(-1)).toEqual({ type: 'text', text: 'Thanks' });
+});
+
+test('Enter sends; Shift+Enter starts a new line and sends nothing', async () => {
+  await openPage(KEYS.enter, 'chat');
+  await page.fill('#prompt', 'first line');
+  const none = await recordingRequests(async () => {
+    await page.focus('#prompt');
+    await page.keyboard.press('Shift+Enter');
+    await page.keyboard.type('second line');
+    await sleep(200);
+  });
+  expect(none).toHaveLength(0);
+  expect(await page.inputValue('#prompt')).toBe('first line\nsecond line');
+  const sent = await recordingRequests(async () => {
+    await page.keyboard.press('Enter');
+    await page.waitForFunction(() => document.querySelector('#status')?.textContent?.startsWith('done'));
+  });
+  expect(sent).toHaveLength(1);
+  expect(sent[0]!.messages.at(-1)).toEqual({ role: 'user', content: 'first line\nsecond line' });
 });

@@ -1,5 +1,5 @@
-// The chat page: a multi-turn conversation streamed from POST /v1/chat/completions, or from POST /v1/responses
-// (the Responses API, chosen with the API toggle), and read with readGatewayStream (lib/client/stream-reader.ts, served
+// The chat page: a multi-turn conversation streamed from POST /v1/chat/completions, from POST /v1/responses
+// (the Responses API) or from POST /v1/messages (Anthropic's Messages API), chosen with the API toggle, and read with readGatewayStream (lib/client/stream-reader.ts, served
 // as /stream-reader.js from its browser build). The assistant's Markdown is rendered with marked and sanitised
 // with DOMPurify (served from node_modules as /vendor/*.js). No framework.
 
@@ -32,6 +32,9 @@ const WEATHER_TOOL = {
 
 /** The same tool in the Responses API's shape (name and parameters at the top level). */
 const RESPONSES_WEATHER_TOOL = { type: 'function', ...WEATHER_TOOL.function };
+const MESSAGES_WEATHER_TOOL = { name: WEATHER_TOOL.function.name, description: WEATHER_TOOL.function.description, input_schema: WEATHER_TOOL.function.parameters };
+/** The Messages API requires a cap: what the page asks for (the gateway holds its worst case). */
+const MESSAGES_MAX_TOKENS = 1024;
 
 // ---- Markdown, sanitised ----------------------------------------------------------------------------------
 
@@ -73,15 +76,19 @@ els.key.value = sessionStorage.getItem(KEY_STORAGE) ?? '';
 const wantedModel = params.get('model');
 const currentKey = () => els.key.value.trim();
 
-// ---- The API: Chat Completions or Responses, a toggle kept in sessionStorage ---------------------------------
+// ---- The API: Chat Completions, Responses or Messages, a toggle kept in sessionStorage ----------------------
 
 const API_STORAGE = 'infery-stream.api';
 const APIS = {
   chat: { path: '/v1/chat/completions', label: 'Chat Completions' },
   responses: { path: '/v1/responses', label: 'Responses' },
+  messages: { path: '/v1/messages', label: 'Messages' },
 };
-/** @returns {'chat' | 'responses'} the API the next message goes to */
-const currentApi = () => (/** @type {HTMLInputElement | null} */ (document.querySelector('input[name="api"]:checked'))?.value === 'responses' ? 'responses' : 'chat');
+/** @returns {'chat' | 'responses' | 'messages'} the API the next message goes to */
+const currentApi = () => {
+  const value = /** @type {HTMLInputElement | null} */ (document.querySelector('input[name="api"]:checked'))?.value;
+  return value === 'responses' || value === 'messages' ? value : 'chat';
+};
 function apiChanged() {
   const api = currentApi();
   sessionStorage.setItem(API_STORAGE, api);
@@ -284,6 +291,38 @@ function rememberAnswer(text, calls) {
 }
 
 /**
+ * The conversation (chat messages) as the Messages API's: the assistant's tool calls as `tool_use` blocks, the
+ * tool answers as `tool_result` blocks of a user turn (consecutive ones joined, as the API wants turns to alternate).
+ */
+function toAnthropicMessages(messages) {
+  const out = [];
+  const push = (role, blocks) => {
+    const last = out[out.length - 1];
+    if (last && last.role === role) last.content.push(...blocks);
+    else out.push({ role, content: blocks });
+  };
+  for (const m of messages) {
+    if (m.role === 'tool') {
+      push('user', [{ type: 'tool_result', tool_use_id: m.tool_call_id, content: m.content }]);
+      continue;
+    }
+    const blocks = typeof m.content === 'string' && m.content !== '' ? [{ type: 'text', text: m.content }] : [];
+    for (const call of m.tool_calls ?? []) {
+      let input = {};
+      try {
+        input = JSON.parse(call.function.arguments || '{}');
+      } catch {
+        // arguments that are not JSON go as a string field
+        input = { arguments: call.function.arguments };
+      }
+      blocks.push({ type: 'tool_use', id: call.id, name: call.function.name, input });
+    }
+    if (blocks.length > 0) push(m.role === 'assistant' ? 'assistant' : 'user', blocks);
+  }
+  return out;
+}
+
+/**
  * The conversation (chat messages) as Responses API input items: user and assistant messages with string
  * content, an assistant's tool calls as function_call items, the tool answers as function_call_output items.
  */
@@ -353,6 +392,44 @@ async function readChatStream(readGatewayStream, stream, handlers) {
     summary: `finish_reason ${result.finishReason ?? 'none'}`,
     creditsUsed: result.creditsUsed,
   });
+}
+
+/**
+ * A Messages API stream: typed events (`message_start`, `content_block_start` / `_delta` / `_stop`, `ping`), the
+ * final `message_delta` with the stop reason and the gateway's `credits_used`, then `message_stop`. A mid-stream
+ * `event: error` makes readGatewayStream throw a GatewayStreamError.
+ */
+async function readMessagesStream(readGatewayStream, stream, handlers) {
+  let text = '';
+  /** @type {Map<number, ToolCall>} tool_use blocks by index */
+  const calls = new Map();
+  let final = null;
+  let stopped = false;
+  let lastBlock = null;
+  const callList = () => [...calls.values()].sort((a, b) => a.index - b.index).map((c) => ({ ...c, function: { ...c.function } }));
+  await readGatewayStream(stream, {
+    onChunk(event) {
+      if (event.type === 'content_block_start' && event.content_block?.type === 'tool_use') {
+        calls.set(event.index, { index: event.index, id: event.content_block.id, type: 'function', function: { name: event.content_block.name ?? '', arguments: '' } });
+        handlers.onToolCalls(callList());
+      } else if (event.type === 'content_block_delta' && event.delta?.type === 'text_delta' && typeof event.delta.text === 'string' && event.delta.text !== '') {
+        if (lastBlock !== null && lastBlock !== event.index && text !== '') text += '\n\n';
+        lastBlock = event.index;
+        text += event.delta.text;
+        handlers.onText(event.delta.text, text);
+      } else if (event.type === 'content_block_delta' && event.delta?.type === 'input_json_delta') {
+        const call = calls.get(event.index);
+        if (!call || typeof event.delta.partial_json !== 'string') return;
+        call.function.arguments += event.delta.partial_json;
+        handlers.onToolCalls(callList());
+      } else if (event.type === 'message_delta') final = event;
+      else if (event.type === 'message_stop') stopped = true;
+    },
+  });
+  const answer = /** @type {Answer} */ ({ text, calls: callList(), outcome: stopped ? 'done' : 'ended-early', summary: `stop_reason ${final?.delta?.stop_reason ?? 'none'}` });
+  if (typeof final?.credits_used === 'number') answer.creditsUsed = final.credits_used;
+  if (final?.delta?.stop_reason === 'max_tokens') answer.outcome = stopped ? 'incomplete' : answer.outcome;
+  return answer;
 }
 
 const TERMINAL_EVENTS = new Set(['response.completed', 'response.incomplete', 'response.failed', 'response.cancelled']);
@@ -460,7 +537,9 @@ async function send(event) {
   const body =
     api === 'responses'
       ? { model, stream: true, store: false, input: toResponsesInput(messages), ...(els.tools.checked ? { tools: [RESPONSES_WEATHER_TOOL] } : {}) }
-      : { model, stream: true, messages, ...(els.tools.checked ? { tools: [WEATHER_TOOL] } : {}) };
+      : api === 'messages'
+        ? { model, stream: true, max_tokens: MESSAGES_MAX_TOKENS, messages: toAnthropicMessages(messages), ...(els.tools.checked ? { tools: [MESSAGES_WEATHER_TOOL] } : {}) }
+        : { model, stream: true, messages, ...(els.tools.checked ? { tools: [WEATHER_TOOL] } : {}) };
   clearAnswerStats();
   const view = startTurn(prompt, api);
   els.prompt.value = '';
@@ -547,7 +626,8 @@ async function send(event) {
         renderToolCalls(view, toolCalls);
       },
     };
-    const answer = api === 'responses' ? await readResponsesStream(readGatewayStream, res.body, handlers) : await readChatStream(readGatewayStream, res.body, handlers);
+    const readStream = api === 'responses' ? readResponsesStream : api === 'messages' ? readMessagesStream : readChatStream;
+    const answer = await readStream(readGatewayStream, res.body, handlers);
     text = answer.text ?? text;
     calls = answer.calls ?? calls;
     if (answer.outcome === 'failed') {
@@ -563,7 +643,7 @@ async function send(event) {
     }
     finish(answer.outcome === 'ended-early' ? 'ended-early' : 'done', true);
     if (answer.creditsUsed !== undefined) showCredits(view, answer.creditsUsed);
-    else els.creditsNote.textContent = api === 'responses' ? 'The final event carried no credits_used for this answer.' : 'The gateway sent no credits chunk for this answer.';
+    else els.creditsNote.textContent = api === 'chat' ? 'The gateway sent no credits chunk for this answer.' : 'The final event carried no credits_used for this answer.';
     if (answer.outcome === 'done') setStatus('done', `done · ${answer.summary}`);
     else if (answer.outcome === 'incomplete') {
       view.meta.textContent = 'incomplete';
@@ -574,7 +654,9 @@ async function send(event) {
       showError(
         api === 'responses'
           ? 'The stream ended without response.completed: the answer may be incomplete.'
-          : 'The stream ended without [DONE]: the answer may be incomplete.',
+          : api === 'messages'
+            ? 'The stream ended without message_stop: the answer may be incomplete.'
+            : 'The stream ended without [DONE]: the answer may be incomplete.',
       );
     }
     await refreshBalance();
@@ -620,8 +702,11 @@ els.form.addEventListener('submit', (e) => void send(e));
 els.stop.addEventListener('click', () => controller?.abort());
 els.newChat.addEventListener('click', newChat);
 els.key.addEventListener('change', () => void keyChanged());
+// Enter sends, Shift+Enter starts a new line, as in the chat apps people know (not while an IME composes a word)
 els.prompt.addEventListener('keydown', (e) => {
-  if (e.key === 'Enter' && (e.metaKey || e.ctrlKey)) els.form.requestSubmit();
+  if (e.key !== 'Enter' || e.shiftKey || e.isComposing) return;
+  e.preventDefault();
+  els.form.requestSubmit();
 });
 void loadModels();
 void refreshBalance();
