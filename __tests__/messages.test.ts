@@ -27,7 +27,7 @@ describe('the Messages API through the example app, the Anthropic SDK as the cli
     example = createApp({
       upstreamURL: mock.url,
       upstreams: [
-        { name: 'mock', baseURL: mock.url, models: ['mock-*'] },
+        { name: 'mock', baseURL: mock.url, models: ['mock-*', 'gpt-only-*'] },
         { name: 'mock-messages', baseURL: mock.url, api: 'anthropic', models: ['mock-*', 'claude-*'] },
       ],
       apiKeys: { [ALICE]: 1000, [POOR]: 0.01 },
@@ -183,13 +183,13 @@ describe('the Messages API through the example app, the Anthropic SDK as the cli
     expect(((await bad.json()) as { type: string; error: { type: string } }).error.type).toBe('invalid_request_error');
   });
 
-  test('Claude Code\'s `?beta=true` is accepted; a chat request for a model only the Messages upstream serves is a clear 400', async () => {
+  test('Claude Code\'s `?beta=true` is accepted; a Messages request for a model only an OpenAI upstream serves is translated', async () => {
     const res = await fetch(`${base}/v1/messages?beta=true`, { method: 'POST', headers: { authorization: `Bearer ${ALICE}`, 'content-type': 'application/json' }, body: JSON.stringify(hello) });
     expect(res.status).toBe(200);
     expect(((await res.json()) as { type: string }).type).toBe('message');
-    const chat = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${ALICE}`, 'content-type': 'application/json' }, body: JSON.stringify({ model: 'claude-mock-1', messages: hello.messages }) });
-    expect(chat.status).toBe(400);
-    expect(((await chat.json()) as { error: { code: string; message: string } }).error).toMatchObject({ code: 'model_in_other_dialect', message: expect.stringContaining('/v1/messages') });
+    const other = await fetch(`${base}/v1/messages`, { method: 'POST', headers: { 'x-api-key': ALICE, 'content-type': 'application/json' }, body: JSON.stringify({ ...hello, model: 'gpt-only-1' }) });
+    expect(other.status).toBe(200);
+    expect(await other.json()).toMatchObject({ type: 'message', role: 'assistant', content: [{ type: 'text', text: expect.stringMatching(/^You said/) }], stop_reason: 'end_turn', credits_used: expect.any(Number) });
     await nothingHeld();
   });
 });

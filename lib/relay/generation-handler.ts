@@ -25,7 +25,7 @@ const clientLeft = (): InferyError => new InferyError(499, 'client_closed_reques
  * byte becomes an OpenAI-shaped HTTP error and is settled as `unserved` (the hold released, nothing charged).
  */
 export async function handleGeneration<Account>(
-  surface: Surface,
+  route: Surface,
   opts: ResolvedOptions<Account>,
   pool: UpstreamPool,
   inflight: InFlight,
@@ -34,6 +34,8 @@ export async function handleGeneration<Account>(
 ): Promise<void> {
   const reqId = requestIdOf(req);
   const startedAt = performance.now();
+  // the route's API, or its translation for a model only upstreams of another dialect serve
+  let surface = route;
   res.setHeader('X-Request-Id', reqId);
   let gen: Generation<Account> | undefined;
   // the caller, while its rate is left to `reserve` and not counted yet
@@ -44,8 +46,14 @@ export async function handleGeneration<Account>(
     if ((await checkRequestRate(opts, account, true)) === 'deferred') uncounted = { account };
     const body = await readJsonBody(req, opts.bodyLimit);
     const { model, stream } = surface.validate(body, opts);
-    // a model no upstream serves is refused before anything is held
-    if (pool.candidates(model, undefined, surface.api).length === 0) throw pool.refusal(model, surface.api);
+    // a model no upstream serves is refused before anything is held; one only upstreams of another dialect serve
+    // is translated when the API can be, and checked translatable now
+    if (pool.candidates(model, undefined, surface.api).length === 0) {
+      const translated = route.translations?.find((t) => pool.candidates(model, undefined, t.api).length > 0);
+      if (!translated) throw pool.refusal(model, surface.api);
+      surface = translated;
+      surface.validate(body, opts);
+    }
     // continuing a stored response: only its creator may, on the upstream that holds it, and what the provider
     // reads again of it joins the prompt's worst case and estimate
     const continued = surface.continues?.(body);
@@ -69,7 +77,7 @@ export async function handleGeneration<Account>(
 
     // the first upstream that serves the model, the next ones on a failure before the first byte (`fallback`);
     // each gets the body with its own name for the model (an alias)
-    const call = pool.open(surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream, only, surface.api);
+    const call = pool.open(surface.upstreamPath ?? surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream, only, surface.api);
     // While waiting for the provider's headers, shutting down answers 503 and releases the hold.
     stop = (err) => {
       call.abort();

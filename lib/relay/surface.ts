@@ -59,8 +59,15 @@ export interface JsonDialect {
  * dialect, estimate, cap) with what the relays need; everything else (admission, the relays, settlement) is shared.
  */
 export interface Surface extends MeteredApi {
-  /** The dialect of the upstreams that serve it (no request is translated between dialects yet). */
+  /** The dialect of the upstreams that serve it. */
   api: UpstreamApi;
+  /** The path below an upstream's base URL the request goes to. Default: `path`. */
+  upstreamPath?: string;
+  /**
+   * The same API served through upstreams of another dialect, translated both ways (the client still sees its
+   * own dialect): used for a model no upstream of `api` serves.
+   */
+  translations?: readonly Surface[];
   /** Checks the fields the gateway relies on (400 otherwise); the rest is the provider's to judge. */
   validate(body: Record<string, unknown>, opts: SurfaceOptions): { model: string; stream: boolean };
   /** The JSON sent upstream (a stream asks for usage where the API needs asking). */

@@ -11,7 +11,7 @@ import { decodedBody } from '../../services/upstream/decode';
 import { carriesKey, redact } from '../../services/upstream/upstream-headers';
 import { modelNotFound, UpstreamAttemptsError, type UpstreamPool } from '../../services/upstream/upstream-pool';
 import { messages } from './messages';
-import { anthropicErrorBody } from './messages-errors';
+import { anthropicErrorBody } from '../shared/anthropic-errors';
 
 const PATH = '/messages/count_tokens';
 /** The largest answer read from an upstream's count_tokens (it is `{"input_tokens": N}`). */

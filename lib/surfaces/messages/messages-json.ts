@@ -1,7 +1,7 @@
 import type { Generation } from '../../core/generation';
 import type { JsonDialect } from '../../relay/surface';
-import { anthropicErrorBody } from './messages-errors';
-import { MessagesUsage, tallyContent } from './messages-usage';
+import { anthropicErrorBody } from '../shared/anthropic-errors';
+import { MessagesUsage, tallyContent } from '../shared/anthropic-usage';
 
 /**
  * The Messages API's JSON answer: usage (`input_tokens`, the cache counts, `output_tokens`) and the content's

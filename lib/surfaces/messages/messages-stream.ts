@@ -3,8 +3,8 @@ import type { InferyError } from '../../base/errors';
 import type { Generation } from '../../core/generation';
 import { invalidEventError, parseObject, providerError } from '../../relay/provider-error';
 import type { StreamDialect, StreamStep } from '../../relay/surface';
-import { anthropicErrorBody } from './messages-errors';
-import { addTopLevel, MessagesUsage, tallyContent } from './messages-usage';
+import { anthropicErrorBody } from '../shared/anthropic-errors';
+import { addTopLevel, MessagesUsage, tallyContent } from '../shared/anthropic-usage';
 
 /** One event as the Messages API frames it: `event: <type>` then `data: <json>`. */
 function frame(type: string, data: string): string {
