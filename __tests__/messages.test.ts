@@ -265,6 +265,33 @@ describe('an Anthropic-dialect upstream', () => {
     }
   });
 
+  test('a provider that sends no usage, or claims 0 output tokens for text it sent, is billed the gateway\'s count', async () => {
+    const provider = await new ScriptedProvider().start();
+    const answers = [
+      // no usage anywhere
+      [{ data: { type: 'message_start', message: { id: 'msg_a', type: 'message', role: 'assistant', model: 'claude-x', content: [] } } }, text('Hello'), text(' world'), { data: { type: 'message_delta', delta: { stop_reason: 'end_turn' } } }, { data: { type: 'message_stop' } }],
+      // a lie: 0 output tokens for text it streamed
+      [start({ input_tokens: 9, output_tokens: 0 }), text('Hello'), text(' world'), { data: { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 0 } } }, { data: { type: 'message_stop' } }],
+    ];
+    let call = 0;
+    provider.reply = () => ({ steps: answers[call++]! });
+    const gw = await anthropicGateway(provider);
+    try {
+      for (let i = 0; i < answers.length; i++) {
+        const body = await (await ask(gw.url)).text();
+        expect(body).toContain('"credits_used"');
+        await waitFor(() => gw.meterCalls.length === i + 1, 5000);
+      }
+      const [missing, lying] = gw.meterCalls;
+      // "Hello world" is 2 o200k tokens; the prompt: 3 + 3 + "user" + "Hi"
+      expect(missing!.usage).toMatchObject({ completion_tokens: 2, prompt_tokens: 3 + 3 + 1 + 1, estimated: true });
+      expect(lying!.usage).toMatchObject({ completion_tokens: 2, prompt_tokens: 9, estimated: true });
+    } finally {
+      await gw.close();
+      await provider.stop();
+    }
+  });
+
   test('a provider that only pings meets idleTimeout: pings are relayed but are not activity', async () => {
     const provider = await new ScriptedProvider().start();
     const pings = Array.from({ length: 40 }, () => [{ wait: 50 }, { data: { type: 'ping' } }]).flat();
