@@ -2,11 +2,8 @@
  * The Messages API's clients as our users' apps load them (@ai-sdk/anthropic, LangChain's ChatAnthropic), each
  * in the client driver's process, against the example app whose built-in mock is an Anthropic-dialect upstream.
  */
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { createApp } from '../example-app/app';
-import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import { ClientDriver, type ClientName } from './helpers/client-driver';
+import { startExampleServer, type ExampleServer } from './helpers/example-server';
 import { waitFor } from './helpers/sse-client';
 
 const KEY = 'messages-clients-key';
@@ -15,25 +12,18 @@ const CLIENTS: ClientName[] = ['ai-anthropic', 'langchain-anthropic'];
 // @ai-sdk/anthropic asks for the model's whole output window (max_tokens 128,000 for a model it does not know):
 // the gateway holds that worst case, so the key needs the credits for it (with 1,000 it answers 402, as it should)
 let driver: ClientDriver;
-let mock: MockProvider;
-let example: ReturnType<typeof createApp>;
-let server: http.Server;
+let app: ExampleServer;
+let example: ExampleServer['example'];
 let baseURL: string;
 
 beforeAll(async () => {
   driver = new ClientDriver();
-  mock = await startMockProvider();
-  example = createApp({ upstreamURL: mock.url, upstreams: [{ name: 'mock-messages', baseURL: mock.url, api: 'anthropic' }], apiKeys: { [KEY]: 1_000_000 } });
-  server = http.createServer(example.app);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  baseURL = `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`;
+  app = await startExampleServer({ [KEY]: 1_000_000 }, (url) => [{ name: 'mock-messages', baseURL: url, api: 'anthropic' }]);
+  ({ example, baseURL } = app);
 });
 afterAll(async () => {
   await driver.close();
-  example.gateway.close();
-  server.closeAllConnections();
-  await new Promise<void>((r) => server.close(() => r()));
-  await mock.close();
+  await app.close();
 });
 
 const used = (): number => example.ledger.balanceOf(KEY)!.used;

@@ -3,11 +3,8 @@
  * provider as an Anthropic-dialect upstream, the Anthropic SDK as the client; and the upstream side of the
  * dialect (the key as `x-api-key`, `anthropic-version`, `anthropic-beta`) against a scripted provider.
  */
-import type { AddressInfo } from 'node:net';
-import http from 'node:http';
 import Anthropic from '@anthropic-ai/sdk';
-import { createApp } from '../example-app/app';
-import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
+import { dialectUpstreams, startExampleServer, type ExampleServer } from './helpers/example-server';
 import { startGateway, UPSTREAM_KEY } from './helpers/gateway';
 import { ScriptedProvider } from './helpers/provider';
 import { waitFor } from './helpers/sse-client';
@@ -16,33 +13,18 @@ const ALICE = 'alice-messages-key';
 const POOR = 'poor-messages-key';
 
 describe('the Messages API through the example app, the Anthropic SDK as the client', () => {
-  let mock: MockProvider;
-  let example: ReturnType<typeof createApp>;
-  let server: http.Server;
+  let app: ExampleServer;
+  let example: ExampleServer['example'];
   let base: string;
   let alice: Anthropic;
 
   beforeAll(async () => {
-    mock = await startMockProvider();
-    example = createApp({
-      upstreamURL: mock.url,
-      upstreams: [
-        { name: 'mock', baseURL: mock.url, models: ['mock-*', 'gpt-only-*'] },
-        { name: 'mock-messages', baseURL: mock.url, api: 'anthropic', models: ['mock-*', 'claude-*'] },
-      ],
-      apiKeys: { [ALICE]: 1000, [POOR]: 0.01 },
-    });
-    server = http.createServer(example.app);
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    // the Messages upstream also serves the mock's misbehaving names (mock-slow, mock-error, mock-429)
+    app = await startExampleServer({ [ALICE]: 1000, [POOR]: 0.01 }, (url) => dialectUpstreams(url, ['gpt-only-*'], ['mock-*']));
+    ({ example, origin: base } = app);
     alice = new Anthropic({ apiKey: ALICE, baseURL: base, maxRetries: 0, timeout: 15_000 });
   });
-  afterAll(async () => {
-    example.gateway.close();
-    server.closeAllConnections();
-    await new Promise<void>((r) => server.close(() => r()));
-    await mock.close();
-  });
+  afterAll(() => app.close());
 
   const balance = async (key = ALICE): Promise<{ used: number; held: number; balance: number }> => {
     const res = await fetch(`${base}/v1/credits`, { headers: { 'x-api-key': key } });

@@ -3,12 +3,9 @@
  * Messages upstream serves, streaming and not, text and tools, metered from the Messages API's usage; the request
  * as the upstream receives it; what cannot be translated is a 400 naming the field.
  */
-import type { AddressInfo } from 'node:net';
-import http from 'node:http';
 import Anthropic from '@anthropic-ai/sdk';
 import OpenAI from 'openai';
-import { createApp } from '../example-app/app';
-import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
+import { dialectUpstreams, startExampleServer, type ExampleServer } from './helpers/example-server';
 import { startGateway, UPSTREAM_KEY } from './helpers/gateway';
 import { ScriptedProvider } from './helpers/provider';
 import { postStream, waitFor } from './helpers/sse-client';
@@ -16,35 +13,17 @@ import { postStream, waitFor } from './helpers/sse-client';
 const ALICE = 'alice-translation-key';
 
 describe('the openai SDK with a Claude model, through an Anthropic upstream', () => {
-  let mock: MockProvider;
-  let example: ReturnType<typeof createApp>;
-  let server: http.Server;
+  let app: ExampleServer;
+  let example: ExampleServer['example'];
   let base: string;
   let alice: OpenAI;
-  let claude: Anthropic;
 
   beforeAll(async () => {
-    mock = await startMockProvider();
-    example = createApp({
-      upstreamURL: mock.url,
-      upstreams: [
-        { name: 'mock', baseURL: mock.url, models: ['mock-*'] },
-        { name: 'mock-messages', baseURL: mock.url, api: 'anthropic', models: ['claude-*'] },
-      ],
-      apiKeys: { [ALICE]: 1000 },
-    });
-    server = http.createServer(example.app);
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    app = await startExampleServer({ [ALICE]: 1000 }, (url) => dialectUpstreams(url));
+    ({ example, origin: base } = app);
     alice = new OpenAI({ apiKey: ALICE, baseURL: `${base}/v1`, maxRetries: 0, timeout: 15_000 });
-    claude = new Anthropic({ apiKey: ALICE, baseURL: base, maxRetries: 0, timeout: 15_000 });
   });
-  afterAll(async () => {
-    example.gateway.close();
-    server.closeAllConnections();
-    await new Promise<void>((r) => server.close(() => r()));
-    await mock.close();
-  });
+  afterAll(() => app.close());
 
   const used = (): number => example.ledger.balanceOf(ALICE)!.used;
   const settled = (): Promise<void> => waitFor(() => example.ledger.balanceOf(ALICE)?.held === 0, 3000, 'the holds to be released');
@@ -124,31 +103,16 @@ describe('the openai SDK with a Claude model, through an Anthropic upstream', ()
 });
 
 describe('the Anthropic SDK with an OpenAI model, through an OpenAI upstream (Claude Code on an OpenAI-compatible model)', () => {
-  let mock: MockProvider;
-  let example: ReturnType<typeof createApp>;
-  let server: http.Server;
+  let app: ExampleServer;
+  let example: ExampleServer['example'];
   let claude: Anthropic;
 
   beforeAll(async () => {
-    mock = await startMockProvider();
-    example = createApp({
-      upstreamURL: mock.url,
-      upstreams: [
-        { name: 'mock', baseURL: mock.url, models: ['mock-*'] },
-        { name: 'mock-messages', baseURL: mock.url, api: 'anthropic', models: ['claude-*'] },
-      ],
-      apiKeys: { [ALICE]: 1000 },
-    });
-    server = http.createServer(example.app);
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    claude = new Anthropic({ apiKey: ALICE, baseURL: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, maxRetries: 0, timeout: 15_000 });
+    app = await startExampleServer({ [ALICE]: 1000 }, (url) => dialectUpstreams(url));
+    example = app.example;
+    claude = new Anthropic({ apiKey: ALICE, baseURL: app.origin, maxRetries: 0, timeout: 15_000 });
   });
-  afterAll(async () => {
-    example.gateway.close();
-    server.closeAllConnections();
-    await new Promise<void>((r) => server.close(() => r()));
-    await mock.close();
-  });
+  afterAll(() => app.close());
   const used = (): number => example.ledger.balanceOf(ALICE)!.used;
   const settled = (): Promise<void> => waitFor(() => example.ledger.balanceOf(ALICE)?.held === 0, 3000, 'the holds to be released');
 

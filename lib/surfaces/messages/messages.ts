@@ -58,9 +58,10 @@ const messagesViaChat: Surface = {
 };
 
 /**
- * `POST /messages` (Anthropic's Messages API; the Anthropic SDKs, Claude Code, `@ai-sdk/anthropic` call it), served by
- * upstreams that speak it (`api: "anthropic"`), or translated for a model only OpenAI-dialect upstreams serve. A request needs `model`, a non-empty `messages` and `max_tokens`
- * (the API requires it; thinking tokens count within it): its worst case is the bound of every string the
+ * `POST /messages` (Anthropic's Messages API; the Anthropic SDKs, Claude Code, `@ai-sdk/anthropic` call it),
+ * served by upstreams that speak it (`api: "anthropic"`), or translated for a model only OpenAI-dialect upstreams
+ * serve. A request needs `model`, a non-empty `messages` and `max_tokens` (the API requires it; thinking tokens
+ * count within it): its worst case is the bound of every string the
  * provider reads (the system prompt, the messages, the tools) plus `max_tokens`. The body goes upstream as the
  * client sent it (`?beta=true` and the `anthropic-beta` features Claude Code sends included).
  *
