@@ -3,6 +3,7 @@
  * provider as an Anthropic-dialect upstream, the Anthropic SDK as the client; and the upstream side of the
  * dialect (the key as `x-api-key`, `anthropic-version`, `anthropic-beta`) against a scripted provider.
  */
+import http from 'node:http';
 import Anthropic from '@anthropic-ai/sdk';
 import { dialectUpstreams, startExampleServer, type ExampleServer } from './helpers/example-server';
 import { startGateway, UPSTREAM_KEY } from './helpers/gateway';
@@ -179,7 +180,7 @@ describe('the Messages API through the example app, the Anthropic SDK as the cli
 describe('an Anthropic-dialect upstream', () => {
   test('gets the gateway\'s key as x-api-key with anthropic-version, the client\'s anthropic-beta, never the client\'s key', async () => {
     const provider = await new ScriptedProvider().start();
-    provider.reply = () => ({ json: { id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-x', content: [{ type: 'text', text: 'Hi' }], stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: 5, cache_creation_input_tokens: 2, cache_read_input_tokens: 3, output_tokens: 1 } } });
+    provider.reply = () => ({ json: { id: 'msg_1', type: 'message', role: 'assistant', model: 'claude-x', content: [{ type: 'text', text: 'Hi' }], stop_reason: 'end_turn', stop_sequence: null, usage: { input_tokens: 5, cache_creation_input_tokens: 2, cache_read_input_tokens: 3, output_tokens: 1, server_tool_use: { web_search_requests: 1 } } } });
     const gw = await startGateway(provider.url, { upstream: undefined, upstreams: [{ name: 'claude', baseURL: provider.url, api: 'anthropic', apiKey: UPSTREAM_KEY }] });
     try {
       const res = await fetch(`${gw.url}/v1/messages`, {
@@ -199,6 +200,8 @@ describe('an Anthropic-dialect upstream', () => {
       // every input token, cache writes and reads included, as OpenAI counts prompt tokens
       expect(gw.meterCalls[0]!.usage).toMatchObject({ prompt_tokens: 10, completion_tokens: 1, prompt_tokens_details: { cached_tokens: 3 }, cache_creation_input_tokens: 2, cache_read_input_tokens: 3 });
       expect(gw.meterCalls[0]!.endpoint).toBe('messages');
+      // the provider's usage as it sent it, its count objects included
+      expect(gw.meterCalls[0]!.providerUsage).toMatchObject({ input_tokens: 5, cache_creation_input_tokens: 2, cache_read_input_tokens: 3, output_tokens: 1, server_tool_use: { web_search_requests: 1 } });
     } finally {
       await gw.close();
       await provider.stop();
@@ -313,6 +316,47 @@ describe('an Anthropic-dialect upstream', () => {
       expect(((await limited.json()) as { error: { type: string } }).error.type).toBe('rate_limit_error');
       expect(provider.requests).toHaveLength(0);
       expect(gw.meterCalls).toHaveLength(0);
+    } finally {
+      await gw.close();
+      await provider.stop();
+    }
+  });
+
+  test('a client that leaves mid-stream: the Anthropic upstream sees its request closed within 250 ms, metered once as cancelled for what was produced', async () => {
+    const provider = await new ScriptedProvider().start();
+    const words = Array.from({ length: 40 }, (_, i) => text(` w${i}`));
+    provider.reply = () => ({ steps: [start({ input_tokens: 7, output_tokens: 1 }), ...words.flatMap((w) => [{ wait: 30 }, w])] });
+    const gw = await anthropicGateway(provider);
+    try {
+      let abortedAt = 0;
+      await new Promise<void>((resolve, reject) => {
+        const payload = JSON.stringify({ model: 'claude-x', max_tokens: 100, stream: true, messages: [{ role: 'user', content: 'Hi' }] });
+        const req = http.request(`${gw.url}/v1/messages`, { method: 'POST', headers: { 'x-api-key': 'client-key-1', 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } });
+        req.on('error', reject);
+        req.on('response', (res) => {
+          let deltas = 0;
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            deltas += chunk.split('event: content_block_delta').length - 1;
+            if (deltas >= 5 && abortedAt === 0) {
+              abortedAt = Date.now();
+              req.destroy();
+              resolve();
+            }
+          });
+          res.on('error', () => undefined);
+        });
+        req.end(payload);
+      });
+      await waitFor(() => provider.last.closedEarlyAt !== undefined, 2000, 'the provider to see its connection closed');
+      expect(provider.last.closedEarlyAt! - abortedAt).toBeLessThan(250);
+      await waitFor(() => gw.meterCalls.length === 1, 5000);
+      const event = gw.meterCalls[0]!;
+      expect(event.outcome).toBe('cancelled');
+      expect(event.usage.prompt_tokens).toBe(7);
+      // what the provider counted so far is only its message_start (1); the gateway counts what was produced
+      expect(event.usage.completion_tokens).toBeGreaterThanOrEqual(5);
+      expect(event.usage.completion_tokens).toBeLessThan(20);
     } finally {
       await gw.close();
       await provider.stop();

@@ -134,11 +134,20 @@ export class Generation<Account> {
 
   /**
    * The provider's valid usage when it sent one, else the tokenizer's count of the prompt and of what was
-   * produced, neither above the reserved worst case.
+   * produced, neither above the reserved worst case. A generation that did not complete (cancelled, failed) may
+   * hold only a provisional usage — the Messages API's `message_start` says 1 output token, its final count comes
+   * in the `message_delta` a cut stream never gets — so its output is the greater of the provider's count and the
+   * tokenizer's count of what was produced: leaving before the final count never makes an answer cheaper.
    */
-  private async measure(): Promise<Usage> {
+  private async measure(outcome: Outcome): Promise<Usage> {
     const worst = this.ticket.worstCase;
     if (this.worstCaseBilled) return estimatedUsage(worst.prompt_tokens, worst.completion_tokens);
+    if (this.providerUsage && outcome !== 'completed' && this.tally.produced > 0) {
+      const usage = await this.plausible(this.providerUsage);
+      const produced = Math.min(worst.completion_tokens, await this.tally.tokens());
+      if (produced <= usage.completion_tokens) return usage;
+      return { ...usage, completion_tokens: produced, total_tokens: usage.prompt_tokens + produced, estimated: true };
+    }
     if (this.providerUsage) return this.plausible(this.providerUsage);
     return estimatedUsage(Math.min(worst.prompt_tokens, await this.ticket.promptTokens()), Math.min(worst.completion_tokens, await this.tally.tokens()));
   }
@@ -181,7 +190,7 @@ export class Generation<Account> {
   private async settleAs(outcome: Outcome, error: InferyError | undefined, durationMs: number): Promise<number | undefined> {
     let usage: Usage;
     try {
-      usage = outcome === 'unserved' ? { ...ZERO_USAGE } : await this.measure();
+      usage = outcome === 'unserved' ? { ...ZERO_USAGE } : await this.measure(outcome);
     } catch {
       // counting is contained already; this is the last line of defence: bill the worst case, never nothing
       const worst = this.ticket.worstCase;

@@ -156,6 +156,14 @@ export class CompletionTally {
   }
 }
 
+/**
+ * Whether a usage field is an object of counts worth keeping: OpenAI's `*_details`, and the Messages API's
+ * `server_tool_use` (`web_search_requests`, …) and `cache_creation` (`ephemeral_5m_input_tokens`, …).
+ */
+function holdsCounts(key: string): boolean {
+  return key.endsWith('_details') || key === 'server_tool_use' || key === 'cache_creation';
+}
+
 /** A token count a provider may report: a whole, non-negative, exactly representable number. */
 function isCount(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
@@ -185,7 +193,7 @@ export function parseUsage(value: unknown, dialect: UsageDialect = 'chat'): Usag
     if (++kept > 32) break; // a real usage has a handful of fields
     const field = u[key];
     if (typeof field === 'number' && Number.isFinite(field)) usage[key] = field;
-    else if (key.endsWith('_details') && typeof field === 'object' && field !== null && !Array.isArray(field)) {
+    else if (holdsCounts(key) && typeof field === 'object' && field !== null && !Array.isArray(field)) {
       const details: Record<string, number> = {};
       let names = 0;
       for (const name in field) {
@@ -251,7 +259,7 @@ export function providerCounts(value: unknown): Record<string, unknown> | undefi
     if (++kept > 32) break;
     const field = (value as Record<string, unknown>)[key];
     if (typeof field === 'number' && Number.isFinite(field)) out[key] = field;
-    else if (key.endsWith('_details') && typeof field === 'object' && field !== null && !Array.isArray(field)) {
+    else if (holdsCounts(key) && typeof field === 'object' && field !== null && !Array.isArray(field)) {
       const details: Record<string, number> = {};
       let names = 0;
       for (const name in field) {
