@@ -363,6 +363,37 @@ describe('an Anthropic-dialect upstream', () => {
     }
   });
 
+  test('fallback before the first byte: an overloaded Anthropic upstream (529) hands the request to the next, metered once naming both', async () => {
+    const first = await new ScriptedProvider().start();
+    const second = await new ScriptedProvider().start();
+    first.reply = () => ({ status: 529, json: { type: 'error', error: { type: 'overloaded_error', message: 'Overloaded' } } });
+    second.reply = () => ({ steps: [start({ input_tokens: 4, output_tokens: 1 }), text('Hi'), { data: { type: 'message_delta', delta: { stop_reason: 'end_turn' }, usage: { output_tokens: 2 } } }, { data: { type: 'message_stop' } }] });
+    const gw = await startGateway(first.url, {
+      upstream: undefined,
+      upstreams: [
+        { name: 'primary', baseURL: first.url, api: 'anthropic', apiKey: UPSTREAM_KEY },
+        { name: 'backup', baseURL: second.url, api: 'anthropic', apiKey: 'sk-backup-key-000000000' },
+      ],
+    });
+    try {
+      const res = await ask(gw.url);
+      expect(res.status).toBe(200);
+      expect(await res.text()).toContain('"credits_used"');
+      expect(second.last.headers['x-api-key']).toBe('sk-backup-key-000000000');
+      await waitFor(() => gw.meterCalls.length === 1);
+      expect(gw.meterCalls[0]).toMatchObject({ upstream: 'backup', failedUpstreams: [{ upstream: 'primary', status: 529 }], outcome: 'completed' });
+      // both overloaded: the client gets the Messages API's 529 overloaded_error
+      second.reply = first.reply;
+      const refused = await ask(gw.url);
+      expect(refused.status).toBe(529);
+      expect(((await refused.json()) as { error: { type: string } }).error.type).toBe('overloaded_error');
+    } finally {
+      await gw.close();
+      await first.stop();
+      await second.stop();
+    }
+  });
+
   test('`api` is validated when the middleware is created', async () => {
     await expect(startGateway('http://127.0.0.1:9/v1', { upstream: undefined, upstreams: [{ name: 'x', baseURL: 'http://127.0.0.1:9/v1', api: 'antropic' as never }] })).rejects.toThrow(
       /`upstreams\[0\]\.api` must be "openai", "anthropic".*did you mean "anthropic"/,
