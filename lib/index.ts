@@ -14,7 +14,7 @@ export type { MemoryCreditStoreOptions } from './ledgers/stores/memory-credit-st
 export { generationDraft } from './ledgers/stores/credit-store';
 export type { CreditStore, Balance, Settlement, GenerationRecord, GenerationDraft } from './ledgers/stores/credit-store';
 export type { Observer, RequestEnd, GenerationStart, GenerationSettled } from './ledgers/metrics/observer';
-export type { UpstreamConfig, FallbackOptions, FallbackTrigger } from './services/upstream/upstreams';
+export type { UpstreamApi, UpstreamConfig, FallbackOptions, FallbackTrigger } from './services/upstream/upstreams';
 export { UpstreamAttemptsError } from './services/upstream/upstream-pool';
 export type { UpstreamFailure } from './services/upstream/upstream-pool';
 export type { PreflightContext, Logger, OwnsResponseAnswer, MeterEvent, Outcome, ReserveContext, ReserveLimits, ReserveResult, WorstCase, Usage, LimitRefusal, Endpoint } from './contract/hooks';
