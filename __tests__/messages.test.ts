@@ -394,6 +394,26 @@ describe('an Anthropic-dialect upstream', () => {
     }
   });
 
+  test('count_tokens from a hostile Anthropic upstream: an answer that is not JSON or too large is a 502 in the API\'s shape', async () => {
+    const provider = await new ScriptedProvider().start();
+    const gw = await anthropicGateway(provider);
+    try {
+      const count = () => fetch(`${gw.url}/v1/messages/count_tokens`, { method: 'POST', headers: { 'x-api-key': 'client-key-1', 'content-type': 'application/json' }, body: JSON.stringify({ model: 'claude-x', messages: [{ role: 'user', content: 'Hi' }] }) });
+      provider.reply = () => ({ status: 200, headers: { 'content-type': 'application/json' }, steps: [{ raw: 'not json' }] });
+      const bad = await count();
+      expect(bad.status).toBe(502);
+      expect(await bad.json()).toMatchObject({ type: 'error', error: { type: 'api_error', code: 'upstream_invalid_response' } });
+      provider.reply = () => ({ status: 200, headers: { 'content-type': 'application/json' }, steps: [{ raw: `{"input_tokens": 1, "pad": "${'x'.repeat(100_000)}"}` }] });
+      const huge = await count();
+      expect(huge.status).toBe(502);
+      expect(((await huge.json()) as { error: { message: string } }).error.message).toContain('larger than');
+      expect(gw.meterCalls).toHaveLength(0);
+    } finally {
+      await gw.close();
+      await provider.stop();
+    }
+  });
+
   test('`api` is validated when the middleware is created', async () => {
     await expect(startGateway('http://127.0.0.1:9/v1', { upstream: undefined, upstreams: [{ name: 'x', baseURL: 'http://127.0.0.1:9/v1', api: 'antropic' as never }] })).rejects.toThrow(
       /`upstreams\[0\]\.api` must be "openai", "anthropic".*did you mean "anthropic"/,

@@ -61,7 +61,13 @@ export const countTokens: Tool = {
         try {
           const served = await call.response;
           upstream = served.upstream.name;
-          let text = await readText(decodedBody(served.res), MAX_ANSWER_BYTES);
+          let text: string;
+          try {
+            text = await readText(decodedBody(served.res), MAX_ANSWER_BYTES);
+          } catch {
+            call.abort();
+            throw new InferyError(502, 'upstream_invalid_response', `The upstream provider's count_tokens answer was cut off or larger than ${MAX_ANSWER_BYTES} bytes.`, { type: 'upstream_error' });
+          }
           if (carriesKey(text, served.upstream.apiKey)) text = redact(text, served.upstream.apiKey);
           let json: unknown;
           try {
