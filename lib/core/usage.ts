@@ -233,14 +233,15 @@ function normalizeUsage(u: Record<string, unknown>, dialect: Exclude<UsageDialec
  * counts stay beside them under their own names. A cache count that is not a whole number ≥ 0 makes it unbillable.
  */
 function anthropicUsage(u: Record<string, unknown>): Record<string, unknown> {
-  const { input_tokens: input, output_tokens: output, cache_creation_input_tokens: written = 0, cache_read_input_tokens: read = 0, ...rest } = u;
-  const cacheOk = isCount(written ?? 0) && isCount(read ?? 0);
-  const prompt = isCount(input) && cacheOk ? input + ((written as number | null) ?? 0) + ((read as number | null) ?? 0) : undefined;
-  const out: Record<string, unknown> = { ...rest, prompt_tokens: prompt, completion_tokens: output, total_tokens: undefined };
-  if (prompt !== undefined) {
-    out.cache_creation_input_tokens = (written as number | null) ?? 0;
-    out.cache_read_input_tokens = (read as number | null) ?? 0;
-    out.prompt_tokens_details = { cached_tokens: (read as number | null) ?? 0 };
+  const { input_tokens: input, output_tokens: output, cache_creation_input_tokens: rawWritten, cache_read_input_tokens: rawRead, ...rest } = u;
+  const written = rawWritten ?? 0;
+  const read = rawRead ?? 0;
+  const out: Record<string, unknown> = { ...rest, prompt_tokens: undefined, completion_tokens: output, total_tokens: undefined };
+  if (isCount(input) && isCount(written) && isCount(read)) {
+    out.prompt_tokens = input + written + read;
+    out.cache_creation_input_tokens = written;
+    out.cache_read_input_tokens = read;
+    out.prompt_tokens_details = { cached_tokens: read };
   }
   return out;
 }

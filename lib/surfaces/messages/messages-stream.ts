@@ -1,10 +1,9 @@
 import type { EventSourceMessage } from 'eventsource-parser';
 import type { InferyError } from '../../base/errors';
 import type { Generation } from '../../core/generation';
-import { invalidEventError, parseObject, providerError } from '../../relay/provider-error';
 import type { StreamDialect, StreamStep } from '../../relay/surface';
 import { anthropicErrorBody } from '../shared/anthropic-errors';
-import { addTopLevel, MessagesUsage, tallyContent } from '../shared/anthropic-usage';
+import { addTopLevel, MessagesUsage, readAnthropicEvent, tallyContent } from '../shared/anthropic-usage';
 
 /** One event as the Messages API frames it: `event: <type>` then `data: <json>`. */
 function frame(type: string, data: string): string {
@@ -36,27 +35,19 @@ export function messagesStream(): StreamDialect {
   let stop = STOP;
   return {
     read(gen: Generation<unknown>, event: EventSourceMessage, data: string): StreamStep {
-      const chunk = parseObject(data);
-      if (!chunk) return { kind: 'fail', error: invalidEventError() };
-      const type = typeof chunk.type === 'string' ? chunk.type : (event.event ?? '');
-      if (type === 'error' || event.event === 'error') return { kind: 'fail', error: providerError(chunk.error ?? chunk, gen.upstreamKey) };
+      const read = readAnthropicEvent(gen, event, data);
+      if ('fail' in read) return read.fail;
+      const { ev: chunk, type } = read;
       const name = event.event ?? type;
       if (type === 'message_start') {
-        const message = (typeof chunk.message === 'object' && chunk.message !== null ? chunk.message : {}) as Record<string, unknown>;
-        if (gen.providerId === undefined && typeof message.id === 'string' && message.id !== '') gen.providerId = message.id;
-        if (typeof message.model === 'string' && message.model !== '') gen.providerModel = message.model;
-        gen.object = 'message';
-        const sofar = usage.add(message.usage);
-        if (sofar) gen.recordUsage(sofar);
-        tallyContent(gen, message.content);
+        tallyContent(gen, usage.start(gen, chunk, 'message').content);
       } else if (type === 'content_block_delta') {
         const text = deltaText(chunk.delta);
         if (text !== undefined && gen.tally.add(text)) gen.markFirstToken();
       } else if (type === 'content_block_start') {
         tallyContent(gen, [chunk.content_block]);
       } else if (type === 'message_delta') {
-        const sofar = usage.add(chunk.usage);
-        if (sofar) gen.recordUsage(sofar);
+        usage.record(gen, chunk.usage);
         const delta = (typeof chunk.delta === 'object' && chunk.delta !== null ? chunk.delta : {}) as Record<string, unknown>;
         if (typeof delta.stop_reason === 'string') gen.markAllFinished(delta.stop_reason);
         // a second message_delta (the API sends one): the one held before goes out, this one is held

@@ -1,4 +1,19 @@
+import type { EventSourceMessage } from 'eventsource-parser';
 import type { Generation } from '../../core/generation';
+import { invalidEventError, parseObject, providerError } from '../../relay/provider-error';
+import type { StreamStep } from '../../relay/surface';
+
+/**
+ * One Messages API stream event read: the object and its `type` (the `event:` name when the data has none), or
+ * the step that ends the stream (data that is not a JSON object, or the provider's `error` event).
+ */
+export function readAnthropicEvent(gen: Generation<unknown>, event: EventSourceMessage, data: string): { ev: Record<string, unknown>; type: string } | { fail: StreamStep } {
+  const ev = parseObject(data);
+  if (!ev) return { fail: { kind: 'fail', error: invalidEventError() } };
+  const type = typeof ev.type === 'string' ? ev.type : (event.event ?? '');
+  if (type === 'error' || event.event === 'error') return { fail: { kind: 'fail', error: providerError(ev.error ?? ev, gen.upstreamKey) } };
+  return { ev, type };
+}
 
 /** The usage fields the Messages API reports, in the order it writes them. */
 const COUNTS = ['input_tokens', 'cache_creation_input_tokens', 'cache_read_input_tokens', 'output_tokens'] as const;
@@ -21,6 +36,23 @@ export class MessagesUsage {
     }
     this.latest = next;
     return next;
+  }
+
+  /** Takes an event's `usage` and records the whole usage so far on the generation; returns it. */
+  record(gen: Generation<unknown>, usage: unknown): Record<string, unknown> | undefined {
+    const sofar = this.add(usage);
+    if (sofar) gen.recordUsage(sofar);
+    return sofar;
+  }
+
+  /** Reads a `message_start`: the provider's message id and model, and its usage so far. Returns the message. */
+  start(gen: Generation<unknown>, ev: Record<string, unknown>, object: string): Record<string, unknown> {
+    const message = (typeof ev.message === 'object' && ev.message !== null ? ev.message : {}) as Record<string, unknown>;
+    if (gen.providerId === undefined && typeof message.id === 'string' && message.id !== '') gen.providerId = message.id;
+    if (typeof message.model === 'string' && message.model !== '') gen.providerModel = message.model;
+    gen.object = object;
+    this.record(gen, message.usage);
+    return message;
   }
 
   /** The usage in the Messages API's shape, from the billed usage (for an answer whose usage was estimated). */

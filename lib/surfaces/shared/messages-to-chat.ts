@@ -1,8 +1,7 @@
 import type { EventSourceMessage } from 'eventsource-parser';
 import type { Generation } from '../../core/generation';
-import { invalidEventError, parseObject, providerError } from '../../relay/provider-error';
 import type { JsonDialect, StreamDialect, StreamStep } from '../../relay/surface';
-import { MessagesUsage, tallyContent } from './anthropic-usage';
+import { MessagesUsage, readAnthropicEvent, tallyContent } from './anthropic-usage';
 import { choicesJson } from './choices-json';
 import { choicesStream } from './choices-stream';
 
@@ -84,18 +83,12 @@ export function messagesAsChatStream(): StreamDialect {
   const chunk = (delta: Json, finish: string | null = null): string => `data: ${JSON.stringify({ ...base, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }] })}\n\n`;
   return {
     read(gen: Generation<unknown>, event: EventSourceMessage, data: string): StreamStep {
-      const ev = parseObject(data);
-      if (!ev) return { kind: 'fail', error: invalidEventError() };
-      const type = typeof ev.type === 'string' ? ev.type : (event.event ?? '');
-      if (type === 'error' || event.event === 'error') return { kind: 'fail', error: providerError(ev.error ?? ev, gen.upstreamKey) };
+      const read = readAnthropicEvent(gen, event, data);
+      if ('fail' in read) return read.fail;
+      const { ev, type } = read;
       if (type === 'message_start') {
-        const message = (typeof ev.message === 'object' && ev.message !== null ? ev.message : {}) as Json;
-        if (gen.providerId === undefined && typeof message.id === 'string' && message.id !== '') gen.providerId = message.id;
-        if (typeof message.model === 'string' && message.model !== '') gen.providerModel = message.model;
-        gen.object = 'chat.completion.chunk';
+        usage.start(gen, ev, 'chat.completion.chunk');
         base = { id: gen.providerId ?? gen.chunkId, object: 'chat.completion.chunk', created: gen.created, model: gen.providerModel };
-        const sofar = usage.add(message.usage);
-        if (sofar) gen.recordUsage(sofar);
         return { kind: 'relay', text: chunk({ role: 'assistant', content: '' }) };
       }
       if (type === 'content_block_start') {
@@ -123,8 +116,7 @@ export function messagesAsChatStream(): StreamDialect {
         return { kind: 'relay', text: '' };
       }
       if (type === 'message_delta') {
-        const sofar = usage.add(ev.usage);
-        if (sofar) gen.recordUsage(sofar);
+        const sofar = usage.record(gen, ev.usage);
         const delta = (typeof ev.delta === 'object' && ev.delta !== null ? ev.delta : {}) as Json;
         const finish = finishReasonOf(delta.stop_reason);
         gen.markAllFinished(finish);
