@@ -82,7 +82,8 @@ describe('example app: credits by model and generation lookup', () => {
       stream: true,
       outcome: 'completed',
       unpaid: 0,
-      usage: gatewayChunk.usage,
+      // the billed usage the client saw, and every priced class of it
+      usage: { ...gatewayChunk.usage, classes: { input_tokens: expect.any(Number), uncached_input_tokens: expect.any(Number), cache_read_tokens: 0, cache_write_tokens: 0, output_tokens: 6, output_reasoning_tokens: 0 } },
       credits_used: gatewayChunk.credits_used,
       cancelled: false,
       finish_reason: 'stop',

@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import request from 'supertest';
 import { createApp, parseApiKeys, type AppConfig } from '../example-app/app';
-import { CreditLedger, PRICES, priceFor, priceOf, type Price } from '../example-app/ledger';
+import { BUILT_IN_PRICES, CreditLedger, MOCK_PRICES, PriceList, priceOf, UnpricedModelError } from '../example-app/ledger';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import type { Usage } from '../lib';
 
@@ -176,13 +176,13 @@ describe('parseApiKeys', () => {
 describe('priceOf', () => {
   const usage = (prompt_tokens: number, completion_tokens: number) => ({ prompt_tokens, completion_tokens });
 
-  test('the table is credits per 1K tokens, with a default', () => {
-    expect(PRICES.default).toEqual({ prompt: 10, completion: 30 });
-    expect(PRICES['gpt-4o']).toEqual({ prompt: 25, completion: 100 });
-    expect(PRICES['gpt-4o-mini']).toEqual({ prompt: 1.5, completion: 6 });
+  test('the mock provider\'s models have prices of their own, credits per 1K tokens', () => {
+    expect(MOCK_PRICES.mock).toEqual({ prompt: 10, completion: 30 });
+    expect(MOCK_PRICES['mock-embed']).toEqual({ prompt: 1, completion: 0 });
   });
 
   test.each<[string, number, number, number]>([
+    // the catalog at $0.0001 a credit: gpt-4o $2.50 / $10 per 1M tokens = 25 / 100 credits per 1K
     ['gpt-4o', 1000, 0, 25],
     ['gpt-4o', 0, 1000, 100],
     ['gpt-4o', 1000, 1000, 125],
@@ -192,8 +192,8 @@ describe('priceOf', () => {
     ['gpt-4o-mini', 3, 1, 0.011], // 4.5 + 6 = 10.5 thousandths → 11
     ['gpt-4o-mini', 2, 0, 0.003],
     ['gpt-4o', 1, 1, 0.125],
-    ['mock-1', 1000, 1000, 40], // unknown model → default (10 + 30)
-    ['some-unknown-model', 7, 3, 0.16], // 70 + 90 thousandths
+    ['mock-1', 1000, 1000, 40], // the mock's own: 10 + 30
+    ['mock-slow', 7, 3, 0.16], // 70 + 90 thousandths
     ['mock-1', 0, 0, 0],
   ])('%s, %d prompt + %d completion tokens → %d credits', (model, prompt, completion, expected) => {
     expect(priceOf(model, usage(prompt, completion))).toBe(expected);
@@ -207,6 +207,7 @@ describe('priceOf', () => {
     ['fractional', 1.5, 2],
   ])('bad counts (%s) throw a RangeError, never price as 0', (_name, prompt, completion) => {
     expect(() => priceOf('gpt-4o', usage(prompt, completion))).toThrow(RangeError);
+    expect(() => priceOf('mock-1', usage(prompt, completion))).toThrow(RangeError);
   });
 
   test.each([
@@ -214,25 +215,29 @@ describe('priceOf', () => {
     ['GPT-4o', 'gpt-4o'],
     [' gpt-4o ', 'gpt-4o'],
     ['gpt-4o-mini-2024-07-18', 'gpt-4o-mini'],
-    ['gpt-4o-minix', 'gpt-4o'],
-    ['gpt-4', 'default'],
-  ])('a model named %s is priced as %s (dated versions and spellings never bill cheaper)', (model, as) => {
-    expect(priceFor(model)).toBe(PRICES[as]);
+    ['gpt-4.1-mini-2025-04-14', 'gpt-4.1-mini'],
+    ['claude-sonnet-4-5-20250929', 'claude-sonnet-4-5'],
+  ])('a model named %s is priced as the catalog\'s %s (dated versions and spellings need no edit)', (model, as) => {
+    expect(BUILT_IN_PRICES.sourceOf(model)).toMatchObject({ source: 'catalog', id: as });
+  });
+
+  test.each(['some-unknown-model', 'gpt-4o-minix-9', 'constructor', 'toString', '__proto__', ''])('a model nothing prices (%j) is refused, never priced at 0', (model) => {
+    expect(BUILT_IN_PRICES.knows(model)).toBe(false);
+    expect(() => priceOf(model, usage(1000, 1000))).toThrow(UnpricedModelError);
   });
 
   test('a missing completion count throws instead of pricing the prompt alone', () => {
     expect(() => priceOf('gpt-4o', { prompt_tokens: 5000 } as unknown as Usage)).toThrow(RangeError);
   });
 
-  test('results are whole thousandths', () => {
+  test('results are whole thousandths, never below the exact price', () => {
+    const list = { 'gpt-4o': [25, 100], 'gpt-4o-mini': [1.5, 6], 'mock-1': [10, 30] } as const;
     for (let p = 0; p < 60; p += 7) {
       for (let c = 0; c < 60; c += 5) {
-        for (const model of ['gpt-4o', 'gpt-4o-mini', 'other']) {
+        for (const [model, [prompt, completion]] of Object.entries(list)) {
           const credits = priceOf(model, usage(p, c));
-          expect(Number.isInteger(Math.round(credits * 1000))).toBe(true);
           expect(Math.abs(credits * 1000 - Math.round(credits * 1000))).toBeLessThan(1e-6);
-          const price = PRICES[model] ?? PRICES.default!;
-          const exact = (p * price.prompt + c * price.completion) / 1000;
+          const exact = (p * prompt + c * completion) / 1000;
           expect(credits).toBeGreaterThanOrEqual(exact - 1e-12);
           expect(credits - exact).toBeLessThan(0.001);
         }
@@ -240,21 +245,18 @@ describe('priceOf', () => {
     }
   });
 
-  test('a custom price table is honoured, with its own default', () => {
-    const prices: Record<string, Price> = { default: { prompt: 1, completion: 2 }, cheap: { prompt: 0.5, completion: 0.5 } };
+  test('a host price list wins over the catalog, with its own default for every other model', () => {
+    const prices = new PriceList({ default: { prompt: 1, completion: 2 }, cheap: { prompt: 0.5, completion: 0.5 }, 'gpt-4o': { prompt: 30, completion: 120 } });
     expect(priceOf('cheap', usage(4, 4), prices)).toBe(0.004);
     expect(priceOf('cheap', usage(1, 0), prices)).toBe(0.001);
     expect(priceOf('other', usage(100, 100), prices)).toBe(0.3);
-  });
-
-  // Regression: a plain-object lookup found Object.prototype members for these names and priced them NaN.
-  test.each(['constructor', 'toString', 'hasOwnProperty', '__proto__'])('model %j (an Object.prototype name) gets the default price', (model) => {
-    expect(priceOf(model, usage(1000, 1000))).toBe(40);
+    expect(priceOf('gpt-4o-2024-08-06', usage(1000, 1000), prices)).toBe(150);
+    expect(priceOf('gpt-4o-mini', usage(1000, 1000), prices)).toBe(7.5); // still the catalog's
   });
 
   // Regression: rounding up on a float product (100 * 0.07 = 7.000000000000001) used to add a thousandth.
   test('a custom price that is not binary-exact is not over-rounded', () => {
-    const prices: Record<string, Price> = { default: { prompt: 0.07, completion: 0 } };
+    const prices = new PriceList({ default: { prompt: 0.07, completion: 0 } });
     expect(priceOf('m', usage(100, 0), prices)).toBe(0.007);
   });
 });
@@ -419,17 +421,17 @@ describe('example app against the built-in mock provider', () => {
     }
   });
 
-  // Regression, end to end: such a model used to be charged NaN and poison the key's account.
-  test('a model named like an Object.prototype property is charged the default price', async () => {
+  // Regression, end to end: such a model used to be charged NaN and poison the key's account. Now nothing prices
+  // it: it is refused before the call, nothing held or charged.
+  test.each(['constructor', 'some-unknown-model'])('a model nothing prices (%j) is refused with 400 model_not_priced before the call', async (model) => {
     const gw = await startExampleApp({ upstreamURL: mock.url, apiKeys: { k: 10 } });
     try {
-      const result = await postSse(`${gw.url}/v1/chat/completions`, chatBody('Hi', { model: 'constructor' }), { authorization: 'Bearer k' });
-      expect(result.status).toBe(200);
-      const creditsChunk = JSON.parse(result.events[result.events.length - 2]!.data) as Chunk;
-      expect(creditsChunk.credits_used).toBe(priceOf('mock-1', creditsChunk.usage!));
+      const result = await request(gw.app).post('/v1/chat/completions').set('Authorization', 'Bearer k').send(chatBody('Hi', { model }));
+      expect(result.status).toBe(400);
+      expect(result.body.error).toMatchObject({ code: 'model_not_priced', type: 'invalid_request_error', param: 'model' });
+      expect(result.body.error.message).toContain(`\`${model}\``);
       const credits = await request(gw.app).get('/v1/credits').set('Authorization', 'Bearer k');
-      expect(credits.body.data.used).toBe(creditsChunk.credits_used);
-      expect(gw.ledger.balanceOf('k')!.balance).toBeGreaterThan(0);
+      expect(credits.body.data).toEqual({ balance: 10, held: 0, used: 0, by_model: {} });
     } finally {
       await gw.close();
     }

@@ -21,7 +21,7 @@ describe('the Messages API through the example app, the Anthropic SDK as the cli
 
   beforeAll(async () => {
     // the Messages upstream also serves the mock's misbehaving names (mock-slow, mock-error, mock-429)
-    app = await startExampleServer({ [ALICE]: 1000, [POOR]: 0.01 }, (url) => dialectUpstreams(url, ['gpt-only-*'], ['mock-*']));
+    app = await startExampleServer({ [ALICE]: 1000, [POOR]: 0.01 }, (url) => dialectUpstreams(url, ['gpt-only-*'], ['mock-*']), { 'gpt-only-1': { prompt: 10, completion: 30 } });
     ({ example, origin: base } = app);
     alice = new Anthropic({ apiKey: ALICE, baseURL: base, maxRetries: 0, timeout: 15_000 });
   });

@@ -22,7 +22,7 @@ interface ProviderCall {
   closedEarlyAt?: number;
 }
 
-const BASE = { id: 'chatcmpl-nginx', object: 'chat.completion.chunk', created: 1_700_000_000, model: 'test-model' };
+const BASE = { id: 'chatcmpl-nginx', object: 'chat.completion.chunk', created: 1_700_000_000, model: 'mock-1' };
 const content = (text: string): string => `data: ${JSON.stringify({ ...BASE, choices: [{ index: 0, delta: { content: text }, finish_reason: null }] })}\n\n`;
 const finish = `data: ${JSON.stringify({ ...BASE, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }] })}\n\n`;
 const usage = `data: ${JSON.stringify({ ...BASE, choices: [], usage: { prompt_tokens: 5, completion_tokens: 4, total_tokens: 9 } })}\n\n`;
@@ -99,7 +99,7 @@ interface StreamResult {
  * `hangUpAfter(n)`: the client destroys its socket once it has `n` content events, resolving with the time.
  */
 function streamChat(url: string, prompt: string, opts: { requestId?: string; hangUpAfter?: number } = {}): Promise<StreamResult & { hungUpAt?: number }> {
-  const body = JSON.stringify({ model: 'test-model', stream: true, messages: [{ role: 'user', content: prompt }] });
+  const body = JSON.stringify({ model: 'mock-1', stream: true, messages: [{ role: 'user', content: prompt }] });
   return new Promise((resolve, reject) => {
     const headers: Record<string, string> = { authorization: `Bearer ${KEY}`, 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) };
     if (opts.requestId) headers['x-request-id'] = opts.requestId;
@@ -335,7 +335,7 @@ describeNginx('deploy/nginx.conf when instances are down', () => {
       const res = await fetch(`${nginx.url}/v1/chat/completions`, {
         method: 'POST',
         headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
+        body: JSON.stringify({ model: 'mock-1', stream: true, messages: [{ role: 'user', content: 'hi' }] }),
       });
       expect(res.status).toBe(502);
       expect(res.headers.get('content-type')).toMatch(/^application\/json/);

@@ -186,7 +186,7 @@ describe('meter settles every reserved request exactly once, on every path', () 
     await waitFor(() => gw.meterCalls.length === 1, 3000, 'meter');
     const call = gw.meterCalls[0]!;
     expect(call).toMatchObject({ outcome, generationId: seen[0]!.generationId, reservation: `hold-${seen[0]!.generationId}` });
-    if (outcome === 'unserved') expect(call.usage).toEqual({ prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 });
+    if (outcome === 'unserved') expect(call.usage).toEqual({ prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, classes: { input_tokens: 0, uncached_input_tokens: 0, cache_read_tokens: 0, cache_write_tokens: 0, output_tokens: 0, output_reasoning_tokens: 0 } });
     else expect(call.usage.completion_tokens).toBeGreaterThan(0);
     expect(gw.logs.filter((l) => l.generationId === call.generationId && l.msg === 'infery-stream request')).toHaveLength(1);
   });

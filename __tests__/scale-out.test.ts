@@ -14,7 +14,7 @@ import { describeRedis, itRestartingRedis, startRedis, stopAllRedis, type RedisH
  * (GET /v1/credits) and from the generation records in Redis; no price is written down in this file.
  */
 
-const MODEL = 'test-model';
+const MODEL = 'mock-1'; // priced by the example app's own mock prices (10 / 30 credits per 1K)
 /** The prompt_tokens the provider reports; completion_tokens is the number of content chunks it sent. */
 const PROVIDER_PROMPT_TOKENS = 12;
 /** A fresh suffix per run, so an external Redis (REDIS_URL) never holds an account from an earlier run. */

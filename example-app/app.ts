@@ -4,7 +4,7 @@ import { bearerToken, generationDraft, InferyError, inferyStream, LimitRefusedEr
 import { prometheusObserver } from '../lib/ledgers/metrics/prometheus';
 import { mountChatPage } from './chat-page';
 import { mountMetrics } from './metrics';
-import { PRICES, priceFor, priceOf, type Price } from './ledger';
+import { PriceList, type Price, type Priced } from './ledger';
 
 /** The largest request body the app accepts (its express.json() limit). */
 const BODY_LIMIT = 10 * 1024 * 1024;
@@ -29,7 +29,10 @@ export interface AppConfig {
   /** Several upstreams with fallback (from `INFERY_CONFIG`); wins over `upstreamURL`. */
   upstreams?: UpstreamConfig[];
   fallback?: FallbackOptions;
-  /** Prices over the built-in table (credits per 1K tokens by model). */
+  /**
+   * Prices over the catalog and the mock's own (credits per 1K tokens by model; `default` prices any model
+   * nothing else does). Without one, a model the catalog does not know is refused (400 `model_not_priced`).
+   */
   prices?: Record<string, Price>;
   /** Client key → starting credits (for the in-memory ledger). */
   apiKeys: Record<string, number>;
@@ -61,7 +64,7 @@ export interface AppConfig {
  */
 export function createApp(config: AppConfig): { app: Express; ledger: MemoryCreditStore; store: CreditStore; gateway: InferyStreamMiddleware } {
   const ledger = new MemoryCreditStore(config.apiKeys);
-  const prices: Record<string, Price> = { ...PRICES, ...config.prices };
+  const prices = new PriceList(config.prices);
   // everything below goes through the CreditStore interface, awaited, so a shared store drops in
   const store: CreditStore = config.store ?? ledger;
   const app = express();
@@ -146,17 +149,22 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
    * one does not fit, the cap is lowered to what the balance covers; otherwise a 402 says what it would take.
    */
   const reserve = async ({ account, generationId, endpoint, model, worstCase, maxCompletionTokens, capSource, choices, limits }: ReserveContext<string>) => {
-    const worst = priceOf(model, worstCase, prices);
+    // a model nothing prices is refused before the call: it is never served for free
+    if (!prices.knows(model)) {
+      throw new InferyError(400, 'model_not_priced', `The model \`${model}\` has no price on this gateway: the price catalog does not know it and no price is configured for it.`, { param: 'model' });
+    }
+    const worst = prices.priceOf(model, worstCase);
     // `limits`: on Redis the rate and the concurrency slot are taken with the hold, in one script
     if (await hold(account, generationId, worst, limits)) return { hold: generationId };
     const available = (await store.balanceOf(account))?.balance ?? 0;
-    const price = priceFor(model, prices);
-    if (capSource === 'default' && price.completion > 0) {
-      const promptCost = priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: 0 }, prices);
-      const affordable = Math.floor(((available - promptCost) * 1000) / (price.completion * choices));
+    const completionPrice = prices.completionPer1K(model);
+    if (capSource === 'default' && completionPrice > 0) {
+      const promptOnly = { ...worstCase.classes, output_tokens: 0 };
+      const promptCost = prices.priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: 0, classes: promptOnly });
+      const affordable = Math.floor(((available - promptCost) * 1000) / (completionPrice * choices));
       const cap = Math.min(maxCompletionTokens, affordable);
       if (cap >= MIN_LOWERED_CAP) {
-        const lowered = priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: cap * choices }, prices);
+        const lowered = prices.priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: cap * choices, classes: { ...promptOnly, output_tokens: cap * choices } });
         if (await hold(account, generationId, lowered, limits)) return { hold: generationId, maxCompletionTokens: cap };
       }
     }
@@ -166,6 +174,13 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
       `This request can cost up to ${worst} credits (${worstCase.prompt_tokens} prompt and ${worstCase.completion_tokens} completion tokens of ${model}); ` +
         `${available} are available. ${LOWER[endpoint]} or top up your balance.`,
     );
+  };
+
+  /** The dearer of the model asked for and the model the provider says it used: an alias never bills cheaper. */
+  const charge = (event: { model: string; providerModel: string; usage: Priced }): number => {
+    const asked = prices.priceOf(event.model, event.usage);
+    if (event.providerModel === event.model || !prices.knows(event.providerModel)) return asked;
+    return Math.max(asked, prices.priceOf(event.providerModel, event.usage));
   };
 
   const gateway = inferyStream<string, express.Request>({
@@ -178,11 +193,10 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
       let credits = 0;
       if (event.outcome !== 'unserved') {
         try {
-          // the dearer of the model asked for and the model the provider says it used: an alias never bills cheaper
-          credits = Math.max(priceOf(event.model, event.usage, prices), priceOf(event.providerModel, event.usage, prices));
+          credits = charge(event);
         } catch (err) {
           config.logger?.error({ generationId: event.generationId, err: (err as Error).message }, 'could not price a generation; charging its worst case');
-          credits = priceOf(event.model, event.worstCase, prices);
+          credits = prices.priceOf(event.model, event.worstCase);
         }
       }
       // the charge and the generation's record are written in one step (one script in Redis)

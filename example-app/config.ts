@@ -6,7 +6,11 @@ import type { Price } from './ledger';
 export interface FileConfig {
   upstreams: UpstreamConfig[];
   fallback?: FallbackOptions;
-  /** Credits per 1K prompt and completion tokens by model, over the built-in table (`default` too). */
+  /**
+   * Credits per 1K tokens by model — `{"prompt", "completion"}`, optional `"cached_prompt"`, `"cache_write"`,
+   * `"cache_write_1h"` and `"web_search"` (per search) — over the catalog; a `default` prices every model nothing
+   * else does.
+   */
   prices?: Record<string, Price>;
 }
 
@@ -56,17 +60,28 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
   return { upstreams, fallback: config.fallback as FallbackOptions | undefined, prices: parsePrices(config.prices, file) };
 }
 
+/** The keys a price may have: credits per 1K tokens (`web_search`: per search). */
+const PRICE_KEYS = ['prompt', 'completion', 'cached_prompt', 'cache_write', 'cache_write_1h', 'web_search'] as const;
+
 function parsePrices(value: unknown, file: string): Record<string, Price> | undefined {
   if (value === undefined) return undefined;
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`INFERY_CONFIG: "prices" in ${file} must be an object of model → {"prompt","completion"}`);
+  const shape = '{"prompt", "completion"} in credits per 1K tokens, with optional "cached_prompt", "cache_write", "cache_write_1h" (and "web_search", credits per search)';
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`INFERY_CONFIG: "prices" in ${file} must be an object of model → ${shape}`);
   const prices = Object.create(null) as Record<string, Price>;
   for (const [model, price] of Object.entries(value)) {
     const p = price as Record<string, unknown> | null;
     const ok = (n: unknown): n is number => typeof n === 'number' && Number.isFinite(n) && n >= 0;
-    if (typeof p !== 'object' || p === null || !ok(p.prompt) || !ok(p.completion ?? 0)) {
-      throw new Error(`INFERY_CONFIG: prices["${model}"] must be {"prompt": credits per 1K, "completion": credits per 1K}, numbers ≥ 0`);
+    if (typeof p !== 'object' || p === null || Array.isArray(p) || !ok(p.prompt) || !ok(p.completion ?? 0)) {
+      throw new Error(`INFERY_CONFIG: prices["${model}"] must be ${shape}, numbers ≥ 0`);
     }
-    prices[model.trim().toLowerCase()] = { prompt: p.prompt, completion: (p.completion as number | undefined) ?? 0 };
+    const parsed: Price = { prompt: p.prompt, completion: (p.completion as number | undefined) ?? 0 };
+    for (const key of Object.keys(p)) {
+      if (!(PRICE_KEYS as readonly string[]).includes(key)) throw new Error(`INFERY_CONFIG: prices["${model}"] has an unknown key "${key}" (expected ${PRICE_KEYS.join(', ')})`);
+      const n = p[key];
+      if (!ok(n)) throw new Error(`INFERY_CONFIG: prices["${model}"].${key} must be a number ≥ 0, got ${JSON.stringify(n)}`);
+      if (key !== 'prompt' && key !== 'completion') parsed[key as Exclude<(typeof PRICE_KEYS)[number], 'prompt' | 'completion'>] = n;
+    }
+    prices[model.trim().toLowerCase()] = parsed;
   }
   return prices;
 }

@@ -17,5 +17,5 @@ export type { Observer, RequestEnd, GenerationStart, GenerationSettled } from '.
 export type { UpstreamApi, UpstreamConfig, FallbackOptions, FallbackTrigger } from './services/upstream/upstreams';
 export { UpstreamAttemptsError } from './services/upstream/upstream-pool';
 export type { UpstreamFailure } from './services/upstream/upstream-pool';
-export type { PreflightContext, Logger, OwnsResponseAnswer, MeterEvent, Outcome, ReserveContext, ReserveLimits, ReserveResult, WorstCase, Usage, LimitRefusal, Endpoint } from './contract/hooks';
+export type { PreflightContext, Logger, OwnsResponseAnswer, MeterEvent, Outcome, ReserveContext, ReserveLimits, ReserveResult, WorstCase, Usage, UsageClasses, LimitRefusal, Endpoint } from './contract/hooks';
 export { InferyOptionsError } from './base/errors';

@@ -1,6 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createApp } from '../../example-app/app';
+import type { Price } from '../../example-app/ledger';
 import { startMockProvider } from '../../example-app/mock-provider';
 import type { UpstreamConfig } from '../../lib';
 
@@ -26,11 +27,12 @@ export function dialectUpstreams(mockURL: string, extraOpenAI: string[] = [], ex
 
 /**
  * The example app in front of its mock provider, listening on 127.0.0.1, with these client keys and credits;
- * `upstreams` makes the mock several upstreams (e.g. {@link dialectUpstreams}) instead of the single one.
+ * `upstreams` makes the mock several upstreams (e.g. {@link dialectUpstreams}) instead of the single one; `prices`
+ * are `INFERY_CONFIG`'s (for models neither the catalog nor the mock's own prices know).
  */
-export async function startExampleServer(apiKeys: Record<string, number>, upstreams?: (mockURL: string) => UpstreamConfig[]): Promise<ExampleServer> {
+export async function startExampleServer(apiKeys: Record<string, number>, upstreams?: (mockURL: string) => UpstreamConfig[], prices?: Record<string, Price>): Promise<ExampleServer> {
   const mock = await startMockProvider();
-  const example = createApp({ upstreamURL: mock.url, upstreams: upstreams?.(mock.url), apiKeys });
+  const example = createApp({ upstreamURL: mock.url, upstreams: upstreams?.(mock.url), apiKeys, prices });
   const server = http.createServer(example.app);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

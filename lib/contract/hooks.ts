@@ -125,7 +125,71 @@ export interface Usage {
   total_tokens: number;
   /** Present (true) only when the provider sent no usage and the gateway counted with a tokenizer. */
   estimated?: true;
+  /**
+   * Every priced class of this usage, one shape for every API (see {@link UsageClasses}). Always present on
+   * `MeterEvent.usage`; never sent to the client (its answer keeps the provider's own usage shape).
+   */
+  classes?: UsageClasses;
   [key: string]: unknown;
+}
+
+/**
+ * A generation's usage split into the classes providers bill at different prices — one shape for chat, legacy
+ * completions, the Responses API, embeddings and the Messages API. The names are those of the
+ * `@pydantic/genai-prices` catalog, so a class prices without renaming. Input classes are parts of
+ * `input_tokens`, output classes parts of `output_tokens` (reasoning is output). A class the provider did not
+ * report is 0; one it reported as something that cannot be right (not a whole number ≥ 0, or more than its
+ * whole) is priced as the dearer class: a cache discount is dropped, a premium class is kept at most its whole.
+ */
+export interface UsageClasses {
+  /**
+   * Every input token: uncached, cache reads and cache writes (`prompt_tokens`; the Responses API's
+   * `input_tokens`; the Messages API's `input_tokens + cache_creation_input_tokens + cache_read_input_tokens`).
+   */
+  input_tokens: number;
+  /** Input tokens neither read from nor written to the provider's prompt cache: `input_tokens` minus both. */
+  uncached_input_tokens: number;
+  /**
+   * Input tokens read from the prompt cache, billed at a discount: OpenAI's `prompt_tokens_details.cached_tokens`
+   * (Responses: `input_tokens_details.cached_tokens`), Anthropic's `cache_read_input_tokens`.
+   */
+  cache_read_tokens: number;
+  /**
+   * Input tokens written to the prompt cache, billed at a premium: Anthropic's `cache_creation_input_tokens`
+   * (OpenAI-compatible providers: `prompt_tokens_details.cache_write_tokens`).
+   */
+  cache_write_tokens: number;
+  /** Of the cache writes, those with a 5-minute TTL (Anthropic's `cache_creation.ephemeral_5m_input_tokens`), when the provider says. */
+  cache_write_5m_tokens?: number;
+  /**
+   * Of the cache writes, those with a 1-hour TTL (Anthropic's `cache_creation.ephemeral_1h_input_tokens`), when
+   * the provider says. Writes the provider's split leaves unaccounted for count here (the dearer TTL).
+   */
+  cache_write_1h_tokens?: number;
+  /** Input audio tokens: `prompt_tokens_details.audio_tokens`. */
+  input_audio_tokens?: number;
+  /** Input image tokens: `prompt_tokens_details.image_tokens` (Responses: `input_tokens_details.image_tokens`). */
+  input_image_tokens?: number;
+  /** Every output token, reasoning included: `completion_tokens` (Responses and Messages: `output_tokens`). */
+  output_tokens: number;
+  /**
+   * Of the output, reasoning tokens: `completion_tokens_details.reasoning_tokens` (Responses:
+   * `output_tokens_details.reasoning_tokens`). The Messages API counts thinking inside `output_tokens` without a split: 0.
+   */
+  output_reasoning_tokens: number;
+  /** Output audio tokens: `completion_tokens_details.audio_tokens`. */
+  output_audio_tokens?: number;
+  /** Output image tokens: `output_tokens_details.image_tokens` (image generation in the Responses API). */
+  output_image_tokens?: number;
+  /**
+   * Billable server-side web searches: Anthropic's `server_tool_use.web_search_requests`; the Responses API's
+   * `web_search_call` output items.
+   */
+  web_searches?: number;
+  /** Anthropic's `server_tool_use.web_fetch_requests` (billed as the tokens they read, no fee of their own). */
+  web_fetches?: number;
+  /** Server-side code executions the provider reports (Anthropic's `server_tool_use.code_execution_requests`). */
+  code_executions?: number;
 }
 
 /** The most a request can cost, in tokens. */
@@ -133,6 +197,12 @@ export interface WorstCase {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /**
+   * The same worst case by class: every input token uncached — or written to the cache at the longest TTL the
+   * request asks for, when it may write the cache (a Messages API request with `cache_control`) — every output
+   * token, and the most server-side web searches the request allows (its tools' `max_uses`).
+   */
+  classes: UsageClasses;
 }
 
 /** What `reserve` sees: the account, the request and its worst case. */

@@ -6,6 +6,7 @@ import { isHoldWithCap } from '../ledgers/billing/reservation';
 import { LimitRefusedError } from '../ledgers/stores/limit-store';
 import type { MeteredApi } from './metered-api';
 import type { ResolvedOptions } from '../options/resolved';
+import { worstClasses } from './usage-classes';
 
 /**
  * Admission: what every route passes before anything goes upstream, in this order — `authenticate` (401), the
@@ -183,10 +184,12 @@ export async function admitGeneration<Account>(
   let lease = limits ? NO_LEASE : await acquireSlot(opts, account);
   try {
     const prompt = estimate.bound;
+    const extras = api.worstExtras?.(body);
     const worstCase = (perChoice: number): WorstCase => ({
       prompt_tokens: prompt,
       completion_tokens: perChoice * cap.choices,
       total_tokens: prompt + perChoice * cap.choices,
+      classes: worstClasses(prompt, perChoice * cap.choices, extras),
     });
     let perChoice = cap.perChoice;
     let reservation: unknown;

@@ -7,6 +7,7 @@ import type { MeteredApi } from './metered-api';
 import type { ResolvedOptions } from '../options/resolved';
 import { settle } from './settlement';
 import { CompletionTally, describeRawUsage, estimatedUsage, mergeUsage, parseUsage, providerCounts } from './usage';
+import { classesOf } from './usage-classes';
 
 const ZERO_USAGE: Usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
 
@@ -35,6 +36,11 @@ export class Generation<Account> {
   /** The upstreams tried before it, and why each failed. */
   failedUpstreams: Array<{ upstream: string; code: string; status: number }> = [];
   ttftMs: number | null = null;
+  /**
+   * Server-side web searches the answer shows (the Responses API's `web_search_call` items), for a provider whose
+   * usage does not count them: `UsageClasses.web_searches` is the greater of this and the provider's count.
+   */
+  webSearchCalls = 0;
   readonly tally: CompletionTally;
 
   private readonly startedAt = performance.now();
@@ -197,6 +203,8 @@ export class Generation<Account> {
       usage = estimatedUsage(worst.prompt_tokens, worst.completion_tokens);
     }
     this.meteredUsage = usage;
+    // the meter sees every priced class; the client's answer keeps the usage in its API's own shape
+    const classes = classesOf(usage, this.ticket.worstCase.classes, outcome === 'unserved' ? 0 : this.webSearchCalls);
     const contextTokens = this.api.storedContextTokens?.(usage);
     if (contextTokens !== undefined && this.providerId !== undefined) {
       // the provider stored what was generated: the account may read it back and continue it; nobody else may
@@ -216,7 +224,7 @@ export class Generation<Account> {
       model: this.model,
       providerModel: this.providerModel,
       outcome,
-      usage,
+      usage: { ...usage, classes },
       error,
       stream: this.stream,
       finishReason: this.finishReason,

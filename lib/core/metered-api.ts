@@ -2,6 +2,7 @@ import type { Endpoint, Usage } from '../contract/hooks';
 import type { PromptEstimate, TextsCount } from '../ledgers/billing/prompt-estimate';
 import type { CompletionCap } from '../ledgers/billing/reservation';
 import type { UsageDialect } from './usage';
+import type { WorstExtras } from './usage-classes';
 
 /**
  * How the core sees an API: the narrow contract admission, the generation and settlement need — which endpoint
@@ -22,6 +23,11 @@ export interface MeteredApi {
   estimate(body: Record<string, unknown>, count: TextsCount): Promise<PromptEstimate>;
   /** The completion cap per choice and the number of choices (400 on bad values). */
   cap(body: Record<string, unknown>, defaultMaxTokens: number): CompletionCap;
+  /**
+   * What the request may use beyond plain input and output tokens, for its worst case by class: cache writes (a
+   * Messages API request with `cache_control`) and server-side web searches (bounded by `withCap`). Absent: none.
+   */
+  worstExtras?(body: Record<string, unknown>): WorstExtras;
   /** The body with the cap the provider must enforce. */
   withCap(body: Record<string, unknown>, cap: CompletionCap, perChoice: number): Record<string, unknown>;
   /**

@@ -3,7 +3,7 @@ import express from 'express';
 import type { AddressInfo } from 'node:net';
 import http, { type IncomingHttpHeaders } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { CreditLedger, priceOf, type Settlement } from '../../../example-app/ledger';
+import { CreditLedger, PriceList, type Settlement } from '../../../example-app/ledger';
 import { inferyStream, type InferyStreamMiddleware, type Logger, type Outcome, type Usage, type WorstCase } from '../../../lib';
 import { Prng, hashSeed, sleep } from './random';
 
@@ -60,6 +60,9 @@ export interface SoakGatewayOptions {
  * example-app/app.ts does. `meter` sometimes waits a little, so settlements interleave.
  */
 export async function startSoakGateway(o: SoakGatewayOptions): Promise<SoakGateway> {
+  // the chaos provider's model is no real one: priced by a `default`, as INFERY_CONFIG can give
+  const prices = new PriceList({ default: { prompt: 10, completion: 30 } });
+  const priceOf: PriceList['priceOf'] = (model, usage) => prices.priceOf(model, usage);
   const ledger = new CreditLedger({ [SOAK_KEY]: o.startingCredits });
   const reserved: SoakGateway['reserved'] = [];
   const meterCalls = new Map<string, number>();

@@ -7,6 +7,7 @@ import { chatAsMessagesJson, chatAsMessagesStream } from '../shared/answer-chat-
 import { messagesToChatBody } from '../shared/request-messages-as-chat';
 import { messagesJson } from './messages-json';
 import { messagesStream } from './messages-stream';
+import { boundWebSearches, messagesWorstExtras } from './server-tools';
 
 /** What a Messages API request must hold (400 otherwise), whichever upstream serves it. */
 function validate(body: Record<string, unknown>): { model: string; stream: boolean } {
@@ -76,6 +77,10 @@ export const messages: Surface = {
   api: 'anthropic',
   usage: 'anthropic',
   validate,
+  // cache writes (a premium) and web searches (a fee each) are in the worst case the hold covers
+  worstExtras: messagesWorstExtras,
+  // a web search tool without `max_uses` gets the bound its hold counted
+  withCap: boundWebSearches,
   // the body goes upstream as it came (Claude Code's beta fields included)
   upstreamBody: (body) => JSON.stringify(body),
   stream: messagesStream,

@@ -1,6 +1,6 @@
 import type { Generation } from '../../core/generation';
 import type { JsonDialect } from '../../relay/surface';
-import { readResponseIds, responsesUsage, tallyOutput } from './responses-usage';
+import { countWebSearches, readResponseIds, responsesUsage, tallyOutput } from './responses-usage';
 
 /**
  * The JSON answer of the Responses API: a Response object, whose `usage` (`input_tokens`, `output_tokens`, their
@@ -12,6 +12,7 @@ export const responsesJson: JsonDialect = {
     readResponseIds(gen, json);
     gen.recordUsage(json.usage);
     tallyOutput(gen, json.output);
+    countWebSearches(gen, json.output);
     gen.markAllFinished(typeof json.status === 'string' ? json.status : 'completed');
   },
   answer(gen: Generation<unknown>, json: Record<string, unknown>, credits: number | undefined): Record<string, unknown> {

@@ -4,7 +4,7 @@ import type { InferyError } from '../../base/errors';
 import { invalidEventError, parseObject, providerError } from '../../relay/provider-error';
 import type { StreamDialect, StreamStep } from '../../relay/surface';
 import { addToResponse } from './final-event';
-import { readResponseIds, responsesUsage, tallyOutput } from './responses-usage';
+import { countWebSearches, countWebSearchItem, readResponseIds, responsesUsage, tallyOutput } from './responses-usage';
 
 /** Events after which the client holds a whole piece of the answer: a client leaving then has been served. */
 const OUTPUT_DONE = new Set(['response.output_text.done', 'response.function_call_arguments.done', 'response.refusal.done']);
@@ -48,9 +48,11 @@ export function responsesStream(): StreamDialect {
       if (type.endsWith('.delta') && typeof chunk.delta === 'string' && gen.tally.add(chunk.delta)) gen.markFirstToken();
       // the answer the client sees is complete (a message or a tool call, not a reasoning item that comes before
       // the text): leaving now, it still pays the final usage, reasoning included
+      if (type === 'response.output_item.done') countWebSearchItem(gen, chunk.item);
       if (OUTPUT_DONE.has(type) || (type === 'response.output_item.done' && isAnswerItem(chunk.item))) gen.markOutputDone();
       if (FINAL.has(type)) {
         gen.recordUsage(response?.usage);
+        countWebSearches(gen, response?.output);
         // the text came as deltas; the final response repeats it, so it is only tallied when no delta came
         if (gen.tally.produced === 0) tallyOutput(gen, response?.output);
         gen.markAllFinished(typeof response?.status === 'string' ? response.status : type.slice('response.'.length));

@@ -39,3 +39,38 @@ export function tallyOutput(gen: Generation<unknown>, output: unknown): void {
     }
   }
 }
+
+/** The Responses API's built-in calls with a fee of their own: web searches. */
+function isWebSearchCall(item: unknown): boolean {
+  return typeof item === 'object' && item !== null && (item as Record<string, unknown>).type === 'web_search_call';
+}
+
+/** Counts the web searches a Response's output shows (`web_search_call` items); keeps the most seen. */
+export function countWebSearches(gen: Generation<unknown>, output: unknown): void {
+  if (!Array.isArray(output)) return;
+  let calls = 0;
+  for (const item of output) if (isWebSearchCall(item)) calls++;
+  gen.webSearchCalls = Math.max(gen.webSearchCalls, calls);
+}
+
+/** One more web search seen as it finished (a streamed `response.output_item.done`). */
+export function countWebSearchItem(gen: Generation<unknown>, item: unknown): void {
+  if (isWebSearchCall(item)) gen.webSearchCalls++;
+}
+
+/**
+ * The built-in tool calls a Responses request may make when it sets no `max_tool_calls` and carries a web search
+ * tool: the gateway sends this bound upstream, so the searches it holds credits for are the most the provider runs.
+ */
+export const DEFAULT_MAX_TOOL_CALLS = 10;
+
+/** Whether a Responses request carries a web search tool (`web_search`, `web_search_preview`, dated variants). */
+export function hasWebSearchTool(body: Record<string, unknown>): boolean {
+  return Array.isArray(body.tools) && body.tools.some((tool: unknown) => typeof tool === 'object' && tool !== null && typeof (tool as Record<string, unknown>).type === 'string' && ((tool as Record<string, unknown>).type as string).startsWith('web_search'));
+}
+
+/** The `max_tool_calls` a request set, when it is a whole number ≥ 1. */
+export function maxToolCalls(body: Record<string, unknown>): number | undefined {
+  const n = body.max_tool_calls;
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 1 ? n : undefined;
+}

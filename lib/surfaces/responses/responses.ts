@@ -4,6 +4,7 @@ import { estimatePrompt } from '../../ledgers/billing/prompt-estimate';
 import { MAX_OUTPUT_TOKENS, wholeParam, type CompletionCap } from '../../ledgers/billing/reservation';
 import type { Surface } from '../../relay/surface';
 import { responsesJson } from './responses-json';
+import { DEFAULT_MAX_TOOL_CALLS, hasWebSearchTool, maxToolCalls } from './responses-usage';
 import { responsesStream } from './responses-stream';
 
 /**
@@ -81,7 +82,11 @@ export const responses: Surface = {
     const max = wholeParam(body, 'max_output_tokens', MAX_OUTPUT_TOKENS);
     return max === undefined ? { perChoice: defaultMaxTokens, source: 'default', choices: 1 } : { perChoice: max, source: 'max_output_tokens', choices: 1 };
   },
-  withCap: (body, _cap, perChoice) => ({ ...body, max_output_tokens: perChoice }),
+  // a web search has a fee of its own: the hold covers the most built-in tool calls the request allows
+  worstExtras: (body) => (hasWebSearchTool(body) ? { webSearches: maxToolCalls(body) ?? DEFAULT_MAX_TOOL_CALLS } : {}),
+  // ... which the provider is held to: `max_tool_calls` sent when the client set none
+  withCap: (body, _cap, perChoice) =>
+    hasWebSearchTool(body) && maxToolCalls(body) === undefined ? { ...body, max_output_tokens: perChoice, max_tool_calls: DEFAULT_MAX_TOOL_CALLS } : { ...body, max_output_tokens: perChoice },
   // the provider stores each response: its owner may read it back and continue it, the provider then reading
   // its input and output again
   storedContextTokens: (usage) => usage.prompt_tokens + usage.completion_tokens,
