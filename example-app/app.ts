@@ -1,8 +1,9 @@
 import compression from 'compression';
 import express, { type Express } from 'express';
-import { bearerToken, generationDraft, InferyError, inferyStream, LimitRefusedError, MemoryCreditStore, type CreditStore, type Endpoint, type FallbackOptions, type InferyStreamMiddleware, type UpstreamConfig, type LimitStore, type Logger, type ReserveContext } from '../lib';
+import { BudgetExhaustedError, bearerToken, generationDraft, InferyError, inferyStream, LimitRefusedError, MemoryCreditStore, type BudgetSpec, type BudgetWindow, type CreditStore, type Endpoint, type FallbackOptions, type InferyStreamMiddleware, type UpstreamConfig, type LimitStore, type Logger, type ReserveContext } from '../lib';
 import { prometheusObserver } from '../lib/ledgers/metrics/prometheus';
 import { mountChatPage } from './chat-page';
+import type { KeyLimits } from './config';
 import { mountMetrics } from './metrics';
 import { PriceList, type Price, type Priced } from './ledger';
 
@@ -47,6 +48,12 @@ export interface AppConfig {
   maxConcurrent?: number;
   /** Requests per minute per key (`0`: no limit). Default: 600. */
   requestsPerMinute?: number;
+  /** Tokens per minute per key, input and output (`0`: no limit; `INFERY_TPM`). Default: 0. */
+  tokensPerMinute?: number;
+  /** Every key's spend cap over time (`INFERY_BUDGET`, e.g. `5/day`). Default: none. */
+  budget?: BudgetSpec;
+  /** Limits by key over `budget` and `tokensPerMinute` (`INFERY_CONFIG` `keys`). */
+  keyLimits?: Record<string, KeyLimits>;
   /** Completion cap when a client sets none. Default: the library's (4096). */
   defaultMaxTokens?: number;
   /** The gateway's timing options (ms); each defaults to the library's. */
@@ -99,11 +106,11 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
     return key;
   };
   /** `store.reserve`, with an account that no longer exists answered 401 rather than 500. */
-  const hold = async (account: string, id: string, credits: number, limits: ReserveContext<string>['limits']): Promise<boolean> => {
+  const hold = async (account: string, id: string, credits: number, limits: ReserveContext<string>['limits'], budget: BudgetWindow | undefined): Promise<boolean> => {
     try {
-      return await store.reserve(account, id, credits, limits);
+      return await store.reserve(account, id, credits, limits, budget);
     } catch (err) {
-      if (err instanceof InferyError || err instanceof LimitRefusedError || (await store.has(account))) throw err;
+      if (err instanceof InferyError || err instanceof LimitRefusedError || err instanceof BudgetExhaustedError || (await store.has(account))) throw err;
       known.delete(account);
       throw new InferyError(401, 'invalid_api_key', 'Missing or invalid API key. Send it as `Authorization: Bearer <key>` (or `x-api-key: <key>`).');
     }
@@ -148,15 +155,25 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
    * Holds the worst case of a generation (its id is the hold id). When the client set no cap and the default
    * one does not fit, the cap is lowered to what the balance covers; otherwise a 402 says what it would take.
    */
-  const reserve = async ({ account, generationId, endpoint, model, worstCase, maxCompletionTokens, capSource, choices, limits }: ReserveContext<string>) => {
+  const reserve = async ({ account, generationId, endpoint, model, worstCase, maxCompletionTokens, capSource, choices, limits, budget }: ReserveContext<string>) => {
     // a model nothing prices is refused before the call: it is never served for free
     if (!prices.knows(model)) {
       throw new InferyError(400, 'model_not_priced', `The model \`${model}\` has no price on this gateway: the price catalog does not know it and no price is configured for it.`, { param: 'model' });
     }
     const worst = prices.priceOf(model, worstCase);
     // `limits`: on Redis the rate and the concurrency slot are taken with the hold, in one script
-    if (await hold(account, generationId, worst, limits)) return { hold: generationId };
-    const available = (await store.balanceOf(account))?.balance ?? 0;
+    let available: number;
+    try {
+      if (await hold(account, generationId, worst, limits, budget)) return { hold: generationId };
+      available = (await store.balanceOf(account))?.balance ?? 0;
+    } catch (err) {
+      // a default cap that would pass the budget is lowered to what the window has left, as it is for the balance
+      if (!(err instanceof BudgetExhaustedError) || capSource !== 'default') throw err;
+      const left = err.window.limit - err.spent - err.held;
+      const balance = (await store.balanceOf(account))?.balance ?? 0;
+      available = Math.min(balance, left);
+      if (left <= 0) throw err;
+    }
     const completionPrice = prices.completionPer1K(model);
     if (capSource === 'default' && completionPrice > 0) {
       const promptOnly = { ...worstCase.classes, output_tokens: 0 };
@@ -165,7 +182,7 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
       const cap = Math.min(maxCompletionTokens, affordable);
       if (cap >= MIN_LOWERED_CAP) {
         const lowered = prices.priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: cap * choices, classes: { ...promptOnly, output_tokens: cap * choices } });
-        if (await hold(account, generationId, lowered, limits)) return { hold: generationId, maxCompletionTokens: cap };
+        if (await hold(account, generationId, lowered, limits, budget)) return { hold: generationId, maxCompletionTokens: cap };
       }
     }
     throw new InferyError(
@@ -182,6 +199,8 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
     if (event.providerModel === event.model || !prices.knows(event.providerModel)) return asked;
     return Math.max(asked, prices.priceOf(event.providerModel, event.usage));
   };
+
+  const keyLimitsOf = (account: string): KeyLimits | undefined => (config.keyLimits && Object.hasOwn(config.keyLimits, account) ? config.keyLimits[account] : undefined);
 
   const gateway = inferyStream<string, express.Request>({
     ...(config.upstreams ? { upstreams: config.upstreams, fallback: config.fallback } : { upstream: { baseURL: config.upstreamURL, apiKey: config.upstreamKey } }),
@@ -201,7 +220,11 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
       }
       // the charge and the generation's record are written in one step (one script in Redis)
       // (and the concurrency slot taken with the hold given back: `event.limits`)
-      const settlement = await store.settle(event.account, event.generationId, event.model, credits, generationDraft(event), event.limits);
+      const settlement = await store.settle(event.account, event.generationId, event.model, credits, generationDraft(event), event.limits, event.budget);
+      if (settlement.budget?.softLimitCrossed) {
+        // the soft limit: said once per window, before the hard one refuses
+        config.logger?.warn({ generationId: event.generationId, budget: settlement.budget.id, spent: settlement.budget.spent, limit: settlement.budget.limit }, 'a key passed the soft limit of its budget');
+      }
       if (settlement.unpaid > 0) {
         // the provider's usage cost more than the hold and the whole balance: the rest was not taken
         config.logger?.warn({ generationId: event.generationId, model: event.model, unpaid: settlement.unpaid, charged: settlement.charged }, 'a generation cost more than its hold and the balance; the rest is recorded as unpaid');
@@ -217,7 +240,17 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
         ? { upstream: record.upstream ?? undefined, contextTokens: record.usage.prompt_tokens + record.usage.completion_tokens }
         : false;
     },
-    limits: { maxConcurrent: config.maxConcurrent ?? 32, requestsPerMinute: config.requestsPerMinute ?? 600, store: config.limitStore },
+    limits: {
+      maxConcurrent: config.maxConcurrent ?? 32,
+      requestsPerMinute: config.requestsPerMinute ?? 600,
+      // a key's own limits (INFERY_CONFIG `keys`) over every key's (INFERY_TPM, INFERY_BUDGET)
+      tokensPerMinute: (account) => keyLimitsOf(account)?.tpm ?? config.tokensPerMinute ?? 0,
+      budget: (account) => {
+        const own = keyLimitsOf(account)?.budget;
+        return own === null ? undefined : (own ?? config.budget);
+      },
+      store: config.limitStore,
+    },
     defaultMaxTokens: config.defaultMaxTokens,
     ...config.timeouts,
     logger: config.logger,

@@ -1,5 +1,5 @@
 import fs from 'node:fs';
-import type { FallbackOptions, UpstreamConfig } from '../lib';
+import type { BudgetSpec, FallbackOptions, UpstreamConfig } from '../lib';
 import type { Price } from './ledger';
 
 /** What `INFERY_CONFIG` names: a JSON file with the upstreams (and, optionally, fallback rules and prices). */
@@ -12,6 +12,26 @@ export interface FileConfig {
    * else does.
    */
   prices?: Record<string, Price>;
+  /** Limits by client key: `{"<key>": {"budget": "5/day", "tpm": 10000}}`, over INFERY_BUDGET and INFERY_TPM. */
+  keys?: Record<string, KeyLimits>;
+}
+
+/** One client key's limits (`INFERY_CONFIG` `keys`). */
+export interface KeyLimits {
+  /** Credits per UTC day, week or month (`"5/day"`); `null` or `"0"`-less: none for this key. */
+  budget?: BudgetSpec | null;
+  /** Tokens per minute (0: none). */
+  tpm?: number;
+}
+
+/**
+ * Parses a budget written `<credits>/<day|week|month>` (`5/day`, `100/week`, `2000/month`: UTC windows) — what
+ * `INFERY_BUDGET` and `INFERY_CONFIG`'s `keys.<key>.budget` take. Throws an Error naming `what` and the problem.
+ */
+export function parseBudget(value: string, what: string): BudgetSpec {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*\/\s*(day|week|month)\s*$/i.exec(value);
+  if (!match) throw new Error(`${what} must be <credits>/<day|week|month>, e.g. "5/day", got ${JSON.stringify(value)}`);
+  return { credits: Number(match[1]), window: match[2]!.toLowerCase() as 'day' | 'week' | 'month' };
 }
 
 /** The `baseURL` that stands for the built-in mock provider, so a config can be tried offline. */
@@ -41,7 +61,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new Error(`INFERY_CONFIG: ${file} must hold a JSON object with "upstreams"`);
   const config = json as Record<string, unknown>;
   for (const key of Object.keys(config)) {
-    if (!['upstreams', 'fallback', 'prices'].includes(key)) throw new Error(`INFERY_CONFIG: unknown key "${key}" in ${file} (expected upstreams, fallback, prices)`);
+    if (!['upstreams', 'fallback', 'prices', 'keys'].includes(key)) throw new Error(`INFERY_CONFIG: unknown key "${key}" in ${file} (expected upstreams, fallback, prices, keys)`);
   }
   if (!Array.isArray(config.upstreams) || config.upstreams.length === 0) {
     throw new Error(`INFERY_CONFIG: ${file} needs "upstreams": a non-empty list of {"name","baseURL","apiKey","models"}`);
@@ -57,7 +77,7 @@ export function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): 
     }
     return upstream as unknown as UpstreamConfig;
   });
-  return { upstreams, fallback: config.fallback as FallbackOptions | undefined, prices: parsePrices(config.prices, file) };
+  return { upstreams, fallback: config.fallback as FallbackOptions | undefined, prices: parsePrices(config.prices, file), keys: parseKeyLimits(config.keys, file) };
 }
 
 /** The keys a price may have: credits per 1K tokens (`web_search`: per search). */
@@ -84,4 +104,27 @@ function parsePrices(value: unknown, file: string): Record<string, Price> | unde
     prices[model.trim().toLowerCase()] = parsed;
   }
   return prices;
+}
+
+function parseKeyLimits(value: unknown, file: string): Record<string, KeyLimits> | undefined {
+  if (value === undefined) return undefined;
+  const shape = '{"<key>": {"budget": "5/day", "tpm": 10000}}';
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error(`INFERY_CONFIG: "keys" in ${file} must be an object: ${shape}`);
+  const keys = Object.create(null) as Record<string, KeyLimits>;
+  for (const [key, limits] of Object.entries(value)) {
+    if (typeof limits !== 'object' || limits === null || Array.isArray(limits)) throw new Error(`INFERY_CONFIG: keys["${key}"] must be an object: ${shape}`);
+    const out: KeyLimits = {};
+    for (const [name, v] of Object.entries(limits as Record<string, unknown>)) {
+      if (name === 'budget') {
+        if (v === null) out.budget = null;
+        else if (typeof v === 'string') out.budget = parseBudget(v, `INFERY_CONFIG: keys["${key}"].budget`);
+        else throw new Error(`INFERY_CONFIG: keys["${key}"].budget must be "<credits>/<day|week|month>" (or null for none), got ${JSON.stringify(v)}`);
+      } else if (name === 'tpm') {
+        if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw new Error(`INFERY_CONFIG: keys["${key}"].tpm must be a whole number of tokens per minute ≥ 0 (0: none), got ${JSON.stringify(v)}`);
+        out.tpm = v;
+      } else throw new Error(`INFERY_CONFIG: keys["${key}"] has an unknown key "${name}" (expected budget, tpm)`);
+    }
+    keys[key] = out;
+  }
+  return keys;
 }

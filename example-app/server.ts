@@ -6,7 +6,7 @@ import type { UpstreamConfig } from '../lib';
 import { createApp, parseApiKeys } from './app';
 import { startMockProvider, type MockProvider } from './mock-provider';
 import { connectRedisState, safeRedisURL, type RedisState } from './redis';
-import { loadConfig, MOCK_BASE_URL } from './config';
+import { loadConfig, MOCK_BASE_URL, parseBudget } from './config';
 
 /**
  * Runs the example gateway. Environment:
@@ -25,6 +25,9 @@ import { loadConfig, MOCK_BASE_URL } from './config';
  * - INFERY_HOLD_TTL_MS: how long a hold or concurrency slot outlives its instance on Redis (default 120000)
  * - INFERY_MAX_CONCURRENT: open generations per key (default 32; 0 disables)
  * - INFERY_RPM: requests per minute per key (default 600; 0 disables)
+ * - INFERY_TPM: tokens per minute per key, input and output (default 0: none)
+ * - INFERY_BUDGET: every key's spend cap, `<credits>/<day|week|month>` (UTC windows), e.g. `5/day`; unset, none.
+ *   INFERY_CONFIG's `"keys": {"<key>": {"budget": "5/day", "tpm": 10000}}` sets them per key (`"budget": null`: none)
  * - INFERY_UPSTREAM_TIMEOUT_MS, INFERY_IDLE_TIMEOUT_MS, INFERY_MAX_DURATION_MS, INFERY_WRITE_TIMEOUT_MS: the gateway's
  *   upstreamTimeout, idleTimeout, maxDuration and writeTimeout (defaults: the library's)
  * - LOG_LEVEL: pino level (default info)
@@ -87,6 +90,9 @@ async function main(): Promise<void> {
   };
   const maxConcurrent = wholeEnv('INFERY_MAX_CONCURRENT', 32);
   const requestsPerMinute = wholeEnv('INFERY_RPM', 600);
+  const tokensPerMinute = wholeEnv('INFERY_TPM', 0);
+  const budgetText = process.env.INFERY_BUDGET?.trim();
+  const budget = budgetText ? parseBudget(budgetText, 'INFERY_BUDGET') : undefined;
   let shared: RedisState | undefined;
   const redisURL = process.env.INFERY_REDIS_URL?.trim();
   if (redisURL) {
@@ -107,6 +113,9 @@ async function main(): Promise<void> {
     apiKeys,
     maxConcurrent,
     requestsPerMinute,
+    tokensPerMinute,
+    budget,
+    keyLimits: fileConfig?.keys,
     timeouts,
     logger,
   });

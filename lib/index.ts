@@ -2,7 +2,9 @@ export { inferyStream } from './middleware';
 export type { InferyStreamMiddleware, GatewayHandler, GatewayErrorHandler, GatewayRequest, NextFunction } from './middleware';
 export type { Options, UpstreamOptions, LimitOptions } from './options/options';
 export { MemoryLimitStore, LimitRefusedError } from './ledgers/stores/limit-store';
-export type { LimitStore } from './ledgers/stores/limit-store';
+export type { LimitStore, RateState } from './ledgers/stores/limit-store';
+export { BudgetExhaustedError, budgetWindow } from './ledgers/stores/budget';
+export type { BudgetSettlement } from './ledgers/stores/budget';
 export { InferyError } from './base/errors';
 export type { OpenAIErrorBody } from './base/errors';
 export { bearerToken } from './base/auth';
@@ -17,5 +19,5 @@ export type { Observer, RequestEnd, GenerationStart, GenerationSettled } from '.
 export type { UpstreamApi, UpstreamConfig, FallbackOptions, FallbackTrigger } from './services/upstream/upstreams';
 export { UpstreamAttemptsError } from './services/upstream/upstream-pool';
 export type { UpstreamFailure } from './services/upstream/upstream-pool';
-export type { PreflightContext, Logger, OwnsResponseAnswer, MeterEvent, Outcome, ReserveContext, ReserveLimits, ReserveResult, WorstCase, Usage, UsageClasses, LimitRefusal, Endpoint } from './contract/hooks';
+export type { PreflightContext, Logger, OwnsResponseAnswer, MeterEvent, Outcome, ReserveContext, ReserveLimits, ReserveResult, WorstCase, Usage, UsageClasses, BudgetSpec, BudgetWindow, LimitRefusal, Endpoint } from './contract/hooks';
 export { InferyOptionsError } from './base/errors';

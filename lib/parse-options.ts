@@ -1,6 +1,6 @@
 import { closest } from './base/did-you-mean';
 import { InferyOptionsError } from './base/errors';
-import type { Logger, OwnsResponseAnswer } from './contract/hooks';
+import type { BudgetSpec, Logger, OwnsResponseAnswer } from './contract/hooks';
 import { textsCounter } from './core/usage';
 import { containedObserver, OBSERVER_MEMBERS, type Observer } from './ledgers/metrics/observer';
 import { MemoryLimitStore, type LimitStore } from './ledgers/stores/limit-store';
@@ -16,7 +16,7 @@ const KNOWN_KEYS = new Set([
   'maxEventBytes', 'meterTimeout',
   'maxResponseBytes', 'forwardHeaders', 'logger', 'observer', 'countTokens',
 ]);
-const LIMIT_KEYS = new Set(['maxConcurrent', 'requestsPerMinute', 'store', 'key']);
+const LIMIT_KEYS = new Set(['maxConcurrent', 'requestsPerMinute', 'tokensPerMinute', 'tokensCounted', 'budget', 'store', 'key']);
 // `x-api-key` and `api-key` carry the client's own key (bearerToken reads them): never sent to a provider
 const FORBIDDEN_FORWARD = new Set(['authorization', 'x-api-key', 'api-key', 'cookie', 'proxy-authorization', 'host', 'content-length']);
 
@@ -269,9 +269,20 @@ function parseLimits<Account>(value: unknown): ResolvedLimits<Account> | undefin
   if (store !== undefined && (typeof store !== 'object' || store === null || ['acquire', 'release', 'hit'].some((m) => typeof (store as unknown as Record<string, unknown>)[m] !== 'function'))) {
     fail('`limits.store` must implement acquire(key, max), release(key) and hit(key, perMinute).');
   }
+  const tpm = limits.tokensPerMinute;
+  if (tpm !== undefined && typeof tpm !== 'function') whole('tokensPerMinute', tpm);
+  const tokensPerMinute = typeof tpm === 'function' ? (tpm as (account: Account) => number) : () => (tpm as number | undefined) ?? 0;
+  if (tpm !== undefined && tpm !== 0 && store !== undefined && (typeof store.takeTokens !== 'function' || typeof store.returnTokens !== 'function')) {
+    fail('`limits.tokensPerMinute` needs a `limits.store` with takeTokens(key, tokens, perMinute) and returnTokens(key, tokens, perMinute), as MemoryLimitStore and RedisLimitStore have.');
+  }
+  const counted = limits.tokensCounted ?? 'total';
+  if (counted !== 'input' && counted !== 'output' && counted !== 'total') fail(`\`limits.tokensCounted\` must be "input", "output" or "total", got ${JSON.stringify(counted)}.`);
   return {
     maxConcurrent: whole('maxConcurrent', limits.maxConcurrent),
     requestsPerMinute: whole('requestsPerMinute', limits.requestsPerMinute),
+    tokensPerMinute,
+    tokensCounted: counted,
+    budget: fn<(account: Account) => BudgetSpec | undefined>('limits.budget', limits.budget, false),
     store: store ?? new MemoryLimitStore(),
     key: fn<(account: Account) => string>('limits.key', limits.key, false) ?? defaultAccountKey,
   };

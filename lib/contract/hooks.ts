@@ -93,6 +93,8 @@ export interface MeterEvent<Account = unknown, Req extends IncomingMessage = Inc
    * gateway gives the slot back itself).
    */
   limits?: ReserveLimits;
+  /** The budget window the generation was admitted in (`ReserveContext.budget`): pass it to the store's `settle`. */
+  budget?: BudgetWindow;
   /** The client's request (read headers from it; its body has been consumed). */
   req: Req;
 }
@@ -239,6 +241,12 @@ export interface ReserveContext<Account, Req extends IncomingMessage = IncomingM
    * after a hold), the gateway takes them itself, after the hold, and logs that once.
    */
   limits?: ReserveLimits;
+  /**
+   * The account's budget window when `limits.budget` gives it one: pass it to the store's `reserve` (a
+   * `MemoryCreditStore` or `RedisCreditStore` checks the hold against it and throws `BudgetExhaustedError`, the
+   * gateway's 402 `budget_exceeded` with `Retry-After` to the reset).
+   */
+  budget?: BudgetWindow;
   /** The client's request, as your framework hands it over. */
   req: Req;
 }
@@ -250,5 +258,36 @@ export interface ReserveContext<Account, Req extends IncomingMessage = IncomingM
  */
 export type ReserveResult = boolean | void | { hold: unknown; maxCompletionTokens?: number } | string | number | object;
 
-/** Which per-account limit refused a request: the per-minute budget, the concurrency slots, or the credits (402). */
-export type LimitRefusal = 'rate' | 'concurrency' | 'quota';
+/** Which per-account limit refused a request: the per-minute budget, the concurrency slots, the token rate, the credits (402), or the spend budget over time (402). */
+export type LimitRefusal = 'rate' | 'concurrency' | 'tokens' | 'quota' | 'budget';
+
+/**
+ * An account's spend cap over time (`limits.budget`): at most `credits` per window — a UTC calendar `day`,
+ * `week` (from Monday 00:00) or `month`, or fixed windows of `hours` hours counted from the Unix epoch — with a
+ * soft limit that notifies first.
+ */
+export interface BudgetSpec {
+  /** The most the account may spend in one window, in credits (the unit `reserve` holds and `meter` charges). */
+  credits: number;
+  window: 'day' | 'week' | 'month' | { hours: number };
+  /** The share of `credits` past which a settlement says the soft limit is crossed (once per window). Default 0.8. */
+  softLimit?: number;
+}
+
+/**
+ * The window of a budget a generation was admitted in, as the gateway hands it to `reserve`
+ * (`ReserveContext.budget`) and `meter` (`MeterEvent.budget`): pass it to the credit store's `reserve` and
+ * `settle`, which check the hold against it (the window's spend plus every hold in flight plus this one, at most
+ * `limit`) and add the charge to its spend, in the same step.
+ */
+export interface BudgetWindow {
+  /** The cap in credits. */
+  limit: number;
+  /** The soft limit in credits (`limit × softLimit`). */
+  soft: number;
+  /** The window's id, e.g. `day:2026-12-04`, `week:2026-11-30`, `month:2026-12`, `6h:82006`. */
+  id: string;
+  /** When the window began and when it resets (ms since the epoch, UTC). */
+  startsAt: number;
+  resetsAt: number;
+}

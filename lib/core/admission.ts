@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { InferyError } from '../base/errors';
-import type { WorstCase, LimitRefusal, ReserveLimits } from '../contract/hooks';
+import type { BudgetWindow, WorstCase, LimitRefusal, ReserveLimits } from '../contract/hooks';
 import { isHoldWithCap } from '../ledgers/billing/reservation';
-import { LimitRefusedError } from '../ledgers/stores/limit-store';
+import { BudgetExhaustedError, budgetWindow, checkBudgetSpec } from '../ledgers/stores/budget';
+import { LimitRefusedError, type RateState } from '../ledgers/stores/limit-store';
 import type { MeteredApi } from './metered-api';
 import type { ResolvedOptions } from '../options/resolved';
 import { worstClasses } from './usage-classes';
@@ -37,6 +38,10 @@ export interface Ticket<Account> {
   lease: Lease | undefined;
   /** The limits `reserve` took with the hold (its settlement releases the slot): `MeterEvent.limits`. */
   limits?: ReserveLimits;
+  /** The tokens taken from the account's tokens-per-minute bucket at admission, settled with the real count. */
+  tokens?: TokensTaken;
+  /** The budget window the generation was admitted in (`ReserveContext.budget`, `MeterEvent.budget`). */
+  budget?: BudgetWindow;
   /**
    * A limit refused the request after the hold was taken (a `reserve` that was handed the limits and did not take
    * them): the generation is settled unserved and the client gets this 429.
@@ -44,7 +49,48 @@ export interface Ticket<Account> {
   refused?: InferyError;
 }
 
+/** What a generation took of its account's tokens per minute: given back or taken more at settlement. */
+export interface TokensTaken {
+  key: string;
+  perMinute: number;
+  taken: number;
+  counted: 'input' | 'output' | 'total';
+}
+
 const NO_LEASE: Lease = { release: () => Promise.resolve() };
+
+/**
+ * A duration as OpenAI writes it in `x-ratelimit-reset-*` (Go's style: `250ms`, `1.5s`, `6m0s`, `1h2m3s`), which
+ * the SDKs' retry logic and users read.
+ */
+export function resetDuration(ms: number): string {
+  const whole = Math.max(0, Math.ceil(ms));
+  if (whole < 1000) return `${whole}ms`;
+  const hours = Math.floor(whole / 3_600_000);
+  const minutes = Math.floor((whole % 3_600_000) / 60_000);
+  const seconds = String(Number(((whole % 60_000) / 1000).toFixed(3)));
+  if (hours > 0) return `${hours}h${minutes}m${seconds}s`;
+  return minutes > 0 ? `${minutes}m${seconds}s` : `${seconds}s`;
+}
+
+/** The `x-ratelimit-*` headers of one limit: its limit, what remains, and when it is whole again. */
+export function rateHeaders(kind: 'requests' | 'tokens', limit: number, state: RateState): Record<string, string> {
+  return {
+    [`x-ratelimit-limit-${kind}`]: String(limit),
+    [`x-ratelimit-remaining-${kind}`]: String(Math.min(limit, state.remaining)),
+    [`x-ratelimit-reset-${kind}`]: resetDuration(state.resetMs),
+  };
+}
+
+/** A store's `hit` answer: the number of an older store (0 allowed, else the wait), or its full state. */
+function rateStateOf(answer: number | RateState): RateState | undefined {
+  return typeof answer === 'number' ? undefined : answer;
+}
+
+function setHeaders(res: ServerResponse | undefined, headers: Record<string, string>): void {
+  if (!res || res.headersSent) return;
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+}
 
 /** The limit behind each refusal admission raised (the two 429s share a code; metrics tell them apart). */
 const refusals = new WeakMap<InferyError, LimitRefusal>();
@@ -79,8 +125,37 @@ function rateLimited(limit: 'rate' | 'concurrency', message: string, retryAfterM
   return error;
 }
 
-function rateError(requestsPerMinute: number, waitMs: number): InferyError {
-  return rateLimited('rate', `Rate limit reached: ${requestsPerMinute} requests per minute for this key. Try again in ${Math.ceil(waitMs / 1000)} s.`, waitMs);
+function rateError(requestsPerMinute: number, waitMs: number, state?: RateState): InferyError {
+  const error = rateLimited('rate', `Rate limit reached: ${requestsPerMinute} requests per minute for this key. Try again in ${Math.ceil(waitMs / 1000)} s.`, waitMs);
+  if (state) error.headers = { ...error.headers, ...rateHeaders('requests', requestsPerMinute, state) };
+  return error;
+}
+
+function tokensError(taken: TokensTaken, state: RateState): InferyError {
+  const which = taken.counted === 'total' ? '' : ` ${taken.counted}`;
+  const error = new InferyError(429, 'rate_limit_exceeded', `Rate limit reached: ${taken.perMinute}${which} tokens per minute for this key. Try again in ${Math.ceil(state.waitMs / 1000)} s.`, { type: 'tokens' });
+  refusals.set(error, 'tokens');
+  error.headers = {
+    'Retry-After': String(Math.max(1, Math.ceil(state.waitMs / 1000))),
+    'retry-after-ms': String(Math.max(1, Math.round(state.waitMs))),
+    ...rateHeaders('tokens', taken.perMinute, state),
+  };
+  return error;
+}
+
+/** The 402 of a budget window a hold would pass: `Retry-After` to the reset, the reset in ISO 8601 UTC. */
+function budgetError(refusal: BudgetExhaustedError): InferyError {
+  const { window } = refusal;
+  const reset = new Date(window.resetsAt).toISOString();
+  const error = new InferyError(
+    402,
+    'budget_exceeded',
+    `This key's budget of ${window.limit} credits for ${window.id.replace(':', ' ')} is used up: ${refusal.spent} spent and ${refusal.held} held for generations under way, and this request can cost up to ${refusal.credits}. It resets at ${reset}.`,
+    { type: 'insufficient_quota' },
+  );
+  refusals.set(error, 'budget');
+  error.headers = { 'Retry-After': String(Math.max(1, Math.ceil((window.resetsAt - Date.now()) / 1000))) };
+  return error;
 }
 
 function concurrencyError(maxConcurrent: number): InferyError {
@@ -97,12 +172,16 @@ function limitsGoToReserve<Account>(opts: ResolvedOptions<Account>): boolean {
  * Counts the request against the account's per-minute budget; 429 with `Retry-After` past it. A generation whose
  * limits `reserve` takes (`forGeneration`) is counted there instead, in the same step as its hold.
  */
-export async function checkRequestRate<Account>(opts: ResolvedOptions<Account>, account: Account, forGeneration = false): Promise<'counted' | 'deferred'> {
+export async function checkRequestRate<Account>(opts: ResolvedOptions<Account>, account: Account, forGeneration = false, res?: ServerResponse): Promise<'counted' | 'deferred'> {
   const limits = opts.limits;
   if (!limits || limits.requestsPerMinute === 0) return 'counted';
   if (forGeneration && limitsGoToReserve(opts)) return 'deferred';
-  const waitMs = await limits.store.hit(limits.key(account), limits.requestsPerMinute);
-  if (typeof waitMs === 'number' && waitMs > 0) throw rateError(limits.requestsPerMinute, waitMs);
+  const answer = await limits.store.hit(limits.key(account), limits.requestsPerMinute);
+  const state = rateStateOf(answer);
+  const waitMs = state ? state.waitMs : answer;
+  if (typeof waitMs === 'number' && waitMs > 0) throw rateError(limits.requestsPerMinute, waitMs, state);
+  // the answer tells the client what is left (OpenAI's x-ratelimit-* headers, which the SDKs read)
+  if (state) setHeaders(res, rateHeaders('requests', limits.requestsPerMinute, state));
   return 'counted';
 }
 
@@ -182,8 +261,12 @@ export async function admitGeneration<Account>(
   // the rate and the slot taken with the hold by `reserve` (one round trip on Redis), or here, before it
   const limits = limitsGoToReserve(opts) ? reserveLimits(opts.limits!, account, generationId) : undefined;
   let lease = limits ? NO_LEASE : await acquireSlot(opts, account);
+  let tokens: TokensTaken | undefined;
   try {
     const prompt = estimate.bound;
+    const budget = budgetFor(opts, account);
+    // tokens per minute: the worst case is taken now (check before), the real count settled after
+    tokens = await takeTokens(opts, account, res, prompt, cap.perChoice * cap.choices);
     const extras = api.worstExtras?.(body);
     const worstCase = (perChoice: number): WorstCase => ({
       prompt_tokens: prompt,
@@ -206,6 +289,7 @@ export async function admitGeneration<Account>(
         capSource: cap.source,
         choices: cap.choices,
         limits,
+        budget,
         req,
       });
       if (result === false) {
@@ -239,12 +323,66 @@ export async function admitGeneration<Account>(
       upstreamBody: api.withCap(body, cap, perChoice),
       lease,
       limits: limits?.taken ? limits : undefined,
+      tokens,
+      budget,
       refused,
     };
   } catch (err) {
     if (limits && typeof err === 'object' && err !== null && (limits.rateCounted || (err instanceof InferyError && refusals.get(err) === 'rate'))) rateSettled.add(err);
     await lease.release();
+    // refused after its tokens were taken: they go back
+    if (tokens) await settleTokens(opts, tokens, 0);
     throw err;
+  }
+}
+
+/** The account's current budget window, when `limits.budget` gives it one (a bad one is the host's error: 500). */
+function budgetFor<Account>(opts: ResolvedOptions<Account>, account: Account): BudgetWindow | undefined {
+  const spec = opts.limits?.budget?.(account);
+  if (spec === undefined || spec === null) return undefined;
+  try {
+    checkBudgetSpec(spec, 'limits.budget(account)');
+  } catch (err) {
+    throw new InferyError(500, 'invalid_budget', `The gateway's budget configuration is invalid: ${(err as Error).message}.`, { type: 'server_error' });
+  }
+  return budgetWindow(spec);
+}
+
+/** The tokens of a worst case (or a usage) that count against the account's tokens per minute. */
+function countedTokens(counted: TokensTaken['counted'], input: number, output: number): number {
+  return counted === 'input' ? input : counted === 'output' ? output : input + output;
+}
+
+/**
+ * Takes the worst case's tokens from the account's tokens-per-minute bucket, setting the `x-ratelimit-*-tokens`
+ * headers; 429 with `Retry-After` when the bucket is empty. Undefined when the account has no such limit.
+ */
+async function takeTokens<Account>(opts: ResolvedOptions<Account>, account: Account, res: ServerResponse, input: number, output: number): Promise<TokensTaken | undefined> {
+  const limits = opts.limits;
+  if (!limits) return undefined;
+  const perMinute = limits.tokensPerMinute(account);
+  if (perMinute === 0 || perMinute === undefined) return undefined;
+  if (typeof perMinute !== 'number' || !Number.isSafeInteger(perMinute) || perMinute < 0) {
+    throw new InferyError(500, 'invalid_limits', `The gateway's limits.tokensPerMinute gave ${String(perMinute)} for this key: it must be a whole number ≥ 0.`, { type: 'server_error' });
+  }
+  const taken: TokensTaken = { key: limits.key(account), perMinute, taken: countedTokens(limits.tokensCounted, input, output), counted: limits.tokensCounted };
+  const state = await limits.store.takeTokens!(taken.key, taken.taken, perMinute);
+  if (state.waitMs > 0) throw tokensError(taken, state);
+  setHeaders(res, rateHeaders('tokens', perMinute, state));
+  return taken;
+}
+
+/**
+ * Settles a generation's tokens per minute with the real count: what the worst case took beyond it goes back
+ * (or what it used beyond the worst case is taken). Never throws: a store that cannot be reached is logged.
+ */
+export async function settleTokens<Account>(opts: ResolvedOptions<Account>, taken: TokensTaken, input: number, output = 0): Promise<void> {
+  const delta = taken.taken - countedTokens(taken.counted, input, output);
+  if (delta === 0) return;
+  try {
+    await opts.limits!.store.returnTokens!(taken.key, delta, taken.perMinute);
+  } catch (err) {
+    opts.logger?.error({ err: err instanceof Error ? { name: err.name, message: err.message } : String(err) }, 'infery-stream limit store could not settle tokens per minute');
   }
 }
 
@@ -257,6 +395,7 @@ async function callReserve<Account>(opts: ResolvedOptions<Account>, limits: Rese
   try {
     return await opts.reserve!(ctx);
   } catch (err) {
+    if (err instanceof BudgetExhaustedError) throw budgetError(err);
     if (!(limits && err instanceof LimitRefusedError)) throw err;
     throw err.limit === 'rate' ? rateError(limits.requestsPerMinute, Math.max(1, err.retryAfterMs)) : concurrencyError(limits.maxConcurrent);
   }
@@ -275,8 +414,10 @@ async function takeLimitsAfterHold<Account>(opts: ResolvedOptions<Account>, acco
   }
   try {
     if (limits.requestsPerMinute > 0 && !limits.rateCounted) {
-      const waitMs = await opts.limits!.store.hit(limits.key, limits.requestsPerMinute);
-      if (typeof waitMs === 'number' && waitMs > 0) return { lease: NO_LEASE, refused: rateError(limits.requestsPerMinute, waitMs) };
+      const answer = await opts.limits!.store.hit(limits.key, limits.requestsPerMinute);
+      const state = rateStateOf(answer);
+      const waitMs = state ? state.waitMs : answer;
+      if (typeof waitMs === 'number' && waitMs > 0) return { lease: NO_LEASE, refused: rateError(limits.requestsPerMinute, waitMs, state) };
     }
     return { lease: await acquireSlot(opts, account) };
   } catch (err) {

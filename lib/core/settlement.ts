@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { Ticket } from './admission';
+import { settleTokens, type Ticket } from './admission';
 import type { InferyError } from '../base/errors';
 import type { MeterEvent, Outcome } from '../contract/hooks';
 import { callMeter } from './metering';
@@ -65,12 +65,15 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
         finishReason: end.finishReason,
         timings: { ttftMs: end.ttftMs, durationMs: end.durationMs },
         ...(ticket.limits ? { limits: ticket.limits } : {}),
+        ...(ticket.budget ? { budget: ticket.budget } : {}),
         req: end.req,
       },
       opts.meterTimeout,
     );
   } finally {
     await ticket.lease?.release();
+    // tokens per minute: the worst case taken at admission, settled with the real count
+    if (ticket.tokens) await settleTokens(opts, ticket.tokens, end.usage.prompt_tokens, end.usage.completion_tokens);
   }
   if (result.credits === undefined) {
     const err = result.error instanceof Error ? { name: result.error.name, message: result.error.message } : undefined;

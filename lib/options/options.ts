@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import type { Logger, MeterEvent, OwnsResponseAnswer, PreflightContext, ReserveContext, ReserveResult } from '../contract/hooks';
+import type { BudgetSpec, Logger, MeterEvent, OwnsResponseAnswer, PreflightContext, ReserveContext, ReserveResult } from '../contract/hooks';
 import type { Observer } from '../ledgers/metrics/observer';
 import type { LimitStore } from '../ledgers/stores/limit-store';
 import type { FallbackOptions, UpstreamConfig } from '../services/upstream/upstreams';
@@ -154,6 +154,24 @@ export interface LimitOptions<Account> {
   maxConcurrent?: number;
   /** Requests (every route) one account may start per minute, as a token bucket; more get 429. Default: `0` (no limit). */
   requestsPerMinute?: number;
+  /**
+   * Tokens one account may use per minute (`0`: no limit) — one number for every account, or a function of the
+   * account. Checked at admission against the worst case (the prompt's bound and the completion cap: check
+   * before) and settled with the real count (charge after), as a bucket refilled continuously; past it, 429
+   * `rate_limit_exceeded` (type `tokens`) with `Retry-After`. The store must implement `takeTokens` and
+   * `returnTokens` (the in-memory and Redis ones do). Default: `0`.
+   */
+  tokensPerMinute?: number | ((account: Account) => number);
+  /** Which tokens count against `tokensPerMinute`: `input`, `output` or `total` (default). */
+  tokensCounted?: 'input' | 'output' | 'total';
+  /**
+   * The account's spend cap over time — credits per UTC day, week or month, or per fixed windows of some hours —
+   * or `undefined` for none. The gateway hands the current window to `reserve` (`ReserveContext.budget`) and
+   * `meter` (`MeterEvent.budget`); pass it to the credit store's `reserve` and `settle`, which count every hold in
+   * flight against it. A refused hold (`BudgetExhaustedError`) is 402 `budget_exceeded` with `Retry-After`
+   * (seconds to the reset) and the reset in ISO 8601 UTC in the message; nothing reaches the provider.
+   */
+  budget?: (account: Account) => BudgetSpec | undefined;
   /** Where the counters live. Default: an in-memory store (one process). */
   store?: LimitStore;
   /**

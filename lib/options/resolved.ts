@@ -1,4 +1,4 @@
-import type { Logger } from '../contract/hooks';
+import type { BudgetSpec, Logger } from '../contract/hooks';
 import type { ContainedObserver } from '../ledgers/metrics/observer';
 import type { LimitStore } from '../ledgers/stores/limit-store';
 import type { ResponseOwners, StoredResponse } from '../ledgers/stores/response-owners';
@@ -16,6 +16,10 @@ import type { FallbackOptions, ResolvedUpstream } from '../services/upstream/ups
 export interface ResolvedLimits<Account> {
   maxConcurrent: number;
   requestsPerMinute: number;
+  /** The account's tokens per minute (0: none). */
+  tokensPerMinute: (account: Account) => number;
+  tokensCounted: 'input' | 'output' | 'total';
+  budget: ((account: Account) => BudgetSpec | undefined) | undefined;
   store: LimitStore;
   key: (account: Account) => string;
 }

@@ -43,7 +43,7 @@ export async function handleGeneration<Account>(
   try {
     if (inflight.draining) throw shuttingDown();
     const account = await authenticateOrThrow(opts, req);
-    if ((await checkRequestRate(opts, account, true)) === 'deferred') uncounted = { account };
+    if ((await checkRequestRate(opts, account, true, res)) === 'deferred') uncounted = { account };
     const body = await readJsonBody(req, opts.bodyLimit);
     const { model, stream } = surface.validate(body, opts);
     // a model no upstream serves is refused before anything is held; one only upstreams of another dialect serve

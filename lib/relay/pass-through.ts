@@ -145,7 +145,7 @@ export function createPassThrough<Account>(opts: ResolvedOptions<Account>, infli
         throw new InferyError(400, 'invalid_body', `A ${req.method} request must not have a body.`);
       }
       const account = await authenticateOrThrow(opts, req);
-      await checkRequestRate(opts, account);
+      await checkRequestRate(opts, account, false, res);
       if (route.startsWith('/responses/{')) {
         // a stored response is read with the gateway's key, which reads every account's: only its creator may,
         // from the upstream that holds it

@@ -1,4 +1,5 @@
-import type { MeterEvent, Outcome, ReserveLimits, Usage } from '../../contract/hooks';
+import type { BudgetWindow, MeterEvent, Outcome, ReserveLimits, Usage } from '../../contract/hooks';
+import type { BudgetSettlement } from './budget';
 
 /** A key's account: what is available, what is held for generations under way, what it used, `used` by model. */
 export interface Balance {
@@ -21,6 +22,8 @@ export interface Settlement {
    * it is written (a shared store only; the in-memory one always settles at once).
    */
   pending?: boolean;
+  /** With a budget window (`MeterEvent.budget`): the window's spend after this charge, and whether it crossed the soft limit. */
+  budget?: BudgetSettlement;
 }
 
 /** What a store keeps of one settled generation: what `GET /v1/generation?id=` answers in the example app. */
@@ -88,16 +91,19 @@ export interface CreditStore {
   /**
    * Holds `credits` of the account's available balance under `holdId`; `false` (and nothing held) when they are not
    * there. A store that can also takes `limits` (`ReserveContext.limits`) with the hold, setting `limits.taken`;
-   * one that cannot ignores them (the gateway then takes them itself).
+   * one that cannot ignores them (the gateway then takes them itself). With a `budget` window
+   * (`ReserveContext.budget`), throws `BudgetExhaustedError` when the window's spend, every hold of the account in
+   * flight and this one would pass the window's limit (nothing is held then).
    */
-  reserve(account: string, holdId: string, credits: number, limits?: ReserveLimits): boolean | Promise<boolean>;
+  reserve(account: string, holdId: string, credits: number, limits?: ReserveLimits, budget?: BudgetWindow): boolean | Promise<boolean>;
   /**
    * Releases the hold and charges `credits` for `model`, at most the hold plus what is available, and keeps
    * `record` (when given) with the charge, in the same step; with the `limits` its reserve took (`MeterEvent.limits`),
-   * gives their concurrency slot back too. Idempotent by `holdId`: a retried settle returns the first result and
+   * gives their concurrency slot back too; with the `budget` window of its reserve (`MeterEvent.budget`), adds the
+   * charge to the window's spend. Idempotent by `holdId`: a retried settle returns the first result and
    * charges nothing more.
    */
-  settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft, limits?: ReserveLimits): Settlement | Promise<Settlement>;
+  settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft, limits?: ReserveLimits, budget?: BudgetWindow): Settlement | Promise<Settlement>;
   /** The account's balance, or `undefined` for an unknown account. */
   balanceOf(account: string): Balance | undefined | Promise<Balance | undefined>;
   /**

@@ -14,7 +14,15 @@ export interface LimitStore {
    * `perMinute` and refills continuously). Resolves `0` when the request is allowed, else the milliseconds until
    * it would be.
    */
-  hit(key: string, perMinute: number): number | Promise<number>;
+  hit(key: string, perMinute: number): number | RateState | Promise<number | RateState>;
+  /**
+   * Takes `tokens` from `key`'s bucket of `perMinute` tokens a minute (refilled continuously): allowed while the
+   * bucket is above zero, which the take may overdraw (check before, charge after: the settlement gives back or
+   * takes the difference with {@link LimitStore.returnTokens}). Needed for `limits.tokensPerMinute`.
+   */
+  takeTokens?(key: string, tokens: number, perMinute: number): RateState | Promise<RateState>;
+  /** Gives `tokens` back to the bucket (a negative number takes more), never above `perMinute`. */
+  returnTokens?(key: string, tokens: number, perMinute: number): void | Promise<void>;
   /**
    * True when the credit store's `reserve` takes this store's limits for generations, in the hold's own step
    * (one round trip on a shared store): the gateway then calls neither `hit` nor `acquire` for a generation but
@@ -22,6 +30,25 @@ export interface LimitStore {
    * `hit` still counts the other requests (`/models`, pass-through).
    */
   readonly takenByReserve?: boolean;
+}
+
+/** A bucket's state after a request or a take: for the `x-ratelimit-*` headers and `Retry-After`. */
+export interface RateState {
+  /** 0 when allowed, else the milliseconds until it would be. */
+  waitMs: number;
+  /** What is left in the bucket (whole requests or tokens, never below 0). */
+  remaining: number;
+  /** Milliseconds until the bucket is full again. */
+  resetMs: number;
+}
+
+/** A bucket of `cap` a minute, refilled continuously, after `elapsed` ms at `level`. */
+function refilled(level: number, elapsed: number, cap: number): number {
+  return Math.min(cap, level + Math.max(0, elapsed) * (cap / MINUTE));
+}
+
+function stateOf(level: number, cap: number, waitMs: number): RateState {
+  return { waitMs, remaining: Math.max(0, Math.floor(level)), resetMs: Math.max(0, Math.ceil((cap - level) / (cap / MINUTE))) };
 }
 
 /**
@@ -53,6 +80,7 @@ const MINUTE = 60_000;
 export class MemoryLimitStore implements LimitStore {
   private readonly open = new Map<string, number>();
   private readonly buckets = new Map<string, Bucket>();
+  private readonly tokenBuckets = new Map<string, Bucket>();
   private hits = 0;
 
   /** `now` is a clock in milliseconds; the default is monotonic, so a wall-clock step never blocks an account. */
@@ -71,19 +99,38 @@ export class MemoryLimitStore implements LimitStore {
     else this.open.set(key, held - 1);
   }
 
-  hit(key: string, perMinute: number): number {
+  hit(key: string, perMinute: number): RateState {
     const now = this.now();
-    if (++this.hits % 1024 === 0) this.sweep(now, perMinute);
+    if (++this.hits % 1024 === 0) this.sweep(now);
     const bucket = this.buckets.get(key) ?? { tokens: perMinute, at: now };
     const rate = perMinute / MINUTE;
-    bucket.tokens = Math.min(perMinute, bucket.tokens + Math.max(0, now - bucket.at) * rate);
+    bucket.tokens = refilled(bucket.tokens, now - bucket.at, perMinute);
     bucket.at = now;
     this.buckets.set(key, bucket);
     if (bucket.tokens >= 1) {
       bucket.tokens -= 1;
-      return 0;
+      return stateOf(bucket.tokens, perMinute, 0);
     }
-    return Math.max(1, Math.ceil((1 - bucket.tokens) / rate));
+    return stateOf(bucket.tokens, perMinute, Math.max(1, Math.ceil((1 - bucket.tokens) / rate)));
+  }
+
+  takeTokens(key: string, tokens: number, perMinute: number): RateState {
+    const now = this.now();
+    const bucket = this.tokenBuckets.get(key) ?? { tokens: perMinute, at: now };
+    bucket.tokens = refilled(bucket.tokens, now - bucket.at, perMinute);
+    bucket.at = now;
+    this.tokenBuckets.set(key, bucket);
+    if (bucket.tokens <= 0) return stateOf(bucket.tokens, perMinute, Math.max(1, Math.ceil((1 - bucket.tokens) / (perMinute / MINUTE))));
+    bucket.tokens -= tokens;
+    return stateOf(bucket.tokens, perMinute, 0);
+  }
+
+  returnTokens(key: string, tokens: number, perMinute: number): void {
+    const now = this.now();
+    const bucket = this.tokenBuckets.get(key) ?? { tokens: perMinute, at: now }; // dropped: it had refilled
+    this.tokenBuckets.set(key, bucket);
+    bucket.tokens = Math.min(perMinute, refilled(bucket.tokens, now - bucket.at, perMinute) + tokens);
+    bucket.at = now;
   }
 
   /** Concurrency slots held by `key` right now (for tests and metrics). */
@@ -91,8 +138,12 @@ export class MemoryLimitStore implements LimitStore {
     return this.open.get(key) ?? 0;
   }
 
-  /** Drops buckets untouched for a minute: they have refilled, and a missing bucket starts full. */
-  private sweep(now: number, _perMinute: number): void {
+  /**
+   * Drops request buckets untouched for a minute (they have refilled; a missing bucket starts full), and token
+   * buckets at or above zero untouched for a minute (a token bucket may be overdrawn by more than a minute's worth).
+   */
+  private sweep(now: number): void {
     for (const [key, bucket] of this.buckets) if (now - bucket.at >= MINUTE) this.buckets.delete(key);
+    for (const [key, bucket] of this.tokenBuckets) if (now - bucket.at >= MINUTE && bucket.tokens >= 0) this.tokenBuckets.delete(key);
   }
 }

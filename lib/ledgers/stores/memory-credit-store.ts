@@ -1,4 +1,6 @@
 import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type GenerationDraft, type GenerationRecord, type Settlement } from './credit-store';
+import type { BudgetWindow, ReserveLimits } from '../../contract/hooks';
+import { MemoryBudgets } from './budget';
 import { MemoryGenerationLog } from './memory-generations';
 
 interface Account {
@@ -30,6 +32,7 @@ export class MemoryCreditStore implements CreditStore {
   private readonly settled = new Map<string, Settlement>();
   private readonly generations: MemoryGenerationLog;
   private readonly rememberSettlements: number;
+  private readonly budgets = new MemoryBudgets();
 
   /** `startingCredits`: account → credits. */
   constructor(startingCredits: Record<string, number> = {}, options: MemoryCreditStoreOptions = {}) {
@@ -50,19 +53,25 @@ export class MemoryCreditStore implements CreditStore {
     return this.accounts.has(account);
   }
 
-  reserve(account: string, holdId: string, credits: number): boolean {
+  /**
+   * Holds `credits`; `false` when the balance does not cover them. With a `budget` window, throws
+   * `BudgetExhaustedError` when the window's spend, every hold in flight and this one would pass its limit.
+   */
+  reserve(account: string, holdId: string, credits: number, _limits?: ReserveLimits, budget?: BudgetWindow): boolean {
     const acct = this.accounts.get(account);
     if (!acct) throw new Error('unknown key');
     checkCredits('hold', credits);
     if (this.holds.has(holdId) || this.settled.has(holdId)) throw new Error(`hold ${holdId} exists already`);
     const milli = toMilliUp(credits);
     if (milli > acct.start - acct.used - acct.held) return false;
+    if (budget) this.budgets.check(account, budget, acct.held, milli);
     acct.held += milli;
     this.holds.set(holdId, { account, milli });
     return true;
   }
 
-  settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft): Settlement {
+  /** Settles the hold (see {@link CreditStore.settle}); with the `budget` window of its reserve, adds the charge to its spend. */
+  settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft, _limits?: ReserveLimits, budget?: BudgetWindow): Settlement {
     const done = this.settled.get(holdId);
     if (done) return done;
     const acct = this.accounts.get(account);
@@ -77,7 +86,8 @@ export class MemoryCreditStore implements CreditStore {
     const charge = Math.min(cost, acct.start - acct.used - acct.held);
     acct.used += charge;
     if (charge > 0) acct.byModel.set(model, (acct.byModel.get(model) ?? 0) + charge);
-    const result = { charged: charge / 1000, unpaid: (cost - charge) / 1000 };
+    const result: Settlement = { charged: charge / 1000, unpaid: (cost - charge) / 1000 };
+    if (budget) result.budget = this.budgets.charge(account, budget, charge);
     this.settled.set(holdId, result);
     if (this.settled.size > this.rememberSettlements) {
       const oldest = this.settled.keys().next().value;

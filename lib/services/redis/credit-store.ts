@@ -1,4 +1,5 @@
-import type { Logger, ReserveLimits } from '../../contract/hooks';
+import type { BudgetWindow, Logger, ReserveLimits } from '../../contract/hooks';
+import { BudgetExhaustedError } from '../../ledgers/stores/budget';
 import { LimitRefusedError } from '../../ledgers/stores/limit-store';
 import { accountKeys, limitKeys, tagOf, type AccountKeys } from './keys';
 import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type GenerationDraft, type GenerationRecord, type Settlement } from '../../ledgers/stores/credit-store';
@@ -39,6 +40,8 @@ interface PendingSettle {
   record: GenerationDraft | undefined;
   /** The concurrency slot taken with the hold, given back with the settlement. */
   slot: Slot | undefined;
+  /** The budget window the charge counts in. */
+  budget?: BudgetWindow;
 }
 
 /** A concurrency slot a hold took: its leases key, and whether it shares the account's hash slot (one script). */
@@ -127,14 +130,15 @@ export class RedisCreditStore implements CreditStore {
    * admission), else in one script just before; a refused limit throws {@link LimitRefusedError} (the gateway's
    * 429) and nothing is held. The slot is given back by {@link settle} with the same `limits`.
    */
-  async reserve(account: string, holdId: string, credits: number, limits?: ReserveLimits): Promise<boolean> {
+  async reserve(account: string, holdId: string, credits: number, limits?: ReserveLimits, budget?: BudgetWindow): Promise<boolean> {
     checkCredits('hold', credits);
     const keys = accountKeys(this.prefix, account);
     const milli = toMilliUp(credits);
-    if (limits) return this.admit(account, keys, holdId, milli, limits);
-    const answer = await this.runner.run(RESERVE, [keys.account, keys.holds, keys.expiry, keys.settled(holdId)], [holdId, String(milli), String(this.holdTtlMs)]);
+    if (limits) return this.admit(account, keys, holdId, milli, limits, budget);
+    const answer = await this.runner.run(RESERVE, [keys.account, keys.holds, keys.expiry, keys.settled(holdId), keys.budget], [holdId, String(milli), String(this.holdTtlMs), ...budgetArgs(budget)]);
     if (answer === -1) throw new Error('unknown key');
     if (answer === -2) throw new Error(`hold ${holdId} exists already`);
+    if (Array.isArray(answer)) throw budgetRefusal(budget!, answer[1], answer[2], milli);
     if (answer !== 1) return false;
     this.held(holdId, account, milli, undefined);
     return true;
@@ -144,10 +148,10 @@ export class RedisCreditStore implements CreditStore {
    * Releases the hold and charges `credits`, keeping `record`, in one script; with `limits` (those `reserve` took)
    * the concurrency slot is given back in the same script. Idempotent by hold id.
    */
-  async settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft, limits?: ReserveLimits): Promise<Settlement> {
+  async settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft, limits?: ReserveLimits, budget?: BudgetWindow): Promise<Settlement> {
     checkCredits('charge', credits);
     const slot = limits?.taken && limits.maxConcurrent > 0 ? this.slotOf(account, limits) : undefined;
-    const item: PendingSettle = { account, holdId, model: model.slice(0, MAX_MODEL_CHARS), cost: toMilliUp(credits), record, slot };
+    const item: PendingSettle = { account, holdId, model: model.slice(0, MAX_MODEL_CHARS), cost: toMilliUp(credits), record, slot, budget };
     try {
       const answer = await this.write(item);
       if (answer === 'unknown') throw new Error('unknown key');
@@ -169,7 +173,7 @@ export class RedisCreditStore implements CreditStore {
   }
 
   /** The rate, the slot and the hold: one script when the limit key is the account, else the limits' script first. */
-  private async admit(account: string, keys: AccountKeys, holdId: string, milli: number, limits: ReserveLimits): Promise<boolean> {
+  private async admit(account: string, keys: AccountKeys, holdId: string, milli: number, limits: ReserveLimits, budget: BudgetWindow | undefined): Promise<boolean> {
     const slot = this.slotOf(account, { ...limits, slot: holdId });
     const { bucket } = limitKeys(this.prefix, limits.key);
     const rate = String(limits.rateCounted ? 0 : limits.requestsPerMinute);
@@ -179,10 +183,11 @@ export class RedisCreditStore implements CreditStore {
       throw new LimitRefusedError('concurrency', 1_000);
     };
     if (slot.withAccount) {
-      const [code, value] = (await this.runner.run(ADMIT, [keys.account, keys.holds, keys.expiry, keys.settled(holdId), bucket, slot.leases], [holdId, String(milli), String(this.holdTtlMs), rate, max])) as [number, number];
+      const [code, value, spent, held] = (await this.runner.run(ADMIT, [keys.account, keys.holds, keys.expiry, keys.settled(holdId), bucket, slot.leases, keys.budget], [holdId, String(milli), String(this.holdTtlMs), rate, max, ...budgetArgs(budget)])) as [number, number, number?, number?];
       if (code === -1) throw new Error('unknown key');
       if (code === -2) throw new Error(`hold ${holdId} exists already`);
       if (code !== -3 && value === 1) limits.rateCounted = true;
+      if (code === -5) throw budgetRefusal(budget!, spent!, held!, milli);
       if (code === -3 || code === -4) refuse(code, value);
       if (code !== 1) return false;
       limits.taken = true;
@@ -198,13 +203,14 @@ export class RedisCreditStore implements CreditStore {
     };
     let answer: unknown;
     try {
-      answer = await this.runner.run(RESERVE, [keys.account, keys.holds, keys.expiry, keys.settled(holdId)], [holdId, String(milli), String(this.holdTtlMs)]);
+      answer = await this.runner.run(RESERVE, [keys.account, keys.holds, keys.expiry, keys.settled(holdId), keys.budget], [holdId, String(milli), String(this.holdTtlMs), ...budgetArgs(budget)]);
     } catch (err) {
       await giveBack().catch(() => undefined); // unreachable: the slot's lease, not renewed, expires by itself
       throw err;
     }
     if (answer !== 1) {
       await giveBack();
+      if (Array.isArray(answer)) throw budgetRefusal(budget!, answer[1], answer[2], milli);
       if (answer === -1) throw new Error('unknown key');
       if (answer === -2) throw new Error(`hold ${holdId} exists already`);
       return false;
@@ -296,6 +302,7 @@ export class RedisCreditStore implements CreditStore {
         keys.generations,
         // a slot of the account's own hash slot is given back by the script; another one just after it
         item.slot?.withAccount ? item.slot.leases : keys.account,
+        keys.budget,
       ],
       [
         item.holdId,
@@ -308,6 +315,7 @@ export class RedisCreditStore implements CreditStore {
         String(this.recordsPerAccount),
         generationId,
         item.slot?.withAccount ? item.slot.id : '',
+        ...(item.budget ? [item.budget.id, String(item.budget.startsAt), String(Math.round(item.budget.soft * 1000)), String(item.budget.resetsAt)] : ['', '0', '0', '0']),
       ],
     );
     if (item.slot && !item.slot.withAccount) {
@@ -316,8 +324,10 @@ export class RedisCreditStore implements CreditStore {
     }
     this.live.delete(item.holdId);
     if (answer === 'unknown') return 'unknown';
-    const [charged, unpaid] = String(answer).split(',').map(Number) as [number, number];
-    return { charged: charged / 1000, unpaid: unpaid / 1000 };
+    const [charged, unpaid, spent, crossed] = String(answer).split(',').map(Number) as [number, number, number?, number?];
+    const settlement: Settlement = { charged: charged / 1000, unpaid: unpaid / 1000 };
+    if (item.budget && spent !== undefined) settlement.budget = { id: item.budget.id, spent: spent / 1000, limit: item.budget.limit, softLimitCrossed: crossed === 1 };
+    return settlement;
   }
 
   private async attempt(item: PendingSettle): Promise<AttemptResult> {
@@ -361,4 +371,14 @@ export class RedisCreditStore implements CreditStore {
       for (let i = 0; i < ids.length; i += 500) await this.runner.run(RENEW_LEASES, [leases], [String(this.holdTtlMs), ...ids.slice(i, i + 500)]);
     }
   }
+}
+
+/** A budget window's script arguments: its id and limit in thousandths ('' and 0 for none). */
+function budgetArgs(budget: BudgetWindow | undefined): [string, string] {
+  return budget ? [budget.id, String(Math.round(budget.limit * 1000))] : ['', '0'];
+}
+
+/** The error a budget window's refusal throws (the gateway's 402 `budget_exceeded`). */
+function budgetRefusal(budget: BudgetWindow, spentMilli: unknown, heldMilli: unknown, milli: number): BudgetExhaustedError {
+  return new BudgetExhaustedError(budget, Number(spentMilli) / 1000, Number(heldMilli) / 1000, milli / 1000);
 }

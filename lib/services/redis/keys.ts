@@ -26,6 +26,8 @@ export interface AccountKeys {
   generation(id: string): string;
   /** STRING the latest gateway id the account saw with this provider id. */
   providerId(id: string): string;
+  /** HASH id, starts, spent (thousandths): the account's latest budget window. */
+  budget: string;
 }
 
 export function accountKeys(prefix: string, account: string): AccountKeys {
@@ -39,6 +41,7 @@ export function accountKeys(prefix: string, account: string): AccountKeys {
     settled: (holdId) => `${base}:settled:${holdId}`,
     generation: (id) => `${base}:generation:${id}`,
     providerId: (id) => `${base}:provider-id:${tagOf(id)}`,
+    budget: `${base}:budget`,
   };
 }
 
@@ -47,7 +50,7 @@ export function accountKeys(prefix: string, account: string): AccountKeys {
  * account of the same id (`{a:<tag>}`), so when the limit key is the account (the default `limits.key`) one
  * script can take the rate, the slot and the hold together and Redis Cluster still runs it on one node.
  */
-export function limitKeys(prefix: string, key: string): { leases: string; bucket: string } {
+export function limitKeys(prefix: string, key: string): { leases: string; bucket: string; tokenBucket: string } {
   const base = `${prefix}{a:${tagOf(key)}}:limit`;
-  return { leases: `${base}:leases`, bucket: `${base}:rpm` };
+  return { leases: `${base}:leases`, bucket: `${base}:rpm`, tokenBucket: `${base}:tpm` };
 }

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from '../../contract/hooks';
 import { limitKeys } from './keys';
-import type { LimitStore } from '../../ledgers/stores/limit-store';
+import type { LimitStore, RateState } from '../../ledgers/stores/limit-store';
 import { Renewer } from './renewer';
 import { LedgerUnavailableError, ScriptRunner, type RedisClient } from './runner';
-import { ACQUIRE, HIT, RENEW_LEASES } from './scripts';
+import { ACQUIRE, HIT, RENEW_LEASES, RETURN_TOKENS, TAKE_TOKENS } from './scripts';
 
 /** Options of {@link RedisLimitStore}. */
 export interface RedisLimitStoreOptions {
@@ -85,9 +85,21 @@ export class RedisLimitStore implements LimitStore {
     }
   }
 
-  async hit(key: string, perMinute: number): Promise<number> {
+  async hit(key: string, perMinute: number): Promise<RateState> {
     const { bucket } = limitKeys(this.prefix, key);
-    return Number(await this.runner.run(HIT, [bucket], [String(perMinute)]));
+    return rateState(await this.runner.run(HIT, [bucket], [String(perMinute)]));
+  }
+
+  /** Takes tokens of `key`'s tokens-per-minute bucket, in one script (see {@link LimitStore.takeTokens}). */
+  async takeTokens(key: string, tokens: number, perMinute: number): Promise<RateState> {
+    const { tokenBucket } = limitKeys(this.prefix, key);
+    return rateState(await this.runner.run(TAKE_TOKENS, [tokenBucket], [String(perMinute), String(tokens)]));
+  }
+
+  /** Gives tokens back (negative: takes more) once the real count is known. */
+  async returnTokens(key: string, tokens: number, perMinute: number): Promise<void> {
+    const { tokenBucket } = limitKeys(this.prefix, key);
+    await this.runner.run(RETURN_TOKENS, [tokenBucket], [String(perMinute), String(tokens)]);
   }
 
   /** Slots this process holds for `key`. */
@@ -107,4 +119,10 @@ export class RedisLimitStore implements LimitStore {
       for (let i = 0; i < ids.length; i += 500) await this.runner.run(RENEW_LEASES, [leases], [String(this.leaseTtlMs), ...ids.slice(i, i + 500)]);
     }
   }
+}
+
+/** A script's `{wait, remaining, reset}` answer. */
+function rateState(answer: unknown): RateState {
+  const [waitMs, remaining, resetMs] = (Array.isArray(answer) ? answer : [answer, 0, 0]).map(Number) as [number, number, number];
+  return { waitMs, remaining, resetMs };
 }

@@ -40,6 +40,15 @@ local function available(account)
   local v = redis.call('HMGET', account, 'start', 'used', 'held')
   return tonumber(v[1] or 0) - tonumber(v[2] or 0) - tonumber(v[3] or 0)
 end
+-- a budget window (id '' : none): its spend, and whether the account's holds and \`milli\` more would pass \`limit\`
+local function budget_refuses(account, budget, id, limit, milli)
+  if id == '' then return false, 0, 0 end
+  local v = redis.call('HMGET', budget, 'id', 'spent')
+  local spent = 0
+  if v[1] == id then spent = tonumber(v[2] or 0) end
+  local held = tonumber(redis.call('HGET', account, 'held') or 0)
+  return spent + held + milli > tonumber(limit), spent, held
+end
 `;
 
 /** KEYS account; ARGV starting thousandths. Creates the account unless it exists: 1 created, 0 existed. */
@@ -53,8 +62,10 @@ return 1
 );
 
 /**
- * KEYS account, holds, expiry, settled(hold); ARGV hold id, thousandths, ttl ms.
- * 1 held, 0 not enough available, -1 unknown account, -2 the hold id exists or was settled.
+ * KEYS account, holds, expiry, settled(hold), budget; ARGV hold id, thousandths, ttl ms, budget window id (''
+ * for none), budget limit thousandths.
+ * 1 held, 0 not enough available, -1 unknown account, -2 the hold id exists or was settled, {-5, spent, held}
+ * the budget window refused it.
  */
 export const RESERVE = script(
   'reserve',
@@ -65,6 +76,8 @@ sweep(KEYS[1], KEYS[2], KEYS[3], now)
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then return -2 end
 local milli = tonumber(ARGV[2])
 if milli > available(KEYS[1]) then return 0 end
+local over, spent, held = budget_refuses(KEYS[1], KEYS[5], ARGV[4], ARGV[5], milli)
+if over then return {-5, spent, held} end
 redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
@@ -73,12 +86,15 @@ return 1
 );
 
 /**
- * KEYS account, holds, expiry, settled(hold), models, generation(id), provider-id(id), generations, and the
- * account's limit leases (or any key of its slot);
+ * KEYS account, holds, expiry, settled(hold), models, generation(id), provider-id(id), generations, the
+ * account's limit leases (or any key of its slot), budget;
  * ARGV hold id, cost thousandths, model, settled ttl s, record JSON or '', provider id or '', record ttl s,
- * records kept, generation id, and the concurrency slot to give back (or '').
- * Releases the hold, charges min(cost, what is available), remembers the result and writes the record, all at
- * once. Answers `charged,unpaid` (the first answer again for a hold settled before), or 'unknown'.
+ * records kept, generation id, the concurrency slot to give back (or ''), budget window id (or ''), its start ms,
+ * its soft limit thousandths, its reset ms.
+ * Releases the hold, charges min(cost, what is available), adds the charge to the budget window's spend (never to
+ * a window older than the one kept), remembers the result and writes the record, all at once. Answers
+ * `charged,unpaid` (`,spent,crossed` with a budget window; the first answer again for a hold settled before), or
+ * 'unknown'.
  */
 export const SETTLE = script(
   'settle',
@@ -102,6 +118,19 @@ if charge > 0 then
   redis.call('HINCRBY', KEYS[5], ARGV[3], int(charge))
 end
 local result = int(charge) .. ',' .. int(cost - charge)
+if ARGV[11] and ARGV[11] ~= '' then
+  local v = redis.call('HMGET', KEYS[10], 'id', 'starts', 'spent')
+  local before = 0
+  if v[1] == ARGV[11] then before = tonumber(v[3] or 0) end
+  if v[1] == ARGV[11] or not v[1] or tonumber(v[2] or 0) < tonumber(ARGV[12]) then
+    redis.call('HSET', KEYS[10], 'id', ARGV[11], 'starts', ARGV[12], 'spent', int(before + charge))
+    redis.call('PEXPIREAT', KEYS[10], tonumber(ARGV[14]) + 86400000)
+  end
+  local soft = tonumber(ARGV[13])
+  local crossed = 0
+  if before < soft and before + charge >= soft then crossed = 1 end
+  result = result .. ',' .. int(before + charge) .. ',' .. crossed
+end
 redis.call('SET', KEYS[4], result, 'EX', ARGV[4])
 if ARGV[5] ~= '' then
   redis.call('HSET', KEYS[6], 'record', ARGV[5], 'charged', int(charge), 'unpaid', int(cost - charge))
@@ -199,13 +228,60 @@ end
  * KEYS bucket; ARGV requests per minute. A token bucket holding that many requests, refilled continuously:
  * answers 0 when the request may go, else the milliseconds until it could.
  */
-export const HIT = script('hit', `${LIMITS}\nreturn take_rate(KEYS[1], tonumber(ARGV[1]), now_ms())`);
+export const HIT = script(
+  'hit',
+  `${LIMITS}
+local cap = tonumber(ARGV[1])
+local wait = take_rate(KEYS[1], cap, now_ms())
+local left = tonumber(redis.call('HGET', KEYS[1], 'tokens')) or cap
+return {wait, math.floor(math.max(0, left)), math.ceil((cap - left) / (cap / 60000))}`,
+);
+
+/** A token bucket that may be overdrawn (its level below zero), refilled continuously: the level now. */
+const TOKEN_BUCKET = `
+local function level_of(bucket, cap, now)
+  local v = redis.call('HMGET', bucket, 'tokens', 'at')
+  return math.min(cap, (tonumber(v[1]) or cap) + math.max(0, now - (tonumber(v[2]) or now)) * cap / 60000)
+end
+local function store_level(bucket, cap, level, now)
+  redis.call('HSET', bucket, 'tokens', string.format('%.6f', level), 'at', int(now))
+  -- kept until it has refilled: an overdrawn bucket longer than a minute
+  redis.call('PEXPIRE', bucket, math.ceil((cap - level) / (cap / 60000)) + 1000)
+end
+`;
+
+/**
+ * KEYS token bucket; ARGV tokens per minute, tokens. Takes the tokens while the bucket is above zero (it may be
+ * overdrawn: the settlement gives back or takes the difference). Answers {wait ms (0: taken), remaining, reset ms}.
+ */
+export const TAKE_TOKENS = script(
+  'take-tokens',
+  `${TOKEN_BUCKET}
+local cap = tonumber(ARGV[1])
+local now = now_ms()
+local level = level_of(KEYS[1], cap, now)
+local wait = 0
+if level <= 0 then wait = math.max(1, math.ceil((1 - level) / (cap / 60000))) else level = level - tonumber(ARGV[2]) end
+store_level(KEYS[1], cap, level, now)
+return {wait, math.floor(math.max(0, level)), math.ceil((cap - level) / (cap / 60000))}`,
+);
+
+/** KEYS token bucket; ARGV tokens per minute, tokens to give back (negative: to take). Never above the cap. */
+export const RETURN_TOKENS = script(
+  'return-tokens',
+  `${TOKEN_BUCKET}
+local cap = tonumber(ARGV[1])
+local now = now_ms()
+store_level(KEYS[1], cap, math.min(cap, level_of(KEYS[1], cap, now) + tonumber(ARGV[2])), now)
+return 1`,
+);
 
 
 /**
  * The whole admission of a generation in one step, when its limit key is its account:
- * KEYS account, holds, expiry, settled(hold), bucket, leases; ARGV hold id, thousandths, ttl ms, requests per
- * minute (0: none or counted already), slots (0: none).
+ * KEYS account, holds, expiry, settled(hold), bucket, leases, budget; ARGV hold id, thousandths, ttl ms, requests
+ * per minute (0: none or counted already), slots (0: none), budget window id ('' for none), budget limit
+ * thousandths. {-5, counted, spent, held}: the budget window refused it.
  * Counts the request against the rate, checks the credits are there, then a slot (a balance that cannot pay is
  * 402 whatever the slots: the app's retry with a lower cap stays a 402 when nothing fits), holds the credits and
  * takes the slot (the hold id).
@@ -223,6 +299,8 @@ local wait, counted = count_rate(KEYS[5], tonumber(ARGV[4]), now)
 if wait > 0 then return {-3, wait} end
 local milli = tonumber(ARGV[2])
 if milli > available(KEYS[1]) then return {0, counted} end
+local over, spent, held = budget_refuses(KEYS[1], KEYS[7], ARGV[6], ARGV[7], milli)
+if over then return {-5, counted, spent, held} end
 local max = tonumber(ARGV[5])
 if max > 0 and slots_full(KEYS[6], max, now) then return {-4, counted} end
 redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])

@@ -48,7 +48,7 @@ export const countTokens: Tool = {
     try {
       if (inflight.draining) throw shuttingDown();
       const account = await authenticateOrThrow(opts, req);
-      await checkRequestRate(opts, account);
+      await checkRequestRate(opts, account, false, res);
       const body = await readJsonBody(req, opts.bodyLimit);
       model = requireModel(body);
       if (!Array.isArray(body.messages) || body.messages.length === 0) {
