@@ -68,26 +68,33 @@ declare global { namespace Express { interface Request { user?: { id: string } }
 // the optional entries: infery-stream/redis (ioredis) and infery-stream/prometheus (prom-client)
 const extrasCjs = `const { RedisCreditStore, RedisLimitStore, LedgerUnavailableError } = require('infery-stream/redis');
 const { prometheusObserver } = require('infery-stream/prometheus');
+const { catalogPricer } = require('infery-stream/prices');
 const { Redis } = require('ioredis');
 const redis = new Redis({ lazyConnect: true });
 const store = new RedisCreditStore(redis, { prefix: 'x:' });
 const limits = new RedisLimitStore(redis);
 store.close(); limits.close();
 const { registry, observer } = prometheusObserver();
-registry.metrics().then((text) => console.log(typeof observer.requestEnded === 'function' && text.includes('infery_requests_total') && new LedgerUnavailableError('x').status === 503 ? 'ok' : 'FAIL'));
+const gpt4o = catalogPricer().price('gpt-4o-2024-08-06', { input_tokens: 1000, uncached_input_tokens: 1000, cache_read_tokens: 0, cache_write_tokens: 0, output_tokens: 0, output_reasoning_tokens: 0 });
+registry.metrics().then((text) => console.log(typeof observer.requestEnded === 'function' && text.includes('infery_requests_total') && new LedgerUnavailableError('x').status === 503 && gpt4o === 25 ? 'ok' : 'FAIL'));
 `;
 const extrasEsm = `import { RedisCreditStore, LedgerUnavailableError } from 'infery-stream/redis';
 import { prometheusObserver } from 'infery-stream/prometheus';
+import { catalogPricer } from 'infery-stream/prices';
 import { Redis } from 'ioredis';
 const store = new RedisCreditStore(new Redis({ lazyConnect: true }));
 store.close();
 const { registry } = prometheusObserver();
-console.log((await registry.metrics()).includes('infery_open_streams') && new LedgerUnavailableError('x').code === 'ledger_unavailable' ? 'ok' : 'FAIL');
+const known = catalogPricer().sourceOf('claude-sonnet-4-5')?.provider === 'anthropic';
+console.log((await registry.metrics()).includes('infery_open_streams') && new LedgerUnavailableError('x').code === 'ledger_unavailable' && known ? 'ok' : 'FAIL');
 `;
 const extrasTs = `import { Redis } from 'ioredis';
 import { inferyStream, type CreditStore, type Observer } from 'infery-stream';
 import { RedisCreditStore, RedisLimitStore, type RedisCreditStoreOptions } from 'infery-stream/redis';
 import { prometheusObserver, type PrometheusObserver } from 'infery-stream/prometheus';
+import { catalogPricer, type Pricer } from 'infery-stream/prices';
+const pricer: Pricer = catalogPricer({ markup: 1.2, overrides: { mine: { prompt: 1, completion: 2 } } });
+void pricer;
 const redis = new Redis({ lazyConnect: true });
 const options: RedisCreditStoreOptions = { prefix: 'app:', holdTtlMs: 60_000 };
 const store: CreditStore = new RedisCreditStore(redis, options);
@@ -122,7 +129,7 @@ function project(name, deps, pkg = {}) {
 
 let e5;
 step('Express 5 project installs the tarball', () => {
-  e5 = project('express5', ['express@^5', 'typescript@~5.9', '@types/express@^5', '@types/node@^20', 'esbuild@^0.25', 'ioredis@^5', 'prom-client@^15']);
+  e5 = project('express5', ['express@^5', 'typescript@~5.9', '@types/express@^5', '@types/node@^20', 'esbuild@^0.25', 'ioredis@^5', 'prom-client@^15', '@pydantic/genai-prices@^0.1.8']);
 });
 if (e5) {
   fs.writeFileSync(path.join(e5, 'app.cjs'), cjs);
@@ -133,8 +140,8 @@ if (e5) {
   fs.writeFileSync(path.join(e5, 'extras.cjs'), extrasCjs);
   fs.writeFileSync(path.join(e5, 'extras.mjs'), extrasEsm);
   fs.writeFileSync(path.join(e5, 'extras.ts'), extrasTs);
-  step('infery-stream/redis and infery-stream/prometheus load, CommonJS', () => run('node', ['extras.cjs'], e5));
-  step('infery-stream/redis and infery-stream/prometheus load, ES module', () => run('node', ['extras.mjs'], e5));
+  step('infery-stream/redis, /prometheus and /prices load, CommonJS', () => run('node', ['extras.cjs'], e5));
+  step('infery-stream/redis, /prometheus and /prices load, ES module', () => run('node', ['extras.mjs'], e5));
   for (const resolution of ['NodeNext', 'Bundler']) {
     const module = resolution === 'NodeNext' ? 'NodeNext' : 'ESNext';
     fs.writeFileSync(path.join(e5, `tsconfig.${resolution}.json`), JSON.stringify({ compilerOptions: { strict: true, noEmit: true, module, moduleResolution: resolution, target: 'ES2022', lib: ['ES2022', 'DOM'], types: ['node'], skipLibCheck: false, esModuleInterop: true }, files: ['app.ts', 'extras.ts'] }));

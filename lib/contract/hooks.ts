@@ -118,6 +118,11 @@ export interface ReserveLimits {
   rateCounted: boolean;
   /** Set by the store when its hold took the rate and the slot: the settlement then releases the slot. */
   taken: boolean;
+  /**
+   * Set by a store that counted the rate: what the per-minute bucket has left (whole requests) and the ms until it
+   * is full, for the `x-ratelimit-*-requests` headers.
+   */
+  rateState?: { waitMs: number; remaining: number; resetMs: number };
 }
 
 /** Token usage as OpenAI reports it; `estimated: true` when the gateway counted the tokens itself. */

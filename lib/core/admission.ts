@@ -312,6 +312,8 @@ export async function admitGeneration<Account>(
     let refused: InferyError | undefined;
     if (limits && !limits.taken) ({ lease, refused } = await takeLimitsAfterHold(opts, account, limits));
     res.setHeader('X-Generation-Id', generationId);
+    // the rate the store counted with the hold: what is left, for the x-ratelimit-*-requests headers
+    if (limits?.rateState && limits.requestsPerMinute > 0) setHeaders(res, rateHeaders('requests', limits.requestsPerMinute, limits.rateState));
     return {
       account,
       generationId,

@@ -188,6 +188,8 @@ export class RedisCreditStore implements CreditStore {
       if (code === -2) throw new Error(`hold ${holdId} exists already`);
       if (code !== -3 && value === 1) limits.rateCounted = true;
       if (code === -5) throw budgetRefusal(budget!, spent!, held!, milli);
+      // what the rate has left, for the x-ratelimit-*-requests headers
+      if (code === 1 && spent !== undefined && spent >= 0) limits.rateState = { waitMs: 0, remaining: spent, resetMs: held ?? 0 };
       if (code === -3 || code === -4) refuse(code, value);
       if (code !== 1) return false;
       limits.taken = true;

@@ -218,6 +218,12 @@ local function count_rate(bucket, cap, now)
   if wait > 0 then return wait, 0 end
   return 0, 1
 end
+-- what is left in the bucket (whole requests) and the ms until it is full: for the x-ratelimit-* headers
+local function rate_left(bucket, cap)
+  if cap <= 0 then return -1, 0 end
+  local left = tonumber(redis.call('HGET', bucket, 'tokens')) or cap
+  return math.floor(math.max(0, left)), math.ceil((cap - left) / (cap / 60000))
+end
 local function slots_full(leases, max, now)
   redis.call('ZREMRANGEBYSCORE', leases, '-inf', now)
   return redis.call('ZCARD', leases) >= max
@@ -285,8 +291,9 @@ return 1`,
  * Counts the request against the rate, checks the credits are there, then a slot (a balance that cannot pay is
  * 402 whatever the slots: the app's retry with a lower cap stays a 402 when nothing fits), holds the credits and
  * takes the slot (the hold id).
- * Answers {1, counted} held, {0, counted} not enough available (no slot taken), {-1} unknown account, {-2} the
- * hold id exists or was settled, {-3, ms} the rate refused (again in ms), {-4, counted} every slot in use.
+ * Answers {1, counted, requests left (-1: no rate counted), ms until the bucket is full} held, {0, counted} not
+ * enough available (no slot taken), {-1} unknown account, {-2} the hold id exists or was settled, {-3, ms} the
+ * rate refused (again in ms), {-4, counted} every slot in use.
  */
 export const ADMIT = script(
   'admit',
@@ -310,7 +317,8 @@ if max > 0 then
   redis.call('ZADD', KEYS[6], now + tonumber(ARGV[3]), ARGV[1])
   redis.call('PEXPIRE', KEYS[6], ARGV[3])
 end
-return {1, counted}
+local left, reset = rate_left(KEYS[5], tonumber(ARGV[4]))
+return {1, counted, left, reset}
 `,
 );
 
