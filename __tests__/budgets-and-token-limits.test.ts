@@ -71,6 +71,39 @@ describe('budget windows', () => {
     expect(store.reserve('a', 'h4', 5, undefined, tomorrow)).toBe(true);
   });
 
+  test('a rolling window: the spend of the last N hours; a refusal says when the oldest spend ages out', () => {
+    let now = T;
+    const clock = jest.spyOn(Date, 'now').mockImplementation(() => now);
+    try {
+      const store = new MemoryCreditStore({ a: 100 });
+      const spec = { credits: 5, window: { rollingHours: 24 } } as const;
+      const w = budgetWindow(spec);
+      expect(w).toMatchObject({ id: 'rolling:24h', rolling: { spanMs: 86_400_000, sliceMs: 1_440_000 } });
+      expect(store.reserve('a', 'h1', 3, undefined, w)).toBe(true);
+      store.settle('a', 'h1', 'm', 3, undefined, undefined, w);
+      now += 12 * 3_600_000;
+      expect(store.reserve('a', 'h2', 2, undefined, budgetWindow(spec))).toBe(true);
+      store.settle('a', 'h2', 'm', 2, undefined, undefined, budgetWindow(spec));
+      let refusal: BudgetExhaustedError | undefined;
+      try {
+        store.reserve('a', 'h3', 1, undefined, budgetWindow(spec));
+      } catch (err) {
+        refusal = err as BudgetExhaustedError;
+      }
+      expect(refusal).toBeInstanceOf(BudgetExhaustedError);
+      expect(refusal!.spent).toBe(5);
+      // the first 3 credits age out a day (and at most one slice) after they were spent
+      expect(refusal!.resetsAt - T).toBeGreaterThanOrEqual(86_400_000);
+      expect(refusal!.resetsAt - T).toBeLessThanOrEqual(86_400_000 + 1_440_000);
+      now = refusal!.resetsAt;
+      // the first spend aged out, the second has not: 3 credits free again, not 5
+      expect(store.reserve('a', 'h3', 3, undefined, budgetWindow(spec))).toBe(true);
+      expect(() => store.reserve('a', 'h4', 0.5, undefined, budgetWindow(spec))).toThrow(BudgetExhaustedError);
+    } finally {
+      clock.mockRestore();
+    }
+  });
+
   test('x-ratelimit-reset-* durations are written as OpenAI writes them', () => {
     expect([0, 250, 1000, 1500, 60_000, 360_000, 3_723_000].map(resetDuration)).toEqual(['0ms', '250ms', '1s', '1.5s', '1m0s', '6m0s', '1h2m3s']);
   });
@@ -277,6 +310,28 @@ describeRedis('budgets across two instances on one Redis (real redis-server)', (
       expect(second.headers.get('x-ratelimit-reset-requests')).toMatch(/^\d+(ms|(\.\d+)?s)$/);
     } finally {
       await gw.close();
+      await state.close(1_000);
+    }
+  });
+
+  test('a rolling window on Redis: holds and spend of the last hours count; the refusal says when spend ages out', async () => {
+    const key = `roll-${process.pid}-${Date.now()}`;
+    const state = await connectRedisState(server.url, { [key]: 100 }, { holdTtlMs: 10_000 });
+    try {
+      const w = budgetWindow({ credits: 5, window: { rollingHours: 2 } });
+      expect(await state.store.reserve(key, 'r1', 3, undefined, w)).toBe(true);
+      await expect(state.store.reserve(key, 'r2', 3, undefined, w)).rejects.toThrow(BudgetExhaustedError); // 3 held
+      const settled = await state.store.settle(key, 'r1', 'm', 2, undefined, undefined, w);
+      expect(settled.budget).toMatchObject({ id: 'rolling:2h', spent: 2 });
+      expect(await state.store.reserve(key, 'r2', 3, undefined, w)).toBe(true);
+      await state.store.settle(key, 'r2', 'm', 3, undefined, undefined, w);
+      const refusal = await state.store.reserve(key, 'r3', 0.5, undefined, w).catch((err: unknown) => err as BudgetExhaustedError);
+      expect(refusal).toBeInstanceOf(BudgetExhaustedError);
+      expect((refusal as BudgetExhaustedError).spent).toBe(5);
+      const ages = (refusal as BudgetExhaustedError).resetsAt - Date.now();
+      expect(ages).toBeGreaterThan(2 * 3_600_000 - 10_000);
+      expect(ages).toBeLessThanOrEqual(2 * 3_600_000 + 120_000 + 10_000);
+    } finally {
       await state.close(1_000);
     }
   });

@@ -268,13 +268,13 @@ export type LimitRefusal = 'rate' | 'concurrency' | 'tokens' | 'quota' | 'budget
 
 /**
  * An account's spend cap over time (`limits.budget`): at most `credits` per window — a UTC calendar `day`,
- * `week` (from Monday 00:00) or `month`, or fixed windows of `hours` hours counted from the Unix epoch — with a
- * soft limit that notifies first.
+ * `week` (from Monday 00:00) or `month`, fixed windows of `hours` hours counted from the Unix epoch, or a rolling
+ * window of the last `rollingHours` hours — with a soft limit that notifies first.
  */
 export interface BudgetSpec {
   /** The most the account may spend in one window, in credits (the unit `reserve` holds and `meter` charges). */
   credits: number;
-  window: 'day' | 'week' | 'month' | { hours: number };
+  window: 'day' | 'week' | 'month' | { hours: number } | { rollingHours: number };
   /** The share of `credits` past which a settlement says the soft limit is crossed (once per window). Default 0.8. */
   softLimit?: number;
 }
@@ -292,7 +292,15 @@ export interface BudgetWindow {
   soft: number;
   /** The window's id, e.g. `day:2026-12-04`, `week:2026-11-30`, `month:2026-12`, `6h:82006`. */
   id: string;
-  /** When the window began and when it resets (ms since the epoch, UTC). */
+  /**
+   * When the window began and when it resets (ms since the epoch, UTC). A rolling window has no reset of its own:
+   * `startsAt` is `rollingHours` ago, `resetsAt` now; the store says when spend ages out.
+   */
   startsAt: number;
   resetsAt: number;
+  /**
+   * A rolling window: its span and the slice its spend is kept in (a sixtieth of it, at least a minute). A charge
+   * counts from its slice until the span has passed over the whole slice — never less than the span.
+   */
+  rolling?: { spanMs: number; sliceMs: number };
 }

@@ -146,15 +146,16 @@ function tokensError(taken: TokensTaken, state: RateState): InferyError {
 /** The 402 of a budget window a hold would pass: `Retry-After` to the reset, the reset in ISO 8601 UTC. */
 function budgetError(refusal: BudgetExhaustedError): InferyError {
   const { window } = refusal;
-  const reset = new Date(window.resetsAt).toISOString();
+  // a rolling window resets in part: when its oldest spend ages out
+  const reset = new Date(refusal.resetsAt).toISOString();
   const error = new InferyError(
     402,
     'budget_exceeded',
-    `This key's budget of ${window.limit} credits for ${window.id.replace(':', ' ')} is used up: ${refusal.spent} spent and ${refusal.held} held for generations under way, and this request can cost up to ${refusal.credits}. It resets at ${reset}.`,
+    `This key's budget of ${window.limit} credits for ${window.rolling ? `the last ${window.rolling.spanMs / 3_600_000} hours` : window.id.replace(':', ' ')} is used up: ${refusal.spent} spent and ${refusal.held} held for generations under way, and this request can cost up to ${refusal.credits}. It resets at ${reset}.`,
     { type: 'insufficient_quota' },
   );
   refusals.set(error, 'budget');
-  error.headers = { 'Retry-After': String(Math.max(1, Math.ceil((window.resetsAt - Date.now()) / 1000))) };
+  error.headers = { 'Retry-After': String(Math.max(1, Math.ceil((refusal.resetsAt - Date.now()) / 1000))) };
   return error;
 }
 

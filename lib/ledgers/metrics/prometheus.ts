@@ -78,8 +78,8 @@ class BoundedLabel {
  *   `upstream_timeout`, `upstream_connection_lost`…).
  * - `infery_upstream_attempts_total{upstream,result}`: generations' upstream attempts — `ok` for the one that
  *   served, else the failure's code (a fallback, or the last try): a failing primary shows here before clients notice.
- * - `infery_limit_refusals_total{reason}`: refusals by a per-account limit, `reason` `rate`, `concurrency`
- *   (429) or `quota` (402).
+ * - `infery_limit_refusals_total{reason}`: refusals by a per-account limit, `reason` `rate`, `concurrency`,
+ *   `tokens` (429), `quota` or `budget` (402).
  * - `infery_ledger_queue_depth` (gauge): what `ledgerQueueDepth()` returns at scrape time.
  *
  * `model` is the model the client asked for and `code` the provider's; both are bounded (see `maxLabelValues`).
@@ -158,7 +158,7 @@ export function prometheusObserver(options: PrometheusObserverOptions = {}): Pro
   });
   const refusals = new Counter({
     name: `${prefix}limit_refusals_total`,
-    help: 'Requests refused by a per-account limit: rate (429), concurrency (429) or quota (402).',
+    help: 'Requests refused by a per-account limit: rate, concurrency or tokens per minute (429), quota or budget (402).',
     labelNames: ['reason'] as const,
     registers,
   });

@@ -138,7 +138,7 @@ export class RedisCreditStore implements CreditStore {
     const answer = await this.runner.run(RESERVE, [keys.account, keys.holds, keys.expiry, keys.settled(holdId), keys.budget], [holdId, String(milli), String(this.holdTtlMs), ...budgetArgs(budget)]);
     if (answer === -1) throw new Error('unknown key');
     if (answer === -2) throw new Error(`hold ${holdId} exists already`);
-    if (Array.isArray(answer)) throw budgetRefusal(budget!, answer[1], answer[2], milli);
+    if (Array.isArray(answer)) throw budgetRefusal(budget!, answer[1], answer[2], milli, answer[3]);
     if (answer !== 1) return false;
     this.held(holdId, account, milli, undefined);
     return true;
@@ -183,11 +183,11 @@ export class RedisCreditStore implements CreditStore {
       throw new LimitRefusedError('concurrency', 1_000);
     };
     if (slot.withAccount) {
-      const [code, value, spent, held] = (await this.runner.run(ADMIT, [keys.account, keys.holds, keys.expiry, keys.settled(holdId), bucket, slot.leases, keys.budget], [holdId, String(milli), String(this.holdTtlMs), rate, max, ...budgetArgs(budget)])) as [number, number, number?, number?];
+      const [code, value, spent, held, agesOut] = (await this.runner.run(ADMIT, [keys.account, keys.holds, keys.expiry, keys.settled(holdId), bucket, slot.leases, keys.budget], [holdId, String(milli), String(this.holdTtlMs), rate, max, ...budgetArgs(budget)])) as [number, number, number?, number?, number?];
       if (code === -1) throw new Error('unknown key');
       if (code === -2) throw new Error(`hold ${holdId} exists already`);
       if (code !== -3 && value === 1) limits.rateCounted = true;
-      if (code === -5) throw budgetRefusal(budget!, spent!, held!, milli);
+      if (code === -5) throw budgetRefusal(budget!, spent!, held!, milli, agesOut);
       // what the rate has left, for the x-ratelimit-*-requests headers
       if (code === 1 && spent !== undefined && spent >= 0) limits.rateState = { waitMs: 0, remaining: spent, resetMs: held ?? 0 };
       if (code === -3 || code === -4) refuse(code, value);
@@ -212,7 +212,7 @@ export class RedisCreditStore implements CreditStore {
     }
     if (answer !== 1) {
       await giveBack();
-      if (Array.isArray(answer)) throw budgetRefusal(budget!, answer[1], answer[2], milli);
+      if (Array.isArray(answer)) throw budgetRefusal(budget!, answer[1], answer[2], milli, answer[3]);
       if (answer === -1) throw new Error('unknown key');
       if (answer === -2) throw new Error(`hold ${holdId} exists already`);
       return false;
@@ -317,7 +317,9 @@ export class RedisCreditStore implements CreditStore {
         String(this.recordsPerAccount),
         generationId,
         item.slot?.withAccount ? item.slot.id : '',
-        ...(item.budget ? [item.budget.id, String(item.budget.startsAt), String(Math.round(item.budget.soft * 1000)), String(item.budget.resetsAt)] : ['', '0', '0', '0']),
+        ...(item.budget
+          ? [item.budget.id, String(item.budget.startsAt), String(Math.round(item.budget.soft * 1000)), String(item.budget.resetsAt), String(item.budget.rolling?.sliceMs ?? 0), String(item.budget.rolling?.spanMs ?? 0)]
+          : ['', '0', '0', '0', '0', '0']),
       ],
     );
     if (item.slot && !item.slot.withAccount) {
@@ -375,12 +377,13 @@ export class RedisCreditStore implements CreditStore {
   }
 }
 
-/** A budget window's script arguments: its id and limit in thousandths ('' and 0 for none). */
-function budgetArgs(budget: BudgetWindow | undefined): [string, string] {
-  return budget ? [budget.id, String(Math.round(budget.limit * 1000))] : ['', '0'];
+/** A budget window's script arguments: its id, limit in thousandths, and rolling slice and span ms ('' and zeros for none). */
+function budgetArgs(budget: BudgetWindow | undefined): [string, string, string, string] {
+  return budget ? [budget.id, String(Math.round(budget.limit * 1000)), String(budget.rolling?.sliceMs ?? 0), String(budget.rolling?.spanMs ?? 0)] : ['', '0', '0', '0'];
 }
 
-/** The error a budget window's refusal throws (the gateway's 402 `budget_exceeded`). */
-function budgetRefusal(budget: BudgetWindow, spentMilli: unknown, heldMilli: unknown, milli: number): BudgetExhaustedError {
-  return new BudgetExhaustedError(budget, Number(spentMilli) / 1000, Number(heldMilli) / 1000, milli / 1000);
+/** The error a budget window's refusal throws (the gateway's 402 `budget_exceeded`); a rolling one says when its oldest spend ages out. */
+function budgetRefusal(budget: BudgetWindow, spentMilli: unknown, heldMilli: unknown, milli: number, agesOutAt: unknown): BudgetExhaustedError {
+  const ages = Number(agesOutAt);
+  return new BudgetExhaustedError(budget, Number(spentMilli) / 1000, Number(heldMilli) / 1000, milli / 1000, budget.rolling && ages > 0 ? ages : undefined);
 }

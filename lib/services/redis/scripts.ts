@@ -40,14 +40,37 @@ local function available(account)
   local v = redis.call('HMGET', account, 'start', 'used', 'held')
   return tonumber(v[1] or 0) - tonumber(v[2] or 0) - tonumber(v[3] or 0)
 end
--- a budget window (id '' : none): its spend, and whether the account's holds and \`milli\` more would pass \`limit\`
-local function budget_refuses(account, budget, id, limit, milli)
-  if id == '' then return false, 0, 0 end
+-- a budget window's spend, and (rolling) when its oldest spend ages out: a calendar window keeps id and spent; a
+-- rolling one (slice > 0) keeps a field s:<slice index> per slice, dropped once the span has passed over it
+local function budget_spent(budget, id, slice, span, now)
+  if slice > 0 then
+    local from = math.floor((now - span) / slice)
+    local all = redis.call('HGETALL', budget)
+    local spent, oldest = 0, nil
+    for i = 1, #all, 2 do
+      local f = all[i]
+      if string.sub(f, 1, 2) == 's:' then
+        local idx = tonumber(string.sub(f, 3))
+        if idx < from then redis.call('HDEL', budget, f)
+        else
+          spent = spent + tonumber(all[i + 1])
+          if oldest == nil or idx < oldest then oldest = idx end
+        end
+      end
+    end
+    if oldest then return spent, (oldest + 1) * slice + span end
+    return spent, now
+  end
   local v = redis.call('HMGET', budget, 'id', 'spent')
-  local spent = 0
-  if v[1] == id then spent = tonumber(v[2] or 0) end
+  if v[1] == id then return tonumber(v[2] or 0), 0 end
+  return 0, 0
+end
+-- a budget window (id '' : none): whether the account's holds and \`milli\` more would pass \`limit\`
+local function budget_refuses(account, budget, id, limit, milli, slice, span, now)
+  if id == '' then return false, 0, 0, 0 end
+  local spent, ages = budget_spent(budget, id, tonumber(slice), tonumber(span), now)
   local held = tonumber(redis.call('HGET', account, 'held') or 0)
-  return spent + held + milli > tonumber(limit), spent, held
+  return spent + held + milli > tonumber(limit), spent, held, ages
 end
 `;
 
@@ -63,9 +86,9 @@ return 1
 
 /**
  * KEYS account, holds, expiry, settled(hold), budget; ARGV hold id, thousandths, ttl ms, budget window id (''
- * for none), budget limit thousandths.
- * 1 held, 0 not enough available, -1 unknown account, -2 the hold id exists or was settled, {-5, spent, held}
- * the budget window refused it.
+ * for none), budget limit thousandths, rolling slice and span ms (0: a calendar window).
+ * 1 held, 0 not enough available, -1 unknown account, -2 the hold id exists or was settled, {-5, spent, held,
+ * when a rolling window's oldest spend ages out} the budget window refused it.
  */
 export const RESERVE = script(
   'reserve',
@@ -76,8 +99,8 @@ sweep(KEYS[1], KEYS[2], KEYS[3], now)
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[4]) == 1 then return -2 end
 local milli = tonumber(ARGV[2])
 if milli > available(KEYS[1]) then return 0 end
-local over, spent, held = budget_refuses(KEYS[1], KEYS[5], ARGV[4], ARGV[5], milli)
-if over then return {-5, spent, held} end
+local over, spent, held, ages = budget_refuses(KEYS[1], KEYS[5], ARGV[4], ARGV[5], milli, ARGV[6], ARGV[7], now)
+if over then return {-5, spent, held, ages} end
 redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[3], now + tonumber(ARGV[3]), ARGV[1])
@@ -90,7 +113,7 @@ return 1
  * account's limit leases (or any key of its slot), budget;
  * ARGV hold id, cost thousandths, model, settled ttl s, record JSON or '', provider id or '', record ttl s,
  * records kept, generation id, the concurrency slot to give back (or ''), budget window id (or ''), its start ms,
- * its soft limit thousandths, its reset ms.
+ * its soft limit thousandths, its reset ms, and for a rolling window its slice and span ms (0 otherwise).
  * Releases the hold, charges min(cost, what is available), adds the charge to the budget window's spend (never to
  * a window older than the one kept), remembers the result and writes the record, all at once. Answers
  * `charged,unpaid` (`,spent,crossed` with a budget window; the first answer again for a hold settled before), or
@@ -118,7 +141,17 @@ if charge > 0 then
   redis.call('HINCRBY', KEYS[5], ARGV[3], int(charge))
 end
 local result = int(charge) .. ',' .. int(cost - charge)
-if ARGV[11] and ARGV[11] ~= '' then
+if ARGV[11] and ARGV[11] ~= '' and tonumber(ARGV[15]) > 0 then
+  -- a rolling window: the charge goes in the slice of now
+  local slice = tonumber(ARGV[15])
+  local before = budget_spent(KEYS[10], ARGV[11], slice, tonumber(ARGV[16]), now)
+  redis.call('HINCRBY', KEYS[10], 's:' .. int(math.floor(now / slice)), int(charge))
+  redis.call('PEXPIRE', KEYS[10], tonumber(ARGV[16]) + 2 * slice)
+  local soft = tonumber(ARGV[13])
+  local crossed = 0
+  if before < soft and before + charge >= soft then crossed = 1 end
+  result = result .. ',' .. int(before + charge) .. ',' .. crossed
+elseif ARGV[11] and ARGV[11] ~= '' then
   local v = redis.call('HMGET', KEYS[10], 'id', 'starts', 'spent')
   local before = 0
   if v[1] == ARGV[11] then before = tonumber(v[3] or 0) end
@@ -287,7 +320,8 @@ return 1`,
  * The whole admission of a generation in one step, when its limit key is its account:
  * KEYS account, holds, expiry, settled(hold), bucket, leases, budget; ARGV hold id, thousandths, ttl ms, requests
  * per minute (0: none or counted already), slots (0: none), budget window id ('' for none), budget limit
- * thousandths. {-5, counted, spent, held}: the budget window refused it.
+ * thousandths, rolling slice and span ms (0: a calendar window). {-5, counted, spent, held, ages out at}: the
+ * budget window refused it.
  * Counts the request against the rate, checks the credits are there, then a slot (a balance that cannot pay is
  * 402 whatever the slots: the app's retry with a lower cap stays a 402 when nothing fits), holds the credits and
  * takes the slot (the hold id).
@@ -306,8 +340,8 @@ local wait, counted = count_rate(KEYS[5], tonumber(ARGV[4]), now)
 if wait > 0 then return {-3, wait} end
 local milli = tonumber(ARGV[2])
 if milli > available(KEYS[1]) then return {0, counted} end
-local over, spent, held = budget_refuses(KEYS[1], KEYS[7], ARGV[6], ARGV[7], milli)
-if over then return {-5, counted, spent, held} end
+local over, spent, held, ages = budget_refuses(KEYS[1], KEYS[7], ARGV[6], ARGV[7], milli, ARGV[8], ARGV[9], now)
+if over then return {-5, counted, spent, held, ages} end
 local max = tonumber(ARGV[5])
 if max > 0 and slots_full(KEYS[6], max, now) then return {-4, counted} end
 redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])
