@@ -194,13 +194,17 @@ describe('the example app: a daily budget under concurrency (in memory)', () => 
   }, 60_000);
 
   test('a default cap that would pass the budget is lowered to what the window has left; per-key budgets win, null is none', async () => {
-    const gw = await runApp({ upstreamURL: mock.url, apiKeys: { k: 1_000, free: 1_000 }, budget: { credits: 1, window: 'day' }, keyLimits: { free: { budget: null } } });
+    const gw = await runApp({ upstreamURL: mock.url, apiKeys: { k: 1_000, poor: 50, free: 1_000 }, budget: { credits: 1, window: 'day' }, keyLimits: { free: { budget: null } } });
     try {
       // no max_tokens: the default cap (4096) would cost up to 123 credits; the budget leaves 1
       const r = await post(gw.url, 'k', chat({ max_tokens: undefined }));
       expect(r.status).toBe(200);
       expect((r.body.usage as { completion_tokens: number }).completion_tokens).toBeLessThanOrEqual(30);
       expect((await gw.app.store.balanceOf('k'))!.used).toBeLessThanOrEqual(1);
+      // the balance (50) refuses first, the cap lowered to it then passes the budget: lowered again to the budget
+      const poor = await post(gw.url, 'poor', chat({ max_tokens: undefined }));
+      expect(poor.status).toBe(200);
+      expect((await gw.app.store.balanceOf('poor'))!.used).toBeLessThanOrEqual(1);
       const unlimited = await post(gw.url, 'free', chat({ max_tokens: 200 }));
       expect(unlimited.status).toBe(200);
       expect((await gw.app.store.balanceOf('free'))!.used).toBeGreaterThan(1);

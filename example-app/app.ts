@@ -161,29 +161,39 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
       throw new InferyError(400, 'model_not_priced', `The model \`${model}\` has no price on this gateway: the price catalog does not know it and no price is configured for it.`, { param: 'model' });
     }
     const worst = prices.priceOf(model, worstCase);
-    // `limits`: on Redis the rate and the concurrency slot are taken with the hold, in one script
-    let available: number;
-    try {
-      if (await hold(account, generationId, worst, limits, budget)) return { hold: generationId };
-      available = (await store.balanceOf(account))?.balance ?? 0;
-    } catch (err) {
-      // a default cap that would pass the budget is lowered to what the window has left, as it is for the balance
-      if (!(err instanceof BudgetExhaustedError) || capSource !== 'default') throw err;
-      const left = err.window.limit - err.spent - err.held;
-      const balance = (await store.balanceOf(account))?.balance ?? 0;
-      available = Math.min(balance, left);
-      if (left <= 0) throw err;
-    }
+    /**
+     * One hold: true when taken; else what is available — the balance, or what the budget window has left when
+     * that is less (a refusal of the budget with a cap the client set is the client's 402 budget_exceeded).
+     */
+    const tryHold = async (credits: number): Promise<true | number> => {
+      try {
+        // `limits`: on Redis the rate and the concurrency slot are taken with the hold, in one script
+        if (await hold(account, generationId, credits, limits, budget)) return true;
+        return (await store.balanceOf(account))?.balance ?? 0;
+      } catch (err) {
+        if (!(err instanceof BudgetExhaustedError) || capSource !== 'default') throw err;
+        const left = err.window.limit - err.spent - err.held;
+        if (left <= 0) throw err;
+        return Math.min((await store.balanceOf(account))?.balance ?? 0, left);
+      }
+    };
+    const first = await tryHold(worst);
+    if (first === true) return { hold: generationId };
+    let available = first;
     const completionPrice = prices.completionPer1K(model);
-    if (capSource === 'default' && completionPrice > 0) {
+    // a default cap that does not fit is lowered to what the balance (and the budget window) covers: twice at
+    // most, as the first lowered hold may learn that the budget leaves less than the balance
+    for (let attempt = 0; attempt < 2 && capSource === 'default' && completionPrice > 0; attempt++) {
       const promptOnly = { ...worstCase.classes, output_tokens: 0 };
       const promptCost = prices.priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: 0, classes: promptOnly });
       const affordable = Math.floor(((available - promptCost) * 1000) / (completionPrice * choices));
       const cap = Math.min(maxCompletionTokens, affordable);
-      if (cap >= MIN_LOWERED_CAP) {
-        const lowered = prices.priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: cap * choices, classes: { ...promptOnly, output_tokens: cap * choices } });
-        if (await hold(account, generationId, lowered, limits, budget)) return { hold: generationId, maxCompletionTokens: cap };
-      }
+      if (cap < MIN_LOWERED_CAP) break;
+      const lowered = prices.priceOf(model, { prompt_tokens: worstCase.prompt_tokens, completion_tokens: cap * choices, classes: { ...promptOnly, output_tokens: cap * choices } });
+      const next = await tryHold(lowered);
+      if (next === true) return { hold: generationId, maxCompletionTokens: cap };
+      if (next >= available) break;
+      available = next;
     }
     throw new InferyError(
       402,
