@@ -3,10 +3,10 @@ import { BudgetExhaustedError } from '../../ledgers/stores/budget';
 import { LimitRefusedError } from '../../ledgers/stores/limit-store';
 import { accountKeys, limitKeys, tagOf, type AccountKeys } from './keys';
 import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type GenerationDraft, type GenerationRecord, type Settlement } from '../../ledgers/stores/credit-store';
-import { Renewer } from './renewer';
+import { Renewer } from '../../ledgers/stores/renewer';
 import { isScriptError, LedgerUnavailableError, ScriptRunner, type RedisClient } from './runner';
 import { ADMIT, BALANCE, OPEN, RENEW_HOLDS, RENEW_LEASES, RESERVE, SETTLE, TAKE_LIMITS } from './scripts';
-import { SettleQueue, type AttemptResult } from './settle-queue';
+import { SettleQueue, type AttemptResult } from '../../ledgers/stores/settle-queue';
 
 /** Options of {@link RedisCreditStore}. */
 export interface RedisCreditStoreOptions {
@@ -94,7 +94,7 @@ export class RedisCreditStore implements CreditStore {
     this.recordsPerAccount = number('recordsPerAccount', 10_000, 1);
     this.logger = options.logger;
     this.runner = new ScriptRunner(redis, number('commandTimeoutMs', 2_000, 10));
-    this.renewer = new Renewer(Math.max(250, Math.floor(this.holdTtlMs / 3)), () => this.renewHolds(), this.logger, 'credit holds');
+    this.renewer = new Renewer(Math.max(250, Math.floor(this.holdTtlMs / 3)), () => this.renewHolds(), this.logger, 'Redis credit holds');
     this.queue = new SettleQueue<PendingSettle>((item) => this.attempt(item), {
       max: number('maxPendingSettles', 10_000, 1),
       retryMs: 250,

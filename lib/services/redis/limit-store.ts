@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from '../../contract/hooks';
 import { limitKeys } from './keys';
 import type { LimitStore, RateState } from '../../ledgers/stores/limit-store';
-import { Renewer } from './renewer';
+import { Renewer } from '../../ledgers/stores/renewer';
 import { LedgerUnavailableError, ScriptRunner, type RedisClient } from './runner';
 import { ACQUIRE, HIT, RENEW_LEASES, RETURN_TOKENS, TAKE_TOKENS } from './scripts';
 
@@ -56,7 +56,7 @@ export class RedisLimitStore implements LimitStore {
     this.leaseTtlMs = leaseTtlMs;
     this.takenByReserve = options.takenByReserve === true;
     this.runner = new ScriptRunner(redis, timeout);
-    this.renewer = new Renewer(Math.floor(leaseTtlMs / 3), () => this.renew(), options.logger, 'concurrency slots');
+    this.renewer = new Renewer(Math.floor(leaseTtlMs / 3), () => this.renew(), options.logger, 'Redis concurrency slots');
   }
 
   async acquire(key: string, max: number): Promise<boolean> {

@@ -1,21 +1,11 @@
 import type { Cluster, Redis } from 'ioredis';
-import { InferyError } from '../../base/errors';
+import { LedgerUnavailableError } from '../../ledgers/stores/ledger-unavailable';
 import type { Script } from './scripts';
 
 /** An ioredis client: a `Redis` connection or a `Cluster`. */
 export type RedisClient = Redis | Cluster;
 
-/**
- * The error every Redis store throws when Redis cannot be reached (not connected, or no answer within the
- * command timeout): a 503 `ledger_unavailable` in OpenAI's shape with `Retry-After`, so the gateway fails
- * closed — no request goes upstream while balances and limits cannot be checked.
- */
-export class LedgerUnavailableError extends InferyError {
-  constructor(reason: string, cause?: unknown) {
-    super(503, 'ledger_unavailable', `The credit ledger cannot be reached (${reason}); nothing was charged. Try again shortly.`, { type: 'server_error', cause });
-    this.headers = { 'Retry-After': '1' };
-  }
-}
+export { LedgerUnavailableError };
 
 /**
  * Runs the stores' scripts on one client: fails at once when the client is not connected (whatever its offline

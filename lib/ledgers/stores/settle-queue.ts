@@ -1,6 +1,6 @@
 import type { Logger } from '../../contract/hooks';
 
-/** What happened to one attempt: written, try again later (Redis unreachable), or refused for good. */
+/** What happened to one attempt: written, try again later (the ledger unreachable), or refused for good. */
 export type AttemptResult = 'done' | 'retry' | 'rejected';
 
 /** Options of {@link SettleQueue}. */

@@ -34,10 +34,10 @@ export class Renewer {
     this.busy = true;
     try {
       await this.renew();
-      if (this.failing) this.logger?.info({ what: this.what }, 'infery-stream Redis renewals work again');
+      if (this.failing) this.logger?.info({ what: this.what }, `infery-stream ${this.what} renewals work again`);
       this.failing = false;
     } catch (err) {
-      if (!this.failing) this.logger?.warn({ what: this.what, err: err instanceof Error ? err.message : String(err) }, 'infery-stream could not renew in Redis; retrying');
+      if (!this.failing) this.logger?.warn({ what: this.what, err: err instanceof Error ? err.message : String(err) }, `infery-stream could not renew ${this.what}; retrying`);
       this.failing = true;
     } finally {
       this.busy = false;
