@@ -9,7 +9,7 @@
  *   core       lib/core/                                               admission, the generation, settlement,
  *                                                                     metering; sees an API as a MeteredApi
  *   options    lib/options/                                            the option types, public and resolved
- *   services   lib/services/{upstream,routing,redis}/                  each with its own settings type
+ *   services   lib/services/{upstream,routing,redis,postgres}/         each with its own settings type
  *   ledgers    lib/ledgers/{billing,stores,metrics}/                   cost estimates, stores, metrics
  *   contract   lib/contract/                                           the hook contract, types only
  *   base       lib/base/                                               errors and small helpers
@@ -113,7 +113,7 @@ module.exports = {
     },
     {
       name: 'no-service-imports-another',
-      comment: 'The upstream client, the routing and the Redis stores are independent services: none imports another.',
+      comment: 'The upstream client, the routing, the Redis stores and the PostgreSQL store are independent services: none imports another (what two stores share lives in lib/ledgers/stores/).',
       severity: 'error',
       from: { path: '^lib/services/([^/]+)/' },
       to: { path: SERVICES, pathNot: '^lib/services/$1/' },
