@@ -29,7 +29,7 @@ export function safeRedisURL(url: string): string {
  * The client fails fast while disconnected (no offline queue): the gateway answers 503 `ledger_unavailable`
  * instead of letting requests wait, and the credit store queues settlements of streams that were running.
  */
-export async function connectRedisState(url: string, apiKeys: Record<string, number>, options: { holdTtlMs?: number; logger?: Logger }): Promise<RedisState> {
+export async function connectRedisState(url: string, apiKeys: Record<string, number>, options: { holdTtlMs?: number; logger?: Logger; limitsOnly?: boolean }): Promise<RedisState> {
   const { logger } = options;
   const redis = new Redis(url, {
     lazyConnect: true,
@@ -66,10 +66,11 @@ export async function connectRedisState(url: string, apiKeys: Record<string, num
   const store = new RedisCreditStore(redis, { holdTtlMs: options.holdTtlMs, logger });
   // a generation's rate and concurrency slot are taken by the credit store with its hold: one script for the
   // admission, one for the settlement
-  const limitStore = new RedisLimitStore(redis, { leaseTtlMs: options.holdTtlMs, logger, takenByReserve: true });
+  // (with another ledger of record — PostgreSQL — Redis keeps only the limits, taken by themselves)
+  const limitStore = new RedisLimitStore(redis, { leaseTtlMs: options.holdTtlMs, logger, takenByReserve: options.limitsOnly !== true });
   let created = 0;
   for (const [key, credits] of Object.entries(apiKeys)) if (await store.open(key, credits)) created++;
-  logger?.info({ redis: safeRedisURL(url), keys: Object.keys(apiKeys).length, created }, 'credit ledger on Redis');
+  logger?.info({ redis: safeRedisURL(url), keys: Object.keys(apiKeys).length, created }, options.limitsOnly ? 'limits on Redis' : 'credit ledger on Redis');
   return {
     redis,
     store,

@@ -5,6 +5,7 @@ import pino from 'pino';
 import type { UpstreamConfig } from '../lib';
 import { createApp, parseApiKeys } from './app';
 import { startMockProvider, type MockProvider } from './mock-provider';
+import { connectPostgresState, safeDatabaseURL, type PostgresState } from './postgres';
 import { connectRedisState, safeRedisURL, type RedisState } from './redis';
 import { loadConfig, MOCK_BASE_URL, parseBudget } from './config';
 
@@ -21,6 +22,11 @@ import { loadConfig, MOCK_BASE_URL, parseBudget } from './config';
  * - INFERY_REDIS_URL: keep balances, holds, generation records and limits in this Redis (shared by every
  *   instance using it); unset, in this process's memory. Keys missing in Redis are created with their credits,
  *   existing ones are never reset. Unreachable at start: exit 1.
+ * - INFERY_DATABASE_URL: keep balances, holds and generation records in this PostgreSQL (the ledger of record,
+ *   shared by every instance using it; with INFERY_REDIS_URL too, Redis keeps only the limits). The schema's
+ *   migrations are applied at start; keys missing are created with their credits, existing ones never reset.
+ *   Unreachable at start: one line and exit 1; lost while running: new requests 503 ledger_unavailable, open
+ *   streams' settlements queued and retried until written.
  * - INFERY_METRICS_TOKEN: when set, GET /metrics (Prometheus text) asks for it as a bearer token; unset, open
  * - INFERY_HOLD_TTL_MS: how long a hold or concurrency slot outlives its instance on Redis (default 120000)
  * - INFERY_MAX_CONCURRENT: open generations per key (default 32; 0 disables)
@@ -94,17 +100,26 @@ async function main(): Promise<void> {
   const budgetText = process.env.INFERY_BUDGET?.trim();
   const budget = budgetText ? parseBudget(budgetText, 'INFERY_BUDGET') : undefined;
   let shared: RedisState | undefined;
+  let ledger: PostgresState | undefined;
   const redisURL = process.env.INFERY_REDIS_URL?.trim();
+  const databaseURL = process.env.INFERY_DATABASE_URL?.trim();
+  const holdTtlMs = wholeEnv('INFERY_HOLD_TTL_MS', 120_000);
+  if (holdTtlMs < 1_000) throw new Error('INFERY_HOLD_TTL_MS must be at least 1000');
+  // PostgreSQL is the ledger of record when set; Redis then keeps the limits (and is the ledger only without it)
+  if (databaseURL) ledger = await connectPostgresState(databaseURL, apiKeys, { holdTtlMs, logger });
   if (redisURL) {
-    const holdTtlMs = wholeEnv('INFERY_HOLD_TTL_MS', 120_000);
-    if (holdTtlMs < 1_000) throw new Error('INFERY_HOLD_TTL_MS must be at least 1000');
-    shared = await connectRedisState(redisURL, apiKeys, { holdTtlMs, logger });
+    try {
+      shared = await connectRedisState(redisURL, ledger ? {} : apiKeys, { holdTtlMs, logger, limitsOnly: ledger !== undefined });
+    } catch (err) {
+      await ledger?.close(1_000);
+      throw err;
+    }
   }
   const { app, gateway } = createApp({
-    store: shared?.store,
+    store: ledger?.store ?? shared?.store,
     limitStore: shared?.limitStore,
     metricsToken: process.env.INFERY_METRICS_TOKEN || undefined,
-    ledgerQueueDepth: () => shared?.store.pendingSettles ?? 0,
+    ledgerQueueDepth: () => (ledger ?? shared)?.store.pendingSettles ?? 0,
     upstreamURL,
     upstreamKey: process.env.INFERY_UPSTREAM_KEY || undefined,
     upstreams: fileConfig?.upstreams ?? mockUpstreams,
@@ -133,7 +148,7 @@ async function main(): Promise<void> {
       fileConfig
         ? `  upstreams (${configFile}): ${fileConfig.upstreams.map((u) => `${u.name} ${u.baseURL === mock?.url ? '(built-in mock)' : u.baseURL}`).join(', ')}`
         : `  upstream: ${mock ? `built-in mock provider (${mock.url})` : upstreamURL}`,
-      `  ledger: ${redisURL ? `Redis ${safeRedisURL(redisURL)}` : 'in memory (set INFERY_REDIS_URL to share it between instances)'}`,
+      `  ledger: ${databaseURL ? `PostgreSQL ${safeDatabaseURL(databaseURL)}${redisURL ? `, limits on Redis ${safeRedisURL(redisURL)}` : ''}` : redisURL ? `Redis ${safeRedisURL(redisURL)}` : 'in memory (set INFERY_DATABASE_URL or INFERY_REDIS_URL to share it between instances)'}`,
       process.env.INFERY_API_KEYS ? `  client keys: ${Object.keys(apiKeys).length} from INFERY_API_KEYS` : `  demo key: ${demoKey} (1000 credits)`,
       '',
       `  curl -N http://localhost:${actual}/v1/chat/completions -H "Authorization: Bearer ${key}" -H "Content-Type: application/json" \\`,
@@ -175,6 +190,10 @@ async function main(): Promise<void> {
       .then(async () => {
         gateway.close();
         server.closeAllConnections();
+        if (ledger) {
+          const pending = await ledger.close(deadlineMs);
+          if (pending > 0) logger.error({ pending }, 'settlements still pending at shutdown: not written to PostgreSQL (each logged above)');
+        }
         if (shared) {
           const pending = await shared.close(deadlineMs);
           if (pending > 0) logger.error({ pending }, 'settlements still pending at shutdown: not written to Redis (each logged above)');

@@ -284,7 +284,8 @@ export class PostgresCreditStore implements CreditStore {
     try {
       return await this.db.query(text, values);
     } catch (err) {
-      if (isUnavailable(err)) throw new LedgerUnavailableError(err instanceof Error ? err.message.slice(0, 200) : 'no answer', err);
+      // the client is told the ledger is unreachable, never where it lives (the cause stays on the error, for logs)
+      if (isUnavailable(err)) throw new LedgerUnavailableError('PostgreSQL unreachable', err);
       throw err;
     }
   }
