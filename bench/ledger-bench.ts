@@ -1,9 +1,9 @@
 /**
  * Section 7 of `npm run bench`: what a shared ledger costs. The same gateway (admission, limits, reserve and
- * settle through the example app's CreditStore calls) with the in-memory stores and with the Redis stores on a
- * redis-server of this machine, measured in the same run: time to first content event one stream at a time, and
- * generations per second with many at once. Skipped with a notice when neither REDIS_URL nor redis-server is
- * there.
+ * settle through the example app's CreditStore calls) with the in-memory stores, with the Redis stores on a
+ * redis-server of this machine, and with the PostgreSQL credit store (Debian's server, else PGlite: said),
+ * measured in the same run: time to first content event one stream at a time, and generations per second with
+ * many at once. Skipped with a notice when neither REDIS_URL nor redis-server is there.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -15,8 +15,11 @@ import { performance } from 'node:perf_hooks';
 import express from 'express';
 import { Redis } from 'ioredis';
 import { bearerToken, generationDraft, inferyStream, MemoryCreditStore, MemoryLimitStore, type CreditStore, type LimitStore } from '../lib';
+import pg from 'pg';
+import { PostgresCreditStore } from '../lib/services/postgres';
 import { RedisCreditStore, RedisLimitStore } from '../lib/services/redis';
 import { streamChat, type Target } from './client';
+import { startPostgres, type PostgresHandle } from './postgres-server';
 
 const KEY = 'bench-client';
 
@@ -145,10 +148,36 @@ export async function benchSharedLedger(upstreamURL: string, print: (title: stri
   const togetherLimits = new RedisLimitStore(together, { prefix: `${prefix}t:`, takenByReserve: true });
   await redisStore.open(KEY, 1e9);
   await togetherStore.open(KEY, 1e9);
+  // the ledger of record on PostgreSQL, the limits in memory (one process)
+  let postgres: PostgresHandle | undefined;
+  let pgPool: pg.Pool | undefined;
+  let pgStore: PostgresCreditStore | undefined;
+  let pgStatements = 0;
+  try {
+    postgres = await startPostgres(true);
+    pgPool = new pg.Pool({ connectionString: postgres.url, max: postgres.kind === 'embedded' ? 4 : 20 });
+    pgPool.on('error', () => undefined);
+    // statements sent, counted as the Redis commands are (one statement is one round trip)
+    const pool = pgPool;
+    const query = pool.query.bind(pool) as (...args: unknown[]) => Promise<unknown>;
+    pgStatements = 0;
+    (pool as unknown as { query: (...args: unknown[]) => Promise<unknown> }).query = (...args: unknown[]) => {
+      pgStatements++;
+      return query(...args);
+    };
+    pgStore = new PostgresCreditStore(pool, { schema: `bench_${process.pid}` });
+    await pgStore.migrate();
+    await pgStore.open(KEY, 1e9);
+  } catch (err) {
+    print(`   (PostgreSQL side skipped: ${(err as Error).message})`);
+    pgStore = undefined;
+  }
+  const pgName = postgres?.kind === 'embedded' ? 'PostgreSQL (PGlite, embedded)' : 'PostgreSQL';
   const sides = [
     await gatewayWith('in memory', upstreamURL, new MemoryCreditStore({ [KEY]: 1e9 }), new MemoryLimitStore()),
     await gatewayWith('Redis, separate steps', upstreamURL, redisStore, redisLimits),
     await gatewayWith('Redis, limits with the hold', upstreamURL, togetherStore, togetherLimits, true),
+    ...(pgStore ? [await gatewayWith(pgName, upstreamURL, pgStore, new MemoryLimitStore(), true)] : []),
   ];
   const clientOf: Record<string, Redis> = { 'Redis, separate steps': redis, 'Redis, limits with the hold': together };
   const trips = new Map<string, number>();
@@ -162,6 +191,11 @@ export async function benchSharedLedger(upstreamURL: string, print: (title: stri
     // round trips of one generation, the key already seen and the scripts loaded
     for (const side of sides) {
       const client = clientOf[side.name];
+      if (side.name === pgName) {
+        const before = pgStatements;
+        await streamChat(side.target, body(n++));
+        trips.set(side.name, pgStatements - before);
+      }
       if (!client) continue;
       const before = sent.get(client)!;
       await streamChat(side.target, body(n++));
@@ -182,8 +216,11 @@ export async function benchSharedLedger(upstreamURL: string, print: (title: stri
     for (const closable of [redisStore, redisLimits, togetherStore, togetherLimits]) closable.close();
     for (const client of [redis, together]) await client.quit().catch(() => client.disconnect());
     await redisServer.stop();
+    pgStore?.close();
+    await pgPool?.end().catch(() => undefined);
+    await postgres?.stop();
   }
-  print(`7. Shared ledger: the same gateway with in-memory and Redis stores (${runs} sequential streams each; ${concurrent.rounds} rounds of ${concurrent.streams} at once)`);
+  print(`7. Shared ledger: the same gateway with in-memory, Redis and PostgreSQL stores (${runs} sequential streams each; ${concurrent.rounds} rounds of ${concurrent.streams} at once)`);
   const out: Record<string, unknown> = { runs, concurrent };
   const rows = sides.map((side) => {
     const t = ttfc.get(side.name)!;
@@ -194,11 +231,11 @@ export async function benchSharedLedger(upstreamURL: string, print: (title: stri
     return [side.name, `${percentile(t, 50).toFixed(2)} ms`, `${percentile(t, 95).toFixed(2)} ms`, `${Math.round(med)}`, String(roundTrips)];
   });
   const mem = ttfc.get('in memory')!;
-  for (const name of Object.keys(clientOf)) {
+  for (const name of [...Object.keys(clientOf), ...(pgStore ? [pgName] : [])]) {
     const red = ttfc.get(name)!;
     rows.push([`added by ${name}`, `${(percentile(red, 50) - percentile(mem, 50)).toFixed(2)} ms`, `${(percentile(red, 95) - percentile(mem, 95)).toFixed(2)} ms`, '', '']);
   }
-  console.log(table(['', 'TTFC p50', 'TTFC p95', 'generations/s (50 at once, 20 chunks)', 'Redis round trips / generation'], rows));
-  console.log('  (separate steps: has, rate bucket, slot, reserve, settle, slot release; limits with the hold: one admission script, one settlement script, the key remembered; loopback; client, gateway and provider share this process)');
+  console.log(table(['', 'TTFC p50', 'TTFC p95', 'generations/s (50 at once, 20 chunks)', 'round trips / generation'], rows));
+  console.log('  (separate steps: has, rate bucket, slot, reserve, settle, slot release; limits with the hold: one admission script, one settlement script, the key remembered; PostgreSQL: one reserve and one settle function call, each a transaction with the account row locked, committed before the answer, limits in memory; loopback; client, gateway and provider share this process)');
   return out;
 }
