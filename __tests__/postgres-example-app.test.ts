@@ -48,14 +48,14 @@ async function ledgerOf(schema: string, key: string): Promise<{ start: number; u
 
 test('two instances on one PostgreSQL, concurrent streams with random cancellations: Σ records = used exactly, never below zero, no hold left', async () => {
   const key = `pg-chaos-${process.pid}`;
-  const env = { INFERY_DATABASE_URL: db.url, INFERY_API_KEYS: `${key}:30`, INFERY_MAX_CONCURRENT: '0', INFERY_RPM: '0', LOG_LEVEL: 'warn' };
+  const env = { INFERY_DATABASE_URL: db.url, INFERY_API_KEYS: `${key}:60`, INFERY_MAX_CONCURRENT: '0', INFERY_RPM: '0', LOG_LEVEL: 'warn' };
   const apps: AppProcess[] = [await startExampleApp(env), await startExampleApp(env)];
-  const n = db.kind === 'server' ? 400 : 150;
+  const n = db.kind === 'server' ? 1_000 : 150;
   let seed = 7;
   const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
   const statuses = await Promise.all(Array.from({ length: n }, (_, i) => stream(apps[i % 2]!.url, key, random() < 0.3 ? 50 + Math.floor(random() * 400) : undefined)));
   expect(statuses.filter((s) => s === 200).length).toBeGreaterThan(0);
-  // every refusal is the ledger's own 402 (the 30 credits ran out), never a 5xx
+  // every refusal is the ledger's own 402 (the 60 credits ran out), never a 5xx
   expect(statuses.filter((s) => s !== 200 && s !== 402 && s !== 0)).toEqual([]);
   // settlements after cancellations land shortly after the clients left
   const until = Date.now() + 15_000;
@@ -95,6 +95,41 @@ test('two instances on one PostgreSQL, concurrent streams with random cancellati
   expect(balance.balance + balance.used).toBeCloseTo(10, 6);
   await other.stop();
 }, 60_000);
+
+(realServerOnly() ? test : test.skip)('PostgreSQL restarted under 50 open streams: every one is settled exactly once after it is back', async () => {
+  const key = `pg-restart-${process.pid}`;
+  const env = { INFERY_DATABASE_URL: db.url, INFERY_API_KEYS: `${key}:1000`, INFERY_MAX_CONCURRENT: '0', INFERY_RPM: '0', LOG_LEVEL: 'warn' };
+  const app = await startExampleApp(env);
+  // mock-slow: a word a second, so the streams are open while the server goes down and comes back
+  const body = JSON.stringify({ model: 'mock-slow', stream: true, max_tokens: 3, messages: [{ role: 'user', content: 'outlive the restart' }] });
+  const streams = Array.from({ length: 50 }, async () => {
+    const res = await fetch(`${app.url}/v1/chat/completions`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body });
+    const text = await res.text();
+    return { status: res.status, credits: (/"credits_used":([0-9.]+)/.exec(text) ?? [])[1] };
+  });
+  const until = Date.now() + 10_000;
+  while ((await ledgerOf('infery', key)).holds < 50 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  expect((await ledgerOf('infery', key)).holds).toBe(50);
+  await admin.end(); // the admin pool's connections end with the server
+  await db.halt!();
+  const done = await Promise.all(streams);
+  await db.start!();
+  admin = new pg.Pool({ connectionString: db.url, max: 2 });
+  admin.on('error', () => undefined);
+  expect(done.every((d) => d.status === 200 && d.credits !== undefined)).toBe(true);
+  const settleBy = Date.now() + 20_000;
+  let ledger = await ledgerOf('infery', key);
+  while (ledger.records < 50 && Date.now() < settleBy) {
+    await new Promise((r) => setTimeout(r, 200));
+    ledger = await ledgerOf('infery', key);
+  }
+  // each settled once: 50 records, their sum is `used`, no hold left, and each client was told at most what was charged
+  expect(ledger.records).toBe(50);
+  expect(ledger.recorded).toBe(ledger.used);
+  expect(ledger.held).toBe(0);
+  expect(app.stdout).toContain('settlement queued');
+  await app.stop();
+}, 90_000);
 
 test('PostgreSQL unreachable at start: one line naming INFERY_DATABASE_URL, exit 1', async () => {
   await expect(startExampleApp({ INFERY_DATABASE_URL: 'postgres://postgres@127.0.0.1:1/postgres' }, 15_000)).rejects.toThrow(/cannot use PostgreSQL at postgres:\/\/postgres@127\.0\.0\.1:1\/postgres \(INFERY_DATABASE_URL\)/);

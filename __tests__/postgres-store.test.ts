@@ -219,6 +219,36 @@ describe('PostgreSQL unreachable', () => {
     expect(store.pendingSettles).toBe(1);
   });
 
+  test('a settlement whose reply was lost (committed, then the connection broke) is retried and charges once', async () => {
+    const store0 = await freshStore();
+    const schema = (store0 as unknown as { s: string }).s.slice(1, -1);
+    const real = pool();
+    let dropNextSettleReply = true;
+    // a client that runs the statement, then loses the answer: what a connection cut after COMMIT looks like
+    const lossy = {
+      query: async (text: string, values?: unknown[]) => {
+        const result = await real.query(text, values);
+        if (dropNextSettleReply && text.includes('.settle(')) {
+          dropNextSettleReply = false;
+          throw Object.assign(new Error('Connection terminated unexpectedly'), {});
+        }
+        return result;
+      },
+    };
+    const store = new PostgresCreditStore(lossy, { schema });
+    stores.push(store);
+    await store0.open('a', 10);
+    expect(await store.reserve('a', 'lost', 5)).toBe(true);
+    // the gateway is told it is pending (at most the hold), and the queue retries it
+    expect(await store.settle('a', 'lost', 'm', 3, draft('lost'))).toEqual({ charged: 3, unpaid: 0, pending: true });
+    store.retryPending();
+    const until = Date.now() + 10_000;
+    while (store.pendingSettles > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+    expect(store.pendingSettles).toBe(0);
+    expect(await store0.balanceOf('a')).toMatchObject({ used: 3, held: 0, balance: 7 });
+    expect((await store0.listGenerations('a')).length).toBe(1);
+  });
+
   (realServerOnly() ? test : test.skip)('PostgreSQL restarted while settlements wait: each is written exactly once when it is back', async () => {
     const store = await freshStore();
     await store.open('a', 100);
