@@ -5,7 +5,7 @@ import pino from 'pino';
 import type { UpstreamConfig } from '../lib';
 import { createApp, parseApiKeys } from './app';
 import { startMockProvider, type MockProvider } from './mock-provider';
-import { connectPostgresState, safeDatabaseURL, type PostgresState } from './postgres';
+import type { PostgresState } from './postgres';
 import { connectRedisState, safeRedisURL, type RedisState } from './redis';
 import { loadConfig, MOCK_BASE_URL, parseBudget } from './config';
 
@@ -106,7 +106,9 @@ async function main(): Promise<void> {
   const holdTtlMs = wholeEnv('INFERY_HOLD_TTL_MS', 120_000);
   if (holdTtlMs < 1_000) throw new Error('INFERY_HOLD_TTL_MS must be at least 1000');
   // PostgreSQL is the ledger of record when set; Redis then keeps the limits (and is the ledger only without it)
-  if (databaseURL) ledger = await connectPostgresState(databaseURL, apiKeys, { holdTtlMs, logger });
+  // loaded only when used: an app without INFERY_DATABASE_URL never loads the PostgreSQL driver
+  const postgres = databaseURL ? (require('./postgres') as typeof import('./postgres')) : undefined;
+  if (databaseURL && postgres) ledger = await postgres.connectPostgresState(databaseURL, apiKeys, { holdTtlMs, logger });
   if (redisURL) {
     try {
       shared = await connectRedisState(redisURL, ledger ? {} : apiKeys, { holdTtlMs, logger, limitsOnly: ledger !== undefined });
@@ -148,7 +150,7 @@ async function main(): Promise<void> {
       fileConfig
         ? `  upstreams (${configFile}): ${fileConfig.upstreams.map((u) => `${u.name} ${u.baseURL === mock?.url ? '(built-in mock)' : u.baseURL}`).join(', ')}`
         : `  upstream: ${mock ? `built-in mock provider (${mock.url})` : upstreamURL}`,
-      `  ledger: ${databaseURL ? `PostgreSQL ${safeDatabaseURL(databaseURL)}${redisURL ? `, limits on Redis ${safeRedisURL(redisURL)}` : ''}` : redisURL ? `Redis ${safeRedisURL(redisURL)}` : 'in memory (set INFERY_DATABASE_URL or INFERY_REDIS_URL to share it between instances)'}`,
+      `  ledger: ${databaseURL && postgres ? `PostgreSQL ${postgres.safeDatabaseURL(databaseURL)}${redisURL ? `, limits on Redis ${safeRedisURL(redisURL)}` : ''}` : redisURL ? `Redis ${safeRedisURL(redisURL)}` : 'in memory (set INFERY_DATABASE_URL or INFERY_REDIS_URL to share it between instances)'}`,
       process.env.INFERY_API_KEYS ? `  client keys: ${Object.keys(apiKeys).length} from INFERY_API_KEYS` : `  demo key: ${demoKey} (1000 credits)`,
       '',
       `  curl -N http://localhost:${actual}/v1/chat/completions -H "Authorization: Bearer ${key}" -H "Content-Type: application/json" \\`,
