@@ -1,6 +1,7 @@
 import pg from 'pg';
 import type { Logger } from '../lib';
 import { PostgresCreditStore } from '../lib/services/postgres';
+import { withoutPassword } from './safe-url';
 
 /** The example app's ledger of record on PostgreSQL: the pool and the credit store (balances, holds, records). */
 export interface PostgresState {
@@ -11,15 +12,7 @@ export interface PostgresState {
 }
 
 /** `url` without its password, for messages. */
-export function safeDatabaseURL(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '(an unparsable URL)';
-  }
-}
+export const safeDatabaseURL = withoutPassword;
 
 /**
  * Connects to `url` (INFERY_DATABASE_URL), applies the schema's migrations, and opens every key of `apiKeys`

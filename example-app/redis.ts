@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import type { Logger } from '../lib';
 import { RedisCreditStore, RedisLimitStore } from '../lib/services/redis';
+import { withoutPassword } from './safe-url';
 
 /** The example app's shared state on Redis: the credit store (ledger + generation records) and the limit store. */
 export interface RedisState {
@@ -12,15 +13,7 @@ export interface RedisState {
 }
 
 /** `url` without its password, for messages. */
-export function safeRedisURL(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return '(an unparsable URL)';
-  }
-}
+export const safeRedisURL = withoutPassword;
 
 /**
  * Connects to `url` and opens every key of `apiKeys` that does not exist yet with its starting credits (an

@@ -1,4 +1,6 @@
 import type { Logger } from '../../contract/hooks';
+import type { Settlement } from './credit-store';
+import { LedgerUnavailableError } from './ledger-unavailable';
 
 /** What happened to one attempt: written, try again later (the ledger unreachable), or refused for good. */
 export type AttemptResult = 'done' | 'retry' | 'rejected';
@@ -117,5 +119,57 @@ export class SettleQueue<T> {
       this.running = false;
       this.schedule();
     }
+  }
+}
+
+/**
+ * A shared store's settlement: written by `write`, or — the store unreachable ({@link LedgerUnavailableError}) —
+ * queued (the generation ran: its settlement waits here until the store is back, the hold, still renewed, keeping
+ * the credits meanwhile; a full queue logs it as lost and the hold then expires) and answered `pending` with at
+ * most the hold as the charge (what will be taken is at least min(cost, hold), and more only if the balance had
+ * more; the record, written later, has the final charge). `live` holds the holds this process renews.
+ */
+export async function settleOrQueue<T extends { holdId: string; cost: number }>(
+  item: T,
+  write: (item: T) => Promise<Settlement | 'unknown'>,
+  live: Map<string, { milli: number }>,
+  queue: SettleQueue<T>,
+): Promise<Settlement> {
+  try {
+    const answer = await write(item);
+    if (answer === 'unknown') throw new Error('unknown key');
+    return answer;
+  } catch (err) {
+    if (!(err instanceof LedgerUnavailableError)) {
+      live.delete(item.holdId);
+      throw err;
+    }
+    const held = live.get(item.holdId)?.milli;
+    if (!queue.push(item)) live.delete(item.holdId);
+    const told = held === undefined ? item.cost : Math.min(item.cost, held);
+    return { charged: told / 1000, unpaid: 0, pending: true };
+  }
+}
+
+/**
+ * One retry of a queued settlement: written (`done`), the store still unreachable (`retry`), or refused for good
+ * (`rejected`, logged: an account that no longer exists, or an error `refused` says the store will never accept).
+ * Any other error is thrown (the queue logs it and retries).
+ */
+export async function attemptSettle<T extends { holdId: string }>(
+  item: T,
+  write: (item: T) => Promise<Settlement | 'unknown'>,
+  logger: Logger | undefined,
+  refused: (err: unknown) => boolean,
+): Promise<AttemptResult> {
+  try {
+    if ((await write(item)) !== 'unknown') return 'done';
+    logger?.error({ generationId: item.holdId }, 'infery-stream queued settlement for an account that no longer exists');
+    return 'rejected';
+  } catch (err) {
+    if (err instanceof LedgerUnavailableError) return 'retry';
+    if (!refused(err)) throw err;
+    logger?.error({ generationId: item.holdId, err: err instanceof Error ? err.message : String(err) }, 'infery-stream queued settlement refused by the ledger');
+    return 'rejected';
   }
 }

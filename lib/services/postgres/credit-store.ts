@@ -3,7 +3,7 @@ import { BudgetExhaustedError } from '../../ledgers/stores/budget';
 import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type GenerationDraft, type GenerationRecord, type Settlement } from '../../ledgers/stores/credit-store';
 import { LedgerUnavailableError } from '../../ledgers/stores/ledger-unavailable';
 import { Renewer } from '../../ledgers/stores/renewer';
-import { SettleQueue, type AttemptResult } from '../../ledgers/stores/settle-queue';
+import { attemptSettle, SettleQueue, settleOrQueue, type AttemptResult } from '../../ledgers/stores/settle-queue';
 import { MIGRATIONS } from './schema';
 
 /**
@@ -203,22 +203,7 @@ export class PostgresCreditStore implements CreditStore {
   async settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft, _limits?: ReserveLimits, budget?: BudgetWindow): Promise<Settlement> {
     checkCredits('charge', credits);
     const item: PendingSettle = { account, holdId, model: model.slice(0, MAX_MODEL_CHARS), cost: toMilliUp(credits), record, budget };
-    try {
-      const answer = await this.write(item);
-      if (answer === 'unknown') throw new Error('unknown key');
-      return answer;
-    } catch (err) {
-      if (!(err instanceof LedgerUnavailableError)) {
-        this.live.delete(holdId);
-        throw err;
-      }
-      // the generation ran: its settlement waits here until PostgreSQL is back (the hold, still renewed, keeps
-      // the credits meanwhile); a full queue logs it as lost, and the hold then expires
-      const held = this.live.get(holdId)?.milli;
-      if (!this.queue.push(item)) this.live.delete(holdId);
-      const told = held === undefined ? item.cost : Math.min(item.cost, held);
-      return { charged: told / 1000, unpaid: 0, pending: true };
-    }
+    return settleOrQueue(item, (pending) => this.write(pending), this.live, this.queue);
   }
 
   async balanceOf(account: string): Promise<Balance | undefined> {
@@ -312,20 +297,10 @@ export class PostgresCreditStore implements CreditStore {
     return settlement;
   }
 
-  private async attempt(item: PendingSettle): Promise<AttemptResult> {
-    try {
-      const answer = await this.write(item);
-      if (answer === 'unknown') {
-        this.logger?.error({ generationId: item.holdId }, 'infery-stream queued settlement for an account that no longer exists');
-        return 'rejected';
-      }
-      return 'done';
-    } catch (err) {
-      if (err instanceof LedgerUnavailableError) return 'retry';
-      this.logger?.error({ generationId: item.holdId, err: err instanceof Error ? err.message : String(err) }, 'infery-stream queued settlement refused by PostgreSQL');
-      return 'rejected';
-    }
+  private attempt(item: PendingSettle): Promise<AttemptResult> {
+    return attemptSettle(item, (pending) => this.write(pending), this.logger, () => true);
   }
+
 
   private async renewHolds(): Promise<void> {
     if (this.live.size === 0) return;

@@ -6,7 +6,7 @@ import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type 
 import { Renewer } from '../../ledgers/stores/renewer';
 import { isScriptError, LedgerUnavailableError, ScriptRunner, type RedisClient } from './runner';
 import { ADMIT, BALANCE, OPEN, RENEW_HOLDS, RENEW_LEASES, RESERVE, SETTLE, TAKE_LIMITS } from './scripts';
-import { SettleQueue, type AttemptResult } from '../../ledgers/stores/settle-queue';
+import { attemptSettle, SettleQueue, settleOrQueue, type AttemptResult } from '../../ledgers/stores/settle-queue';
 
 /** Options of {@link RedisCreditStore}. */
 export interface RedisCreditStoreOptions {
@@ -152,24 +152,7 @@ export class RedisCreditStore implements CreditStore {
     checkCredits('charge', credits);
     const slot = limits?.taken && limits.maxConcurrent > 0 ? this.slotOf(account, limits) : undefined;
     const item: PendingSettle = { account, holdId, model: model.slice(0, MAX_MODEL_CHARS), cost: toMilliUp(credits), record, slot, budget };
-    try {
-      const answer = await this.write(item);
-      if (answer === 'unknown') throw new Error('unknown key');
-      return answer;
-    } catch (err) {
-      if (!(err instanceof LedgerUnavailableError)) {
-        this.live.delete(holdId);
-        throw err;
-      }
-      // the generation ran: its settlement waits here until Redis is back (the hold, still renewed, keeps the
-      // credits meanwhile); a full queue logs it as lost, and the hold then expires
-      const held = this.live.get(holdId)?.milli;
-      if (!this.queue.push(item)) this.live.delete(holdId);
-      // what will be taken is at least min(cost, hold), and more only if the balance had more: report no more
-      // than the hold (the record, written once Redis is back, has the final charge)
-      const told = held === undefined ? item.cost : Math.min(item.cost, held);
-      return { charged: told / 1000, unpaid: 0, pending: true };
-    }
+    return settleOrQueue(item, (pending) => this.write(pending), this.live, this.queue);
   }
 
   /** The rate, the slot and the hold: one script when the limit key is the account, else the limits' script first. */
@@ -334,20 +317,10 @@ export class RedisCreditStore implements CreditStore {
     return settlement;
   }
 
-  private async attempt(item: PendingSettle): Promise<AttemptResult> {
-    try {
-      const answer = await this.write(item);
-      if (answer === 'unknown') {
-        this.logger?.error({ generationId: item.holdId }, 'infery-stream queued settlement for an account that no longer exists');
-        return 'rejected';
-      }
-      return 'done';
-    } catch (err) {
-      if (err instanceof LedgerUnavailableError) return 'retry';
-      if (isScriptError(err)) return 'rejected';
-      throw err;
-    }
+  private attempt(item: PendingSettle): Promise<AttemptResult> {
+    return attemptSettle(item, (pending) => this.write(pending), this.logger, isScriptError);
   }
+
 
   private async renewHolds(): Promise<void> {
     if (this.live.size === 0 || !this.runner.ready) return;
