@@ -131,8 +131,14 @@ describe('the CreditStore contract', () => {
     expect(record!.usage.classes).toMatchObject({ input_tokens: 10, output_tokens: 5 });
     expect((await store.findGeneration('a', 'chatcmpl-same'))!.id).toBe('g4');
     expect(await store.findGeneration('b', 'g2')).toBeUndefined();
-    const page1 = await store.listGenerations('a', 2);
-    expect(page1.map((r) => r.id)).toEqual(['g4', 'g3']);
+    // a hostile provider's id is kept to the 256 characters a lookup by it reads
+    await store.reserve('a', 'long-id', 1);
+    await store.settle('a', 'long-id', 'gpt-4o', 0.1, draft('long-id', { providerId: 'x'.repeat(100_000) }));
+    expect((await store.findGeneration('a', 'x'.repeat(256)))!.id).toBe('long-id');
+    await store.reserve('a', 'g-late', 1);
+    await store.settle('a', 'g-late', 'gpt-4o', 0.1, draft('g-late', { providerId: 'chatcmpl-other' }));
+    const page1 = await store.listGenerations('a', 4);
+    expect(page1.map((r) => r.id)).toEqual(['g-late', 'long-id', 'g4', 'g3']);
     const settledAt = (await (pools.at(-1) ?? pool()).query(`SELECT settled_at FROM ${(store as unknown as { s: string }).s}.generations WHERE id = 'g3'`)).rows[0]!.settled_at as Date;
     const page2 = await store.listGenerations('a', 2, settledAt.toISOString());
     expect(page2.map((r) => r.id)).toEqual(['g2', 'g1']);

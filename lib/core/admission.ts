@@ -311,7 +311,7 @@ export async function admitGeneration<Account>(
     }
     // a hold now exists: nothing may throw; limits `reserve` was handed and did not take are taken now
     let refused: InferyError | undefined;
-    if (limits && !limits.taken) ({ lease, refused } = await takeLimitsAfterHold(opts, account, limits));
+    if (limits && !limits.taken) ({ lease, refused } = await takeLimitsAfterHold(opts, account, limits, res));
     res.setHeader('X-Generation-Id', generationId);
     // the rate the store counted with the hold: what is left, for the x-ratelimit-*-requests headers
     if (limits?.rateState && limits.requestsPerMinute > 0) setHeaders(res, rateHeaders('requests', limits.requestsPerMinute, limits.rateState));
@@ -410,7 +410,7 @@ const warnedUntaken = new WeakSet<object>();
  * The limits a `reserve` was handed and did not take (its store ignores them): counted and taken here, after the
  * hold, so they hold all the same; a refusal is returned, for the generation to be settled unserved. Logged once.
  */
-async function takeLimitsAfterHold<Account>(opts: ResolvedOptions<Account>, account: Account, limits: ReserveLimits): Promise<{ lease: Lease; refused?: InferyError }> {
+async function takeLimitsAfterHold<Account>(opts: ResolvedOptions<Account>, account: Account, limits: ReserveLimits, res: ServerResponse): Promise<{ lease: Lease; refused?: InferyError }> {
   if (!warnedUntaken.has(opts)) {
     warnedUntaken.add(opts);
     opts.logger?.error({}, 'infery-stream reserve did not take the limits it was handed (ReserveContext.limits): they are taken separately, after the hold; pass them to the store\'s reserve');
@@ -421,6 +421,7 @@ async function takeLimitsAfterHold<Account>(opts: ResolvedOptions<Account>, acco
       const state = rateStateOf(answer);
       const waitMs = state ? state.waitMs : answer;
       if (typeof waitMs === 'number' && waitMs > 0) return { lease: NO_LEASE, refused: rateError(limits.requestsPerMinute, waitMs, state) };
+      if (state) setHeaders(res, rateHeaders('requests', limits.requestsPerMinute, state));
     }
     return { lease: await acquireSlot(opts, account) };
   } catch (err) {

@@ -30,7 +30,7 @@ export interface Settlement {
 export interface GenerationRecord {
   /** The gateway's id: the `X-Generation-Id` header. */
   id: string;
-  /** The provider's id: the `id` of the chunks (or body) the client saw; `null` if the provider sent none. */
+  /** The provider's id: the `id` of the chunks (or body) the client saw, its first 256 characters; `null` if the provider sent none. */
   provider_id: string | null;
   /** Which API: `chat.completions`, `completions`, `responses` or `embeddings`. */
   endpoint: string;
@@ -62,7 +62,8 @@ export function generationDraft(
 ): GenerationDraft {
   return {
     id: event.generationId,
-    provider_id: event.providerId ?? null,
+    // a provider's id is the provider's to choose: kept to the 256 characters a lookup by it reads
+    provider_id: event.providerId?.slice(0, 256) ?? null,
     endpoint: event.endpoint,
     model: event.model,
     upstream: event.upstream ?? null,
