@@ -5,7 +5,7 @@ import { loadConfig, parseBudget } from '../example-app/config';
 import { connectRedisState, type RedisState } from '../example-app/redis';
 import { startMockProvider, type MockProvider } from '../example-app/mock-provider';
 import { BudgetExhaustedError, budgetWindow, MemoryCreditStore, MemoryLimitStore } from '../lib';
-import { resetDuration } from '../lib/core/admission';
+import { resetDuration } from '../lib/core/rate-headers';
 import { describeRedis, startRedis, stopAllRedis, type RedisHandle } from './helpers/redis-server';
 import fs from 'node:fs';
 import os from 'node:os';

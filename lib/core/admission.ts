@@ -4,9 +4,10 @@ import { InferyError } from '../base/errors';
 import type { BudgetWindow, WorstCase, LimitRefusal, ReserveLimits } from '../contract/hooks';
 import { isHoldWithCap } from '../ledgers/billing/reservation';
 import { BudgetExhaustedError, budgetWindow, checkBudgetSpec } from '../ledgers/stores/budget';
-import { LimitRefusedError, type RateState } from '../ledgers/stores/limit-store';
+import { LimitRefusedError, type LimitStore, type RateState } from '../ledgers/stores/limit-store';
 import type { MeteredApi } from './metered-api';
 import type { ResolvedOptions } from '../options/resolved';
+import { rateHeaders, rateStateOf, setHeaders } from './rate-headers';
 import { worstClasses } from './usage-classes';
 
 /**
@@ -59,38 +60,6 @@ export interface TokensTaken {
 
 const NO_LEASE: Lease = { release: () => Promise.resolve() };
 
-/**
- * A duration as OpenAI writes it in `x-ratelimit-reset-*` (Go's style: `250ms`, `1.5s`, `6m0s`, `1h2m3s`), which
- * the SDKs' retry logic and users read.
- */
-export function resetDuration(ms: number): string {
-  const whole = Math.max(0, Math.ceil(ms));
-  if (whole < 1000) return `${whole}ms`;
-  const hours = Math.floor(whole / 3_600_000);
-  const minutes = Math.floor((whole % 3_600_000) / 60_000);
-  const seconds = String(Number(((whole % 60_000) / 1000).toFixed(3)));
-  if (hours > 0) return `${hours}h${minutes}m${seconds}s`;
-  return minutes > 0 ? `${minutes}m${seconds}s` : `${seconds}s`;
-}
-
-/** The `x-ratelimit-*` headers of one limit: its limit, what remains, and when it is whole again. */
-export function rateHeaders(kind: 'requests' | 'tokens', limit: number, state: RateState): Record<string, string> {
-  return {
-    [`x-ratelimit-limit-${kind}`]: String(limit),
-    [`x-ratelimit-remaining-${kind}`]: String(Math.min(limit, state.remaining)),
-    [`x-ratelimit-reset-${kind}`]: resetDuration(state.resetMs),
-  };
-}
-
-/** A store's `hit` answer: the number of an older store (0 allowed, else the wait), or its full state. */
-function rateStateOf(answer: number | RateState): RateState | undefined {
-  return typeof answer === 'number' ? undefined : answer;
-}
-
-function setHeaders(res: ServerResponse | undefined, headers: Record<string, string>): void {
-  if (!res || res.headersSent) return;
-  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
-}
 
 /** The limit behind each refusal admission raised (the two 429s share a code; metrics tell them apart). */
 const refusals = new WeakMap<InferyError, LimitRefusal>();
@@ -177,13 +146,22 @@ export async function checkRequestRate<Account>(opts: ResolvedOptions<Account>, 
   const limits = opts.limits;
   if (!limits || limits.requestsPerMinute === 0) return 'counted';
   if (forGeneration && limitsGoToReserve(opts)) return 'deferred';
-  const answer = await limits.store.hit(limits.key(account), limits.requestsPerMinute);
+  const refused = await countRequest(limits.store, limits.key(account), limits.requestsPerMinute, res);
+  if (refused) throw refused;
+  return 'counted';
+}
+
+/**
+ * Counts one request of `key` against `perMinute`: the 429 when the store refuses it, else undefined, with the
+ * `x-ratelimit-*-requests` headers set on `res` when the store says what is left (OpenAI's, which the SDKs read).
+ */
+async function countRequest(store: LimitStore, key: string, perMinute: number, res: ServerResponse | undefined): Promise<InferyError | undefined> {
+  const answer = await store.hit(key, perMinute);
   const state = rateStateOf(answer);
   const waitMs = state ? state.waitMs : answer;
-  if (typeof waitMs === 'number' && waitMs > 0) throw rateError(limits.requestsPerMinute, waitMs, state);
-  // the answer tells the client what is left (OpenAI's x-ratelimit-* headers, which the SDKs read)
-  if (state) setHeaders(res, rateHeaders('requests', limits.requestsPerMinute, state));
-  return 'counted';
+  if (typeof waitMs === 'number' && waitMs > 0) return rateError(perMinute, waitMs, state);
+  if (state) setHeaders(res, rateHeaders('requests', perMinute, state));
+  return undefined;
 }
 
 /** Failures of admission after `reserve` counted the request against the rate (or the rate refused it). */
@@ -417,11 +395,8 @@ async function takeLimitsAfterHold<Account>(opts: ResolvedOptions<Account>, acco
   }
   try {
     if (limits.requestsPerMinute > 0 && !limits.rateCounted) {
-      const answer = await opts.limits!.store.hit(limits.key, limits.requestsPerMinute);
-      const state = rateStateOf(answer);
-      const waitMs = state ? state.waitMs : answer;
-      if (typeof waitMs === 'number' && waitMs > 0) return { lease: NO_LEASE, refused: rateError(limits.requestsPerMinute, waitMs, state) };
-      if (state) setHeaders(res, rateHeaders('requests', limits.requestsPerMinute, state));
+      const refused = await countRequest(opts.limits!.store, limits.key, limits.requestsPerMinute, res);
+      if (refused) return { lease: NO_LEASE, refused };
     }
     return { lease: await acquireSlot(opts, account) };
   } catch (err) {

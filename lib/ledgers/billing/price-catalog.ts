@@ -218,7 +218,8 @@ export function catalogPricer(options: PricerOptions = {}): Pricer {
     const cachedPrompt = own.cached_prompt ?? own.prompt * ratio(list?.cache_read_mtok);
     const writeRatio = ratio(list?.cache_write_mtok);
     const cacheWrite = own.cache_write ?? own.prompt * writeRatio;
-    const cacheWrite1h = own.cache_write_1h ?? (cacheWrite * ratio(list?.cache_write_1h_mtok, writeRatio)) / writeRatio;
+    // the host's cache_write scaled by the catalog's 1-hour premium over it (a free 5-minute write: its own price)
+    const cacheWrite1h = own.cache_write_1h ?? (writeRatio > 0 ? (cacheWrite * ratio(list?.cache_write_1h_mtok, writeRatio)) / writeRatio : own.prompt * ratio(list?.cache_write_1h_mtok));
     const searchFee = perMillion(list?.web_searches_kcount);
     const perSearch = own.web_search ?? (searchFee !== undefined ? searchFee / 1000 / creditValue : 0);
     const exact =

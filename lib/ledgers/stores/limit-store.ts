@@ -116,6 +116,8 @@ export class MemoryLimitStore implements LimitStore {
 
   takeTokens(key: string, tokens: number, perMinute: number): RateState {
     const now = this.now();
+    // swept here too: an app with tokens per minute and no request rate never calls `hit`
+    if (++this.hits % 1024 === 0) this.sweep(now);
     const bucket = this.tokenBuckets.get(key) ?? { tokens: perMinute, at: now };
     bucket.tokens = refilled(bucket.tokens, now - bucket.at, perMinute);
     bucket.at = now;

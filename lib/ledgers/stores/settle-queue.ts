@@ -1,6 +1,22 @@
-import type { Logger } from '../../contract/hooks';
-import type { Settlement } from './credit-store';
+import type { BudgetWindow, Logger } from '../../contract/hooks';
+import type { GenerationDraft, Settlement } from './credit-store';
 import { LedgerUnavailableError } from './ledger-unavailable';
+
+/** A settlement a shared store has not written yet: what its retry writes. */
+export interface PendingSettle {
+  account: string;
+  holdId: string;
+  /** The model, cut to {@link MAX_MODEL_CHARS}. */
+  model: string;
+  /** Thousandths of a credit. */
+  cost: number;
+  record: GenerationDraft | undefined;
+  /** The budget window the charge counts in. */
+  budget?: BudgetWindow;
+}
+
+/** The longest model name a shared store keeps. */
+export const MAX_MODEL_CHARS = 256;
 
 /** What happened to one attempt: written, try again later (the ledger unreachable), or refused for good. */
 export type AttemptResult = 'done' | 'retry' | 'rejected';

@@ -3,7 +3,7 @@ import { BudgetExhaustedError } from '../../ledgers/stores/budget';
 import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type GenerationDraft, type GenerationRecord, type Settlement } from '../../ledgers/stores/credit-store';
 import { LedgerUnavailableError } from '../../ledgers/stores/ledger-unavailable';
 import { Renewer } from '../../ledgers/stores/renewer';
-import { attemptSettle, SettleQueue, settleOrQueue, type AttemptResult } from '../../ledgers/stores/settle-queue';
+import { attemptSettle, MAX_MODEL_CHARS, SettleQueue, settleOrQueue, type AttemptResult, type PendingSettle } from '../../ledgers/stores/settle-queue';
 import { MIGRATIONS } from './schema';
 
 /**
@@ -31,18 +31,6 @@ export interface PostgresCreditStoreOptions {
   logger?: Logger;
 }
 
-/** A settlement not yet written. */
-interface PendingSettle {
-  account: string;
-  holdId: string;
-  model: string;
-  cost: number;
-  record: GenerationDraft | undefined;
-  budget: BudgetWindow | undefined;
-}
-
-/** The longest model name kept. */
-const MAX_MODEL_CHARS = 200;
 
 /**
  * SQLSTATE classes and codes that mean the server cannot be used right now (connection exceptions, shutting

@@ -6,7 +6,7 @@ import { checkCredits, toMilli, toMilliUp, type Balance, type CreditStore, type 
 import { Renewer } from '../../ledgers/stores/renewer';
 import { isScriptError, LedgerUnavailableError, ScriptRunner, type RedisClient } from './runner';
 import { ADMIT, BALANCE, OPEN, RENEW_HOLDS, RENEW_LEASES, RESERVE, SETTLE, TAKE_LIMITS } from './scripts';
-import { attemptSettle, SettleQueue, settleOrQueue, type AttemptResult } from '../../ledgers/stores/settle-queue';
+import { attemptSettle, MAX_MODEL_CHARS, SettleQueue, settleOrQueue, type AttemptResult, type PendingSettle } from '../../ledgers/stores/settle-queue';
 
 /** Options of {@link RedisCreditStore}. */
 export interface RedisCreditStoreOptions {
@@ -32,16 +32,9 @@ export interface RedisCreditStoreOptions {
   logger?: Logger;
 }
 
-interface PendingSettle {
-  account: string;
-  holdId: string;
-  model: string;
-  cost: number;
-  record: GenerationDraft | undefined;
-  /** The concurrency slot taken with the hold, given back with the settlement. */
+/** A Redis settlement not yet written: with the concurrency slot taken with the hold, given back with it. */
+interface RedisPendingSettle extends PendingSettle {
   slot: Slot | undefined;
-  /** The budget window the charge counts in. */
-  budget?: BudgetWindow;
 }
 
 /** A concurrency slot a hold took: its leases key, and whether it shares the account's hash slot (one script). */
@@ -50,8 +43,6 @@ interface Slot {
   id: string;
   withAccount: boolean;
 }
-
-const MAX_MODEL_CHARS = 256;
 
 /**
  * A {@link CreditStore} in Redis, shared by every gateway instance that uses the same Redis and prefix. Each
@@ -76,7 +67,7 @@ export class RedisCreditStore implements CreditStore {
   /** Holds this process owns, by hold id, with the slot each took: renewed until settled. */
   private readonly live = new Map<string, { account: string; milli: number; slot?: Slot }>();
   private readonly renewer: Renewer;
-  private readonly queue: SettleQueue<PendingSettle>;
+  private readonly queue: SettleQueue<RedisPendingSettle>;
   private readonly onReady = (): void => this.queue.kick();
 
   constructor(redis: RedisClient, options: RedisCreditStoreOptions = {}) {
@@ -95,7 +86,7 @@ export class RedisCreditStore implements CreditStore {
     this.logger = options.logger;
     this.runner = new ScriptRunner(redis, number('commandTimeoutMs', 2_000, 10));
     this.renewer = new Renewer(Math.max(250, Math.floor(this.holdTtlMs / 3)), () => this.renewHolds(), this.logger, 'Redis credit holds');
-    this.queue = new SettleQueue<PendingSettle>((item) => this.attempt(item), {
+    this.queue = new SettleQueue<RedisPendingSettle>((item) => this.attempt(item), {
       max: number('maxPendingSettles', 10_000, 1),
       retryMs: 250,
       maxRetryMs: 5_000,
@@ -151,7 +142,7 @@ export class RedisCreditStore implements CreditStore {
   async settle(account: string, holdId: string, model: string, credits: number, record?: GenerationDraft, limits?: ReserveLimits, budget?: BudgetWindow): Promise<Settlement> {
     checkCredits('charge', credits);
     const slot = limits?.taken && limits.maxConcurrent > 0 ? this.slotOf(account, limits) : undefined;
-    const item: PendingSettle = { account, holdId, model: model.slice(0, MAX_MODEL_CHARS), cost: toMilliUp(credits), record, slot, budget };
+    const item: RedisPendingSettle = { account, holdId, model: model.slice(0, MAX_MODEL_CHARS), cost: toMilliUp(credits), record, slot, budget };
     return settleOrQueue(item, (pending) => this.write(pending), this.live, this.queue);
   }
 
@@ -271,7 +262,7 @@ export class RedisCreditStore implements CreditStore {
   }
 
   /** One settle script call: the settlement, or 'unknown' for an account that does not exist. */
-  private async write(item: PendingSettle): Promise<Settlement | 'unknown'> {
+  private async write(item: RedisPendingSettle): Promise<Settlement | 'unknown'> {
     const keys = accountKeys(this.prefix, item.account);
     const generationId = item.record?.id ?? item.holdId;
     const answer = await this.runner.run(
@@ -317,7 +308,7 @@ export class RedisCreditStore implements CreditStore {
     return settlement;
   }
 
-  private attempt(item: PendingSettle): Promise<AttemptResult> {
+  private attempt(item: RedisPendingSettle): Promise<AttemptResult> {
     return attemptSettle(item, (pending) => this.write(pending), this.logger, isScriptError);
   }
 
