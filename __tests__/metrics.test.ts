@@ -322,7 +322,8 @@ describe('the observer hook', () => {
   const BAD_OBSERVERS: Array<[string, unknown, RegExp]> = [
     ['a function', () => undefined, /`observer` must be an object/],
     ['null', null, /`observer` must be an object/],
-    ['an array', [], /`observer` must be an object/],
+    ['an empty array', [], /`observer` is an empty array/],
+    ['an array holding a non-observer', [{ requestEnded() {} }, 5], /`observer\[1\]` must be an object/],
     ['a member that is not a function', { requestEnded: 'yes' }, /`observer.requestEnded` must be a function/],
     ['no member at all', {}, /has none of requestEnded/],
     ['what prometheusObserver() returned', { observer: {}, registry: {} }, /prometheusObserver\(\)\.observer/],

@@ -15,7 +15,7 @@ export { MemoryCreditStore } from './ledgers/stores/memory-credit-store';
 export type { MemoryCreditStoreOptions } from './ledgers/stores/memory-credit-store';
 export { generationDraft } from './ledgers/stores/credit-store';
 export type { CreditStore, Balance, Settlement, GenerationRecord, GenerationDraft } from './ledgers/stores/credit-store';
-export type { Observer, RequestEnd, GenerationStart, GenerationSettled } from './ledgers/metrics/observer';
+export type { Observer, RequestEnd, GenerationStart, GenerationSettled, UpstreamAttempt, UpstreamAttemptEnd, UpstreamAttemptHooks } from './ledgers/metrics/observer';
 export type { UpstreamApi, UpstreamConfig, FallbackOptions, FallbackTrigger } from './services/upstream/upstreams';
 export { UpstreamAttemptsError } from './services/upstream/upstream-pool';
 export type { UpstreamFailure } from './services/upstream/upstream-pool';

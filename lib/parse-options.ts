@@ -14,7 +14,7 @@ const KNOWN_KEYS = new Set([
   'upstream', 'upstreams', 'fallback', 'authenticate', 'preflight', 'reserve', 'meter', 'defaultMaxTokens', 'limits', 'basePath', 'passThrough', 'allowBackground', 'ownsResponse',
   'usageGraceTimeout', 'bodyLimit', 'upstreamTimeout', 'idleTimeout', 'heartbeatInterval', 'maxDuration', 'writeTimeout',
   'maxEventBytes', 'meterTimeout',
-  'maxResponseBytes', 'forwardHeaders', 'logger', 'observer', 'countTokens',
+  'maxResponseBytes', 'forwardHeaders', 'logger', 'observer', 'accountTag', 'countTokens',
 ]);
 const LIMIT_KEYS = new Set(['maxConcurrent', 'requestsPerMinute', 'tokensPerMinute', 'tokensCounted', 'budget', 'store', 'key']);
 // `x-api-key` and `api-key` carry the client's own key (bearerToken reads them): never sent to a provider
@@ -174,9 +174,26 @@ export function parseOptions<Account>(input: unknown, meteredPaths: readonly str
     forwardHeaders,
     logger,
     observer: observer === undefined ? undefined : containedObserver(observer, logger),
+    accountTag: containedTag(fn<(account: Account) => unknown>('accountTag', opts.accountTag, false)),
     countTexts: textsCounter(fn<(text: string, model: string) => number>('countTokens', opts.countTokens, false), (err) =>
       logger?.warn({ err: err instanceof Error ? err.message : String(err) }, 'infery-stream countTokens failed; counting a token per 3 bytes instead'),
     ),
+  };
+}
+
+/** Longest account tag kept. */
+const MAX_ACCOUNT_TAG = 128;
+
+/** The host's `accountTag`, contained: a non-empty string cut to 128 characters, else undefined. */
+function containedTag<Account>(hook: ((account: Account) => unknown) | undefined): (account: Account) => string | undefined {
+  if (!hook) return () => undefined;
+  return (account) => {
+    try {
+      const tag = hook(account);
+      return typeof tag === 'string' && tag !== '' ? tag.slice(0, MAX_ACCOUNT_TAG) : undefined;
+    } catch {
+      return undefined;
+    }
   };
 }
 
@@ -194,18 +211,26 @@ function containedLogger(logger: Logger): Logger {
   return { info: call('info'), warn: call('warn'), error: call('error'), debug: call('debug') };
 }
 
-/** An object with at least one of the observer's members, each present one a function. */
-function parseObserver(value: unknown): Observer | undefined {
+/** An object with at least one of the observer's members, each present one a function; or an array of such. */
+function parseObserver(value: unknown): Observer | Observer[] | undefined {
   if (value === undefined) return undefined;
+  if (Array.isArray(value)) {
+    if (value.length === 0) fail('`observer` is an empty array: pass one observer, several, or leave it out.');
+    return value.map((one, i) => parseOneObserver(one, `observer[${i}]`));
+  }
+  return parseOneObserver(value, 'observer');
+}
+
+function parseOneObserver(value: unknown, where: string): Observer {
   const members = OBSERVER_MEMBERS.join(', ');
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(`\`observer\` must be an object with ${members}, got ${Array.isArray(value) ? 'an array' : typeof value}.`);
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) fail(`\`${where}\` must be an object with ${members}, got ${Array.isArray(value) ? 'an array' : typeof value}.`);
   const observer = value as Record<string, unknown>;
   for (const name of OBSERVER_MEMBERS) {
-    if (observer[name] !== undefined && typeof observer[name] !== 'function') fail(`\`observer.${name}\` must be a function, got ${typeof observer[name]}.`);
+    if (observer[name] !== undefined && typeof observer[name] !== 'function') fail(`\`${where}.${name}\` must be a function, got ${typeof observer[name]}.`);
   }
   if (OBSERVER_MEMBERS.every((name) => observer[name] === undefined)) {
-    const hint = 'observer' in observer ? ' (pass `prometheusObserver().observer`, not what prometheusObserver() returned)' : '';
-    fail(`\`observer\` has none of ${members}${hint}.`);
+    const hint = 'observer' in observer ? ` (pass \`prometheusObserver().observer\`, not what prometheusObserver() returned)` : '';
+    fail(`\`${where}\` has none of ${members}${hint}.`);
   }
   return observer as Observer;
 }

@@ -70,7 +70,9 @@ const extrasCjs = `const { RedisCreditStore, RedisLimitStore, LedgerUnavailableE
 const { prometheusObserver } = require('infery-stream/prometheus');
 const { catalogPricer } = require('infery-stream/prices');
 const { PostgresCreditStore, MIGRATIONS } = require('infery-stream/postgres');
+const { otelObserver, GEN_AI_SEMCONV_VERSION } = require('infery-stream/otel');
 const { Redis } = require('ioredis');
+if (typeof otelObserver().upstreamAttempt !== 'function' || !GEN_AI_SEMCONV_VERSION) throw new Error('infery-stream/otel');
 const redis = new Redis({ lazyConnect: true });
 const store = new RedisCreditStore(redis, { prefix: 'x:' });
 const limits = new RedisLimitStore(redis);
@@ -85,7 +87,9 @@ const extrasEsm = `import { RedisCreditStore, LedgerUnavailableError } from 'inf
 import { prometheusObserver } from 'infery-stream/prometheus';
 import { catalogPricer } from 'infery-stream/prices';
 import { PostgresCreditStore } from 'infery-stream/postgres';
+import { otelObserver } from 'infery-stream/otel';
 import { Redis } from 'ioredis';
+if (typeof otelObserver().generationStarted !== 'function') throw new Error('infery-stream/otel');
 new PostgresCreditStore({ query: async () => ({ rows: [] }) }).close();
 const store = new RedisCreditStore(new Redis({ lazyConnect: true }));
 store.close();
@@ -99,6 +103,9 @@ import { RedisCreditStore, RedisLimitStore, type RedisCreditStoreOptions } from 
 import { prometheusObserver, type PrometheusObserver } from 'infery-stream/prometheus';
 import { catalogPricer, type Pricer } from 'infery-stream/prices';
 import { PostgresCreditStore, type PostgresCreditStoreOptions } from 'infery-stream/postgres';
+import { otelObserver, type OtelObserverOptions } from 'infery-stream/otel';
+const otelOptions: OtelObserverOptions = { providerNames: { azure: 'azure.ai.openai' }, upstreamSpans: true };
+const tracing: Observer = otelObserver(otelOptions);
 const ledgerOptions: PostgresCreditStoreOptions = { schema: 'billing', holdTtlMs: 60_000 };
 const ledger: CreditStore = new PostgresCreditStore({ query: async () => ({ rows: [] }) }, ledgerOptions);
 void ledger;
@@ -109,7 +116,7 @@ const options: RedisCreditStoreOptions = { prefix: 'app:', holdTtlMs: 60_000 };
 const store: CreditStore = new RedisCreditStore(redis, options);
 const metrics: PrometheusObserver = prometheusObserver({ ledgerQueueDepth: () => 0 });
 const observer: Observer = metrics.observer;
-const gateway = inferyStream({ upstream: { baseURL: 'http://127.0.0.1:1/v1' }, authenticate: () => 'a', limits: { maxConcurrent: 2, store: new RedisLimitStore(redis) }, observer });
+const gateway = inferyStream({ upstream: { baseURL: 'http://127.0.0.1:1/v1' }, authenticate: () => 'a', limits: { maxConcurrent: 2, store: new RedisLimitStore(redis) }, observer: [observer, tracing], accountTag: (a) => a });
 void store;
 gateway.close();
 `;
@@ -138,7 +145,7 @@ function project(name, deps, pkg = {}) {
 
 let e5;
 step('Express 5 project installs the tarball', () => {
-  e5 = project('express5', ['express@^5', 'typescript@~5.9', '@types/express@^5', '@types/node@^20', 'esbuild@^0.25', 'ioredis@^5', 'prom-client@^15', '@pydantic/genai-prices@^0.1.8']);
+  e5 = project('express5', ['express@^5', 'typescript@~5.9', '@types/express@^5', '@types/node@^20', 'esbuild@^0.25', 'ioredis@^5', 'prom-client@^15', '@pydantic/genai-prices@^0.1.8', '@opentelemetry/api@^1.9']);
 });
 if (e5) {
   fs.writeFileSync(path.join(e5, 'app.cjs'), cjs);
@@ -149,8 +156,8 @@ if (e5) {
   fs.writeFileSync(path.join(e5, 'extras.cjs'), extrasCjs);
   fs.writeFileSync(path.join(e5, 'extras.mjs'), extrasEsm);
   fs.writeFileSync(path.join(e5, 'extras.ts'), extrasTs);
-  step('infery-stream/redis, /prometheus, /prices and /postgres load, CommonJS', () => run('node', ['extras.cjs'], e5));
-  step('infery-stream/redis, /prometheus, /prices and /postgres load, ES module', () => run('node', ['extras.mjs'], e5));
+  step('infery-stream/redis, /prometheus, /prices, /postgres and /otel load, CommonJS', () => run('node', ['extras.cjs'], e5));
+  step('infery-stream/redis, /prometheus, /prices, /postgres and /otel load, ES module', () => run('node', ['extras.mjs'], e5));
   for (const resolution of ['NodeNext', 'Bundler']) {
     const module = resolution === 'NodeNext' ? 'NodeNext' : 'ESNext';
     fs.writeFileSync(path.join(e5, `tsconfig.${resolution}.json`), JSON.stringify({ compilerOptions: { strict: true, noEmit: true, module, moduleResolution: resolution, target: 'ES2022', lib: ['ES2022', 'DOM'], types: ['node'], skipLibCheck: false, esModuleInterop: true }, files: ['app.ts', 'extras.ts'] }));

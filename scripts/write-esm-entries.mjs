@@ -16,7 +16,7 @@ const require = createRequire(import.meta.url);
 fs.writeFileSync(path.join(dist, '..', 'browser', 'package.json'), '{ "type": "module" }\n');
 
 // each CommonJS entry of package.json's exports gets an .mjs twin
-for (const entry of ['index', 'services/redis/index', 'services/postgres/index', 'ledgers/metrics/prometheus', 'ledgers/billing/price-catalog']) {
+for (const entry of ['index', 'services/redis/index', 'services/postgres/index', 'ledgers/metrics/prometheus', 'ledgers/metrics/otel', 'ledgers/billing/price-catalog']) {
   if (!fs.existsSync(path.join(dist, `${entry}.js`))) throw new Error(`dist/lib/${entry}.js is missing: is it built?`);
   const names = Object.keys(require(path.join(dist, `${entry}.js`))).filter((name) => name !== '__esModule' && name !== 'default');
   const source = `// ES module entry of infery-stream: the names of ./${entry}.js (CommonJS), one implementation.\nimport cjs from './${path.basename(entry)}.js';\nexport const { ${names.join(', ')} } = cjs;\n`;

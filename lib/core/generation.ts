@@ -5,6 +5,7 @@ import type { InferyError } from '../base/errors';
 import type { Outcome, Usage } from '../contract/hooks';
 import type { MeteredApi } from './metered-api';
 import type { ResolvedOptions } from '../options/resolved';
+import { TRACE_HEADERS, type GenerationStart } from '../ledgers/metrics/observer';
 import { settle } from './settlement';
 import { CompletionTally, describeRawUsage, estimatedUsage, mergeUsage, parseUsage, providerCounts } from './usage';
 import { classesOf } from './usage-classes';
@@ -42,6 +43,8 @@ export class Generation<Account> {
    */
   webSearchCalls = 0;
   readonly tally: CompletionTally;
+  /** What observers were told when it started (and are told again, with the outcome, when it settles). */
+  readonly started: GenerationStart;
 
   private readonly startedAt = performance.now();
   private readonly finishedChoices = new Set<number>();
@@ -63,7 +66,17 @@ export class Generation<Account> {
     this.providerModel = model;
     this.object = api.object;
     this.tally = new CompletionTally(opts.countTexts, model);
-    opts.observer?.generationStarted({ route: api.path, generationId: ticket.generationId, model, stream });
+    this.started = {
+      route: api.path,
+      generationId: ticket.generationId,
+      model,
+      stream,
+      ...(ticket.maxCompletionTokens > 0 ? { maxTokens: ticket.maxCompletionTokens } : {}),
+      choices: ticket.choices,
+      accountTag: opts.accountTag(ticket.account),
+      traceHeader: (name) => traceHeader(req, name),
+    };
+    opts.observer?.generationStarted(this.started);
   }
 
   /** The gateway-unique id (`X-Generation-Id`). */
@@ -212,6 +225,7 @@ export class Generation<Account> {
       if (key !== undefined) this.opts.responseOwners.record(key, this.providerId, this.upstream, contextTokens);
     }
     return settle(this.opts, {
+      started: this.started,
       ticket: this.ticket,
       req: this.req,
       reqId: this.reqId,
@@ -238,4 +252,13 @@ export class Generation<Account> {
   readonly settled: Promise<void> = new Promise((resolve) => {
     this.settleDone = resolve;
   });
+}
+
+/** A trace-context header of `req` (one of `TRACE_HEADERS`), repeated values joined; undefined for any other. */
+function traceHeader(req: IncomingMessage, name: string): string | undefined {
+  if (typeof name !== 'string') return undefined;
+  const lower = name.toLowerCase();
+  if (!TRACE_HEADERS.has(lower)) return undefined;
+  const value = req.headers[lower];
+  return Array.isArray(value) ? value.join(',') : value;
 }

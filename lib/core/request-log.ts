@@ -29,6 +29,8 @@ export interface RequestLogLine {
   generationId?: string;
   providerId?: string;
   model?: string;
+  /** The host's `accountTag` for the account. */
+  accountTag?: string;
   /** Which API (`chat.completions`, `responses`, …). */
   endpoint?: string;
   /** The upstream that served the generation, and those tried before it that failed. */

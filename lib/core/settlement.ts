@@ -4,6 +4,7 @@ import type { InferyError } from '../base/errors';
 import type { MeterEvent, Outcome } from '../contract/hooks';
 import { callMeter } from './metering';
 import type { ResolvedOptions } from '../options/resolved';
+import type { GenerationStart } from '../ledgers/metrics/observer';
 import { logRequestEnd } from './request-log';
 
 /** Everything settlement needs to know about how a request ended: what `meter` is told, and how to log it. */
@@ -12,6 +13,8 @@ export interface Ending<Account>
     MeterEvent<Account>,
     'path' | 'endpoint' | 'providerId' | 'providerUsage' | 'upstream' | 'failedUpstreams' | 'model' | 'providerModel' | 'outcome' | 'usage' | 'error' | 'stream' | 'finishReason'
   > {
+  /** What observers were told when the generation started. */
+  started: GenerationStart;
   ticket: Ticket<Account>;
   req: IncomingMessage;
   reqId: string;
@@ -85,11 +88,8 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
   const errorCode = end.error?.code;
   const errorSource = errorCode === undefined ? undefined : GATEWAY_ENDINGS.has(errorCode) ? 'gateway' : 'upstream';
   opts.observer?.generationSettled({
-    route: end.path,
-    generationId: ticket.generationId,
-    model: end.model,
+    ...end.started,
     providerModel: end.providerModel,
-    stream: end.stream,
     outcome: end.outcome,
     usage: end.usage,
     credits: result.credits ?? null,
@@ -98,6 +98,8 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
     errorSource,
     upstream: end.upstream,
     failedUpstreams: end.failedUpstreams,
+    providerId: end.providerId,
+    finishReason: end.finishReason,
   });
   logRequestEnd(opts, {
     reqId: end.reqId,
@@ -112,6 +114,7 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
     upstream: end.upstream,
     failedUpstreams: end.failedUpstreams.length > 0 ? end.failedUpstreams : undefined,
     model: end.model,
+    accountTag: end.started.accountTag,
     stream: end.stream,
     ttftMs: end.ttftMs,
     usage: end.usage,

@@ -135,11 +135,18 @@ export interface Options<Account = unknown, Req extends IncomingMessage = Incomi
   /** A pino logger; one line per request when it ends. Default: silent. */
   logger?: Logger;
   /**
-   * Told when requests end and generations start and settle, for metrics (`prometheusObserver()` from
-   * `infery-stream/prometheus` is one). Never called per chunk; a member that throws is logged and ignored.
+   * Told when requests end, generations start and settle and upstream attempts are made, for metrics and
+   * traces (`prometheusObserver()` from `infery-stream/prometheus`, `otelObserver()` from `infery-stream/otel`);
+   * several in an array are told in order. Never called per chunk; a member that throws is logged and ignored.
    * Default: none.
    */
-  observer?: Observer;
+  observer?: Observer | Observer[];
+  /**
+   * A label for the account, for observers (`infery.account_tag` on traces) and the request's log line: a
+   * customer id, a plan — never its key. Cut to 128 characters; a hook that throws or returns no string gives
+   * none. Default: none.
+   */
+  accountTag?: (account: Account) => string | undefined;
   /**
    * Counts tokens when the provider sends no usage (and for cancelled streams, and a long prompt's bound); runs
    * on the event loop, in slices. Default: gpt-tokenizer's `o200k_base` encoding in a worker thread, started on

@@ -65,6 +65,8 @@ export interface ResolvedOptions<Account> {
   logger: Logger | undefined;
   /** The host's observer, each member contained (see `containedObserver`). */
   observer: ContainedObserver | undefined;
+  /** The host's `accountTag`, contained: a string of at most 128 characters, or undefined. */
+  accountTag: (account: Account) => string | undefined;
   /**
    * The host's `countTokens` or the default, contained, counting several texts at once; `undefined` when they
    * could not be counted (see `textsCounter`).

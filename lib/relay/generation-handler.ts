@@ -77,7 +77,17 @@ export async function handleGeneration<Account>(
 
     // the first upstream that serves the model, the next ones on a failure before the first byte (`fallback`);
     // each gets the body with its own name for the model (an alias)
-    const call = pool.open(surface.upstreamPath ?? surface.path, model, (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream), req, stream, only, surface.api);
+    const traceAttempt = opts.observer?.upstreamAttempt;
+    const call = pool.open(
+      surface.upstreamPath ?? surface.path,
+      model,
+      (providerModel) => surface.upstreamBody(providerModel === model ? ticket.upstreamBody : { ...ticket.upstreamBody, model: providerModel }, stream),
+      req,
+      stream,
+      only,
+      surface.api,
+      traceAttempt && ((attempt) => traceAttempt({ ...attempt, generationId: generation.generationId })),
+    );
     // While waiting for the provider's headers, shutting down answers 503 and releases the hold.
     stop = (err) => {
       call.abort();

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { BoundedLabel } from './bounded-label';
 import type { GenerationSettled, GenerationStart, Observer, RequestEnd } from './observer';
 
 /**
@@ -34,35 +35,13 @@ export interface PrometheusObserverOptions {
 /** What {@link prometheusObserver} returns. */
 export interface PrometheusObserver {
   /** Pass it to `inferyStream({ observer })`. */
-  observer: Required<Observer>;
+  observer: Required<Pick<Observer, 'requestEnded' | 'generationStarted' | 'generationSettled'>>;
   /** The registry the metrics are in: serve `await registry.metrics()` with `registry.contentType`. */
   registry: Registry;
 }
 
 const TTFT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30];
 const DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600, 1800];
-/** Longest label value kept; a longer one is cut. */
-const MAX_LABEL_LENGTH = 64;
-
-/**
- * Bounds a label whose values come from clients or providers (a model name, a provider's error code): values
- * are cut to 64 characters, and past `limit` distinct ones every new value is `other`, so a client sending
- * random model names cannot grow the scrape without bound.
- */
-class BoundedLabel {
-  private readonly seen = new Set<string>();
-
-  constructor(private readonly limit: number) {}
-
-  value(raw: string): string {
-    const value = raw.length > MAX_LABEL_LENGTH ? raw.slice(0, MAX_LABEL_LENGTH) : raw;
-    if (this.seen.has(value)) return value;
-    if (this.seen.size >= this.limit) return 'other';
-    this.seen.add(value);
-    return value;
-  }
-}
-
 /**
  * Prometheus metrics for the gateway. Metric names (with the default prefix `infery_`):
  *
@@ -181,7 +160,7 @@ export function prometheusObserver(options: PrometheusObserverOptions = {}): Pro
     },
   });
 
-  const observer: Required<Observer> = {
+  const observer: PrometheusObserver['observer'] = {
     requestEnded(end: RequestEnd) {
       requests.inc({ route: end.route, method: end.method, status: String(end.status) });
       if (end.cancelled) cancellations.inc({ route: end.route });

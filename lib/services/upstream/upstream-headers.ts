@@ -27,16 +27,17 @@ export function keyHeaders(target: Pick<UpstreamTarget, 'api' | 'apiKey' | 'head
 
 /**
  * The headers the gateway itself sends upstream: the key (see {@link keyHeaders}), static `upstream.headers`,
- * and only the client headers in `forwardHeaders`. The client's key (`Authorization`, `x-api-key`, `api-key`)
+ * only the client headers in `forwardHeaders`, and `extra` (trace context). The client's key (`Authorization`, `x-api-key`, `api-key`)
  * and cookies never get past this function.
  */
-export function gatewayHeaders(opts: UpstreamSettings, req: IncomingMessage): Record<string, string> {
+export function gatewayHeaders(opts: UpstreamSettings, req: IncomingMessage, extra?: Record<string, string>): Record<string, string> {
   const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...opts.upstream.headers };
   for (const name of opts.forwardHeaders) {
     const value = req.headers[name];
     if (typeof value === 'string') headers[name] = value;
     else if (Array.isArray(value)) headers[name] = value.join(', ');
   }
+  if (extra) Object.assign(headers, extra);
   return Object.assign(headers, keyHeaders(opts.upstream, req));
 }
 

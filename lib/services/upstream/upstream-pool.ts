@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http';
 import { InferyError, toInferyError } from '../../base/errors';
 import { UpstreamClient, upstreamHttpError, upstreamTimeoutError, upstreamUnreachableError, type UpstreamCall } from './upstream';
 import type { UpstreamSettings } from './upstream-settings';
+import type { ContainedAttempt, UpstreamAttempt } from '../../ledgers/metrics/observer';
 import { parseFallback, type FallbackOptions, type FallbackTrigger, type ResolvedUpstream, type UpstreamApi } from './upstreams';
 
 /** One attempt that did not end in an accepted answer: which upstream, and the status and code it ended with. */
@@ -50,6 +51,9 @@ export class UpstreamAttemptsError extends InferyError {
     this.failures = failures;
   }
 }
+
+/** Told of each attempt before it is sent (an observer's tracing): its hooks, or undefined. */
+export type AttemptObserver = (attempt: Omit<UpstreamAttempt, 'generationId'>) => ContainedAttempt | undefined;
 
 /** The subset of a pino logger the pool uses. */
 export interface PoolLogger {
@@ -152,9 +156,18 @@ export class UpstreamPool {
    * A request that does not stream gets its headers only when the whole generation is done: once it was sent in
    * full and timed out waiting for them, the provider may still be running it, so it is never sent to another
    * upstream (the error is marked `mayHaveRun`). `only` holds the request to one upstream (which must serve the
-   * model too).
+   * model too). `observe` is told of each attempt before it is sent (tracing) and of how it ended.
    */
-  open(path: string, model: string, body: (providerModel: string) => string, req: IncomingMessage, stream: boolean, only?: string, api: UpstreamApi = 'openai'): PoolCall {
+  open(
+    path: string,
+    model: string,
+    body: (providerModel: string) => string,
+    req: IncomingMessage,
+    stream: boolean,
+    only?: string,
+    api: UpstreamApi = 'openai',
+    observe?: AttemptObserver,
+  ): PoolCall {
     const startedAt = Date.now();
     let current: UpstreamCall | undefined;
     let failing: IncomingMessage | undefined;
@@ -181,15 +194,24 @@ export class UpstreamPool {
         const budget = Math.max(1, Math.min(left, this.settings.upstreamTimeout));
 
         let call: UpstreamCall;
+        let traced: ContainedAttempt | undefined;
         try {
-          call = this.clients.get(upstream)!.postJson(path, body(providerModel), req, stream, budget);
+          const client = this.clients.get(upstream)!;
+          const json = body(providerModel);
+          traced = observe?.({ attempt, upstream: upstream.name, api: upstream.api, providerModel, method: 'POST', url: client.where(path) });
+          const send = (): UpstreamCall => client.postJson(path, json, req, stream, budget, traced?.headers);
+          call = traced ? traced.run(send) : send();
         } catch (err) {
           // `body` threw, or the request could not even be built: the caller's error, not the upstream's
+          traced?.ended({ accepted: false, code: 'internal_error' });
           throw toInferyError(err);
         }
         current = call;
         const head = await unlessAborted(headersWithin(call, budget));
-        if (head === 'aborted') throw abortedError();
+        if (head === 'aborted') {
+          traced?.ended({ accepted: false, code: 'client_closed_request' });
+          throw abortedError();
+        }
 
         let error: InferyError;
         let trigger: FallbackTrigger | undefined;
@@ -204,16 +226,23 @@ export class UpstreamPool {
           }
         } else {
           const status = head.statusCode ?? 502;
-          if (status >= 200 && status <= 299) return { res: head, upstream, providerModel, failures };
+          if (status >= 200 && status <= 299) {
+            traced?.ended({ accepted: true, status });
+            return { res: head, upstream, providerModel, failures };
+          }
           failing = head;
           const read = await unlessAborted(boundedHttpError(head, upstream.apiKey, budgetLeft(startedAt, this.fallback.deadline, this.settings.upstreamTimeout)));
           failing = undefined;
           call.abort();
-          if (read === 'aborted') throw abortedError();
+          if (read === 'aborted') {
+            traced?.ended({ accepted: false, status, code: 'client_closed_request' });
+            throw abortedError();
+          }
           error = read;
           trigger = status === 429 ? '429' : status >= 500 && status <= 599 ? '5xx' : undefined;
         }
         const failure = { upstream: upstream.name, code: error.code.slice(0, MAX_CODE), status: error.status };
+        traced?.ended({ accepted: false, status: head instanceof InferyError ? undefined : error.status, code: failure.code });
         failures.push(failure);
         this.settings.logger?.warn({ ...failure, attempt }, 'infery-stream upstream attempt failed');
         last = mayHaveRun ? Object.assign(error, { mayHaveRun }) : error;

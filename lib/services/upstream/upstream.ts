@@ -55,10 +55,21 @@ export class UpstreamClient {
     this.target = { protocol: base.protocol, hostname, port: base.port, basePath: base.pathname.replace(/\/$/, ''), search: base.search };
   }
 
-  /** POSTs a JSON body to `path` below the upstream base URL; its headers are due within `timeoutMs`. */
-  postJson(path: string, body: string, req: IncomingMessage, stream: boolean, timeoutMs = this.opts.upstreamTimeout): UpstreamCall {
+  /** Where {@link postJson} sends a request to `path`: no query string, no credentials (for traces). */
+  where(path: string): { scheme: 'http' | 'https'; host: string; port: number; path: string } {
+    const { protocol, hostname, port, basePath } = this.target;
+    const secure = protocol === 'https:';
+    return { scheme: secure ? 'https' : 'http', host: hostname, port: port === '' ? (secure ? 443 : 80) : Number(port), path: basePath + path };
+  }
+
+  /**
+   * POSTs a JSON body to `path` below the upstream base URL; its headers are due within `timeoutMs`. `extra`
+   * headers (an observer's trace context, checked already) go with it; a forwarded client header of the same name
+   * gives way to them, the key's headers never do.
+   */
+  postJson(path: string, body: string, req: IncomingMessage, stream: boolean, timeoutMs = this.opts.upstreamTimeout, extra?: Record<string, string>): UpstreamCall {
     const headers = {
-      ...gatewayHeaders(this.opts, req),
+      ...gatewayHeaders(this.opts, req, extra),
       'content-type': 'application/json',
       'content-length': String(Buffer.byteLength(body)),
       accept: stream ? 'text/event-stream' : 'application/json',
