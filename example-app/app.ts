@@ -1,6 +1,7 @@
 import compression from 'compression';
+import { createHash } from 'node:crypto';
 import express, { type Express } from 'express';
-import { BudgetExhaustedError, bearerToken, generationDraft, InferyError, inferyStream, LimitRefusedError, MemoryCreditStore, type BudgetSpec, type BudgetWindow, type CreditStore, type Endpoint, type FallbackOptions, type InferyStreamMiddleware, type UpstreamConfig, type LimitStore, type Logger, type ReserveContext } from '../lib';
+import { BudgetExhaustedError, bearerToken, generationDraft, InferyError, inferyStream, LimitRefusedError, MemoryCreditStore, type BudgetSpec, type BudgetWindow, type CreditStore, type Endpoint, type FallbackOptions, type InferyStreamMiddleware, type UpstreamConfig, type LimitStore, type Logger, type Observer, type ReserveContext } from '../lib';
 import { prometheusObserver } from '../lib/ledgers/metrics/prometheus';
 import { mountChatPage } from './chat-page';
 import type { KeyLimits } from './config';
@@ -61,6 +62,8 @@ export interface AppConfig {
   logger?: Logger;
   /** When set, `GET /metrics` asks for this bearer token; unset, it is open. */
   metricsToken?: string;
+  /** OpenTelemetry's observer (`infery-stream/otel`), told beside the Prometheus one. */
+  tracing?: Observer;
   /** Settlements waiting for the shared ledger (the `infery_ledger_queue_depth` gauge). */
   ledgerQueueDepth?: () => number;
 }
@@ -264,7 +267,9 @@ export function createApp(config: AppConfig): { app: Express; ledger: MemoryCred
     defaultMaxTokens: config.defaultMaxTokens,
     ...config.timeouts,
     logger: config.logger,
-    observer: metrics.observer,
+    observer: config.tracing ? [metrics.observer, config.tracing] : metrics.observer,
+    // traces name the key by a fingerprint, never the key itself
+    accountTag: (key) => `key-${createHash('sha256').update(key).digest('hex').slice(0, 12)}`,
   });
   app.use(gateway);
   // Everything else the app answers with an error (a bad body on a page route, say) is JSON without a stack trace.

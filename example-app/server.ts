@@ -1,3 +1,5 @@
+// first: OpenTelemetry's HTTP instrumentation patches node:http before anything else loads it (when OTEL_* ask for it)
+import { tracing } from './tracing';
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -36,6 +38,9 @@ import { loadConfig, MOCK_BASE_URL, parseBudget } from './config';
  *   INFERY_CONFIG's `"keys": {"<key>": {"budget": "5/day", "tpm": 10000}}` sets them per key (`"budget": null`: none)
  * - INFERY_UPSTREAM_TIMEOUT_MS, INFERY_IDLE_TIMEOUT_MS, INFERY_MAX_DURATION_MS, INFERY_WRITE_TIMEOUT_MS: the gateway's
  *   upstreamTimeout, idleTimeout, maxDuration and writeTimeout (defaults: the library's)
+ * - OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT): when set, OpenTelemetry traces and the
+ *   GenAI metrics go there over OTLP/HTTP (the Node SDK; OTEL_EXPORTER_OTLP_PROTOCOL http/protobuf or http/json,
+ *   OTEL_SERVICE_NAME default infery-stream-example, OTEL_TRACES_SAMPLER and the other standard OTEL_* variables)
  * - LOG_LEVEL: pino level (default info)
  * - SHUTDOWN_DEADLINE_MS: how long open streams may run on after SIGTERM/SIGINT (default 10000)
  */
@@ -49,6 +54,7 @@ function wholeEnv(name: string, fallback: number): number {
 }
 
 async function main(): Promise<void> {
+  if (tracing.error) throw tracing.error;
   // asynchronous writes: a line per request costs no write(2) on the request path; lines that pile up while one
   // write is under way go out together, at most 16 MiB of them (a stdout nobody reads drops lines rather than
   // growing memory: said once on stderr). What is still buffered at exit is written synchronously then.
@@ -135,6 +141,7 @@ async function main(): Promise<void> {
     keyLimits: fileConfig?.keys,
     timeouts,
     logger,
+    tracing: tracing.value?.observer,
   });
 
   const port = process.env.PORT === undefined || process.env.PORT === '' ? 3000 : Number(process.env.PORT);
@@ -151,6 +158,9 @@ async function main(): Promise<void> {
         ? `  upstreams (${configFile}): ${fileConfig.upstreams.map((u) => `${u.name} ${u.baseURL === mock?.url ? '(built-in mock)' : u.baseURL}`).join(', ')}`
         : `  upstream: ${mock ? `built-in mock provider (${mock.url})` : upstreamURL}`,
       `  ledger: ${databaseURL && postgres ? `PostgreSQL ${postgres.safeDatabaseURL(databaseURL)}${redisURL ? `, limits on Redis ${safeRedisURL(redisURL)}` : ''}` : redisURL ? `Redis ${safeRedisURL(redisURL)}` : 'in memory (set INFERY_DATABASE_URL or INFERY_REDIS_URL to share it between instances)'}`,
+      tracing.value
+        ? `  tracing: OpenTelemetry to ${tracing.value.endpoint} (${tracing.value.protocol}), service ${tracing.value.serviceName}`
+        : '  tracing: off (set OTEL_EXPORTER_OTLP_ENDPOINT to export OpenTelemetry traces and metrics)',
       process.env.INFERY_API_KEYS ? `  client keys: ${Object.keys(apiKeys).length} from INFERY_API_KEYS` : `  demo key: ${demoKey} (1000 credits)`,
       '',
       `  curl -N http://localhost:${actual}/v1/chat/completions -H "Authorization: Bearer ${key}" -H "Content-Type: application/json" \\`,
@@ -201,6 +211,10 @@ async function main(): Promise<void> {
           if (pending > 0) logger.error({ pending }, 'settlements still pending at shutdown: not written to Redis (each logged above)');
         }
         await mock?.close();
+        // the last spans and metrics go out before the process ends (bounded: an unreachable collector does not hold the exit)
+        if (tracing.value) {
+          await Promise.race([tracing.value.shutdown().catch((err: unknown) => logger.warn({ err: String(err) }, 'OpenTelemetry shutdown failed')), new Promise((resolve) => setTimeout(resolve, 5_000).unref())]);
+        }
         logger.info('shut down');
         process.exit(0);
       })

@@ -29,7 +29,7 @@ export interface AppProcess {
 }
 
 /** Variables of the parent's environment that would change how the app runs; the test's `env` sets its own. */
-const APP_ENV = /^(PORT|LOG_LEVEL|SHUTDOWN_DEADLINE_MS|INFERY_.*|REDIS_URL)$/;
+const APP_ENV = /^(PORT|LOG_LEVEL|SHUTDOWN_DEADLINE_MS|INFERY_.*|REDIS_URL|OTEL_.*)$/;
 
 const started = new Set<Child>();
 
