@@ -15,6 +15,7 @@ import express from 'express';
 import { inferyStream, type InferyStreamMiddleware } from '../lib';
 import { benchBigEvent, benchTokenizerAttack } from './attack';
 import { benchSharedLedger } from './ledger-bench';
+import { benchTracing } from './tracing-bench';
 import { streamChat, type StreamResult, type Target } from './client';
 import { BenchProvider, contentEventBytes, type WriteStats } from './mock-provider';
 
@@ -33,7 +34,7 @@ const CONFIG = {
   concurrency: { streams: 50, chunks: 200, rounds: 3 },
 };
 /** Hard stop so a hung stream cannot keep the bench running. */
-const WATCHDOG_MS = 120_000;
+const WATCHDOG_MS = 240_000;
 
 // ---------------------------------------------------------------------------------------------- helpers
 
@@ -448,6 +449,7 @@ async function main(): Promise<void> {
     result.tokenizerAttack = await benchTokenizerAttack(gateway, Number(new URL(gw.url).port), () => chatBody(20, ' word').body);
     result.bigEvent = await benchBigEvent();
     result.sharedLedger = await benchSharedLedger(provider.url, section, table);
+    result.tracing = await benchTracing(provider.url, section, table);
   } catch (err) {
     failed = true;
     console.error(`\nrelay-bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
