@@ -141,10 +141,14 @@ describe('the example app exports a span tree per request (OTLP/HTTP protobuf)',
   test('a cancelled stream: outcome cancelled and its event, the upstream span ended', async () => {
     const { traceId: CLIENT_TRACE, spanId: CLIENT_SPAN, traceparent: TRACEPARENT } = clientTrace();
     const res = await postStream(app.url, { model: 'mock-slow', stream: true, messages: [{ role: 'user', content: 'Hello' }] }, { headers: { traceparent: TRACEPARENT }, onEvent: (_d, i) => (i === 1 ? 'abort' : undefined) });
-    const gen = generationOf(await traceOf(String(res.headers['x-generation-id']), 3));
+    const trace = await traceOf(String(res.headers['x-generation-id']), 4);
+    const gen = generationOf(trace);
     expect(gen.attributes['infery.outcome']).toBe('cancelled');
     expect(gen.events.map((e) => e.name)).toEqual(expect.arrayContaining(['infery.first_token', 'infery.cancelled']));
     expect(gen.status.code).toBe(0);
+    const [upstream] = upstreamsOf(trace);
+    expect(upstream!.endNs).toBeGreaterThan(0n);
+    only(trace, (s) => s.kind === SPAN_KIND.SERVER && s.parentSpanId === upstream!.spanId, 'provider span');
   });
 
   test('a fallback: the refused upstream’s span in error, the fallback event, then the mock’s span', async () => {
@@ -160,6 +164,8 @@ describe('the example app exports a span tree per request (OTLP/HTTP protobuf)',
     expect(refused!.attributes).toMatchObject({ 'infery.upstream': 'flaky', 'error.type': 'upstream_unreachable' });
     expect(refused!.status.code).toBe(2);
     expect(served!.attributes).toMatchObject({ 'infery.upstream': 'mock', 'http.response.status_code': 200 });
+    // the provider that served continued the client's trace under the attempt that reached it
+    only(trace, (s) => s.kind === SPAN_KIND.SERVER && s.parentSpanId === served!.spanId, 'provider span');
   });
 
   test('a failure before the first byte (the provider’s 429) and one mid-stream: error status and error.type', async () => {

@@ -241,6 +241,17 @@ describe('a generation is a span in the GenAI conventions', () => {
     expect(new Set(gens.map((g) => g.spanContext().traceId)).size).toBe(4);
   });
 
+  test('continueClientTrace: false — the client’s traceparent is not followed; the provider gets the gateway’s own trace', async () => {
+    const gw = await tracedGateway({}, { continueClientTrace: false });
+    const res = await postStream(gw.url, { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] }, { headers: { traceparent: TRACEPARENT } });
+    expect(res.status).toBe(200);
+    const all = await spans(2);
+    const gen = generationSpan(all);
+    expect(gen.parentSpanContext).toBeUndefined();
+    expect(gen.spanContext().traceId).not.toBe(CLIENT_TRACE);
+    expect(provider.requests[0]!.headers.traceparent).toBe(`00-${gen.spanContext().traceId}-${upstreamSpans(all)[0]!.spanContext().spanId}-01`);
+  });
+
   test('a client that leaves mid-stream: outcome cancelled, a cancellation event, the upstream span ended too, no error status', async () => {
     provider.reply = () => ({ steps: textSteps(['one', ' two', ' three', ' four', ' five'], { gap: 150, usage: [8, 5] }) });
     const gw = await tracedGateway();

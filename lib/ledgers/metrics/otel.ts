@@ -47,6 +47,12 @@ export interface OtelObserverOptions {
    * ours, the request runs in the generation's context (a host HTTP instrumentation makes the span). Default: `true`.
    */
   upstreamSpans?: boolean;
+  /**
+   * Continue the client's own trace when no host span is active: its `traceparent` (and whatever else the host's
+   * propagator reads) becomes the generation span's parent, and under a parent-based sampler its sampled flag
+   * decides. `false`: such a generation starts a trace of its own. Default: `true`.
+   */
+  continueClientTrace?: boolean;
   /** Distinct model names kept in metric attributes before the rest are `other` (the client chooses them). Default: `200`. */
   maxModelValues?: number;
   /** Generations traced at once (their spans are open until they settle); past it new ones are not traced. Default: `100_000`. */
@@ -126,6 +132,7 @@ export function otelObserver(options: OtelObserverOptions = {}): OtelObserver {
   const tracer: Tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer('infery-stream', '0.1.0');
   const meter = (options.meterProvider ?? metrics.getMeterProvider()).getMeter('infery-stream', '0.1.0');
   const upstreamSpans = options.upstreamSpans ?? true;
+  const continueClientTrace = options.continueClientTrace ?? true;
   const maxOpen = options.maxOpenSpans ?? 100_000;
   const maxModels = options.maxModelValues ?? 200;
   for (const [name, value] of [['maxOpenSpans', maxOpen], ['maxModelValues', maxModels]] as const) {
@@ -164,7 +171,7 @@ export function otelObserver(options: OtelObserverOptions = {}): OtelObserver {
     }
     const active = contexts.active();
     // the host's span (its HTTP instrumentation made it from the same headers), else the client's own context
-    const parent = trace.getSpan(active) !== undefined ? active : propagation.extract(active, start, HEADER_GETTER);
+    const parent = trace.getSpan(active) !== undefined || !continueClientTrace ? active : propagation.extract(active, start, HEADER_GETTER);
     const operation = OPERATIONS[start.route] ?? { name: start.route.replace(/^\//, '').replace(/\//g, '.'), dialect: 'openai' as const };
     const model = cut(start.model);
     const attributes: Attributes = {
