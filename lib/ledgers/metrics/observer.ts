@@ -2,8 +2,9 @@ import type { Outcome, Usage, Logger, LimitRefusal } from '../../contract/hooks'
 
 /**
  * The observer hook: what the gateway tells a metrics system, at the start and the end of requests and never
- * per chunk. `infery-stream/prometheus` implements it with prom-client; any other system can too. Events carry
- * route templates, never raw paths, and never a key, an account or prompt text.
+ * per chunk. `infery-stream/prometheus` implements it with prom-client, `infery-stream/otel` with OpenTelemetry;
+ * any other system can too. Events carry route templates, never raw paths, and never a key, an account (only the
+ * host's `accountTag` for it) or prompt text.
  */
 
 /** One request the middleware answered, whatever its end: served, refused, cancelled or failed. */
@@ -141,7 +142,10 @@ export interface UpstreamAttemptHooks {
 export interface Observer {
   /** Called once for every request the middleware answers: generations, pass-through, and every refusal. */
   requestEnded?(end: RequestEnd): void;
-  /** Called when a generation is admitted, before the upstream call. */
+  /**
+   * Called when a generation is admitted, before the upstream call, in the request's async context (a host's
+   * active span, from its HTTP instrumentation, is current).
+   */
   generationStarted?(start: GenerationStart): void;
   /** Called once per admitted generation, after `meter`, before its `requestEnded`. */
   generationSettled?(settled: GenerationSettled): void;
