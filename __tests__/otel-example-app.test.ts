@@ -123,6 +123,9 @@ describe('the example app exports a span tree per request (OTLP/HTTP protobuf)',
     // the key is nowhere: not in a name, an attribute or an event of any span of the trace
     expect(JSON.stringify(trace.map((s) => [s.name, s.attributes, s.events.map((e) => [e.name, e.attributes])]))).not.toContain(KEY);
     expect(gen.events.map((e) => e.name)).toContain('infery.first_token');
+    // prompts and answers are not recorded unless asked for
+    for (const name of ['gen_ai.input.messages', 'gen_ai.output.messages']) expect(gen.attributes[name]).toBeUndefined();
+    expect(JSON.stringify(trace.map((s) => s.attributes))).not.toContain('Hello there');
 
     const [upstream] = upstreamsOf(trace);
     expect(upstream!.parentSpanId).toBe(gen.spanId);
@@ -209,11 +212,12 @@ describe('the example app exports a span tree per request (OTLP/HTTP protobuf)',
 });
 
 describe('the standard OTEL_* variables', () => {
-  test('http/json, OTEL_SERVICE_NAME, and a traces-only endpoint', async () => {
+  test('http/json, OTEL_SERVICE_NAME, a traces-only endpoint, OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT', async () => {
     const { traceId: CLIENT_TRACE, spanId: CLIENT_SPAN, traceparent: TRACEPARENT } = clientTrace();
     const other = await new OtlpReceiver().start();
     try {
-      const json = await startExampleApp(otelEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: '', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${other.url}/v1/traces`, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_SERVICE_NAME: 'billing-gateway', OTEL_METRICS_EXPORTER: 'none' }));
+      const json = await startExampleApp(otelEnv({ OTEL_EXPORTER_OTLP_ENDPOINT: '', OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: `${other.url}/v1/traces`, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_SERVICE_NAME: 'billing-gateway', OTEL_METRICS_EXPORTER: 'none', OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: 'true' }));
+      expect(json.stdout).toContain('service billing-gateway, prompts and answers recorded');
       const res = await postStream(json.url, { model: 'mock-1', stream: true, messages: [{ role: 'user', content: 'Hello' }] }, { headers: { traceparent: TRACEPARENT } });
       expect(res.status).toBe(200);
       const id = String(res.headers['x-generation-id']);
@@ -223,6 +227,26 @@ describe('the standard OTEL_* variables', () => {
       expect(gen.traceId).toBe(CLIENT_TRACE);
       expect(gen.resource['service.name']).toBe('billing-gateway');
       expect(other.contentTypes.every((t) => t.startsWith('application/json'))).toBe(true);
+      expect(JSON.parse(String(gen.attributes['gen_ai.input.messages']))).toEqual([{ role: 'user', parts: [{ type: 'text', content: 'Hello' }] }]);
+      const [answer] = JSON.parse(String(gen.attributes['gen_ai.output.messages'])) as Array<{ parts: Array<{ content: string }>; finish_reason: string }>;
+      const streamed = jsonEvents(res).map((c) => (c.choices as Array<{ delta?: { content?: string } }>)[0]?.delta?.content ?? '').join('');
+      expect(answer!.parts[0]!.content).toBe(streamed);
+      expect(answer!.finish_reason).toBe('stop');
+
+      // the Messages API: its system prompt apart
+      const messages = await fetch(`${json.url}/v1/messages`, {
+        method: 'POST',
+        headers: { 'x-api-key': KEY, 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'claude-mock-1', max_tokens: 64, system: 'You are terse.', messages: [{ role: 'user', content: [{ type: 'text', text: 'Hi there' }] }] }),
+      });
+      expect(messages.status).toBe(200);
+      const message = (await messages.json()) as { content: Array<{ text: string }> };
+      const messageId = String(messages.headers.get('x-generation-id'));
+      await waitFor(() => other.spans.some((s) => s.attributes['infery.generation_id'] === messageId), 8_000, 'the Messages API span');
+      const span = other.spans.find((s) => s.attributes['infery.generation_id'] === messageId)!;
+      expect(JSON.parse(String(span.attributes['gen_ai.system_instructions']))).toEqual([{ type: 'text', content: 'You are terse.' }]);
+      expect(JSON.parse(String(span.attributes['gen_ai.input.messages']))).toEqual([{ role: 'user', parts: [{ type: 'text', content: 'Hi there' }] }]);
+      expect(JSON.parse(String(span.attributes['gen_ai.output.messages']))[0].parts[0].content).toBe(message.content.map((b) => b.text).join(''));
       await json.stop();
     } finally {
       await other.stop();
@@ -248,6 +272,7 @@ describe('the standard OTEL_* variables', () => {
     for (const [env, message] of [
       [{ OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }, /OTEL_EXPORTER_OTLP_PROTOCOL must be http\/protobuf or http\/json/],
       [{ OTEL_EXPORTER_OTLP_ENDPOINT: 'not a url' }, /OTEL_EXPORTER_OTLP_ENDPOINT must be an http\(s\) URL/],
+      [{ OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: 'yes please' }, /OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT must be true or false/],
     ] as const) {
       await expect(startExampleApp(otelEnv(env))).rejects.toThrow(message);
     }

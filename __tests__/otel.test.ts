@@ -15,7 +15,7 @@ import OpenAI from 'openai';
 import { inferyStream, bearerToken, type Observer, type Options, type UpstreamConfig } from '../lib';
 import { GEN_AI_SEMCONV_VERSION, otelObserver, type OtelObserverOptions } from '../lib/ledgers/metrics/otel';
 import { KEY, startGateway, UPSTREAM_KEY, type Account, type TestGateway } from './helpers/gateway';
-import { ScriptedProvider, sleep, textSteps, type Reply } from './helpers/provider';
+import { BASE, ScriptedProvider, sleep, textSteps, usageChunk, type Reply } from './helpers/provider';
 import { jsonEvents, postStream, waitFor } from './helpers/sse-client';
 import { completionSteps, embeddingsJson, responsesSteps } from './helpers/surface-scripts';
 
@@ -344,6 +344,80 @@ describe('a generation is a span in the GenAI conventions', () => {
     expect(byOp.embeddings!.attributes['gen_ai.request.max_tokens']).toBeUndefined();
     expect(byOp.text_completion!.name).toBe('text_completion test-instruct');
     expect(byOp.chat!.attributes).toMatchObject({ 'openai.api.type': 'responses', 'gen_ai.response.id': expect.stringMatching(/^resp_/), 'infery.outcome': 'completed' });
+  });
+});
+
+describe('prompt and answer text: only when the host opts in', () => {
+  test('by default no span and no observer event carries the prompt or the answer', async () => {
+    const settled: unknown[] = [];
+    const gw = await tracedGateway({ observer: [observer(), { generationSettled: (e) => void settled.push(e) }] });
+    await postStream(gw.url, { model: 'test-model', stream: true, messages: [{ role: 'user', content: PROMPT }] });
+    const gen = generationSpan(await spans(2));
+    for (const name of ['gen_ai.input.messages', 'gen_ai.output.messages', 'gen_ai.system_instructions']) expect(gen.attributes[name]).toBeUndefined();
+    await waitFor(() => settled.length === 1);
+    expect(JSON.stringify(settled)).not.toContain(PROMPT);
+    expect(JSON.stringify(settled)).not.toContain('traced world');
+    expect((settled[0] as { content?: unknown }).content).toBeUndefined();
+  });
+
+  test('captureContent: the conventions’ input and output messages (chat with a tool result, and each choice of n=2)', async () => {
+    provider.reply = () => ({
+      steps: [
+        { data: { ...BASE, choices: [{ index: 0, delta: { role: 'assistant', content: 'First' } }, { index: 1, delta: { role: 'assistant', content: 'Second' } }] } },
+        { data: { ...BASE, choices: [{ index: 0, delta: { content: ' answer' } }, { index: 5, delta: { content: 'not asked for' } }] } },
+        { data: { ...BASE, choices: [{ index: 0, delta: {}, finish_reason: 'stop' }, { index: 1, delta: {}, finish_reason: 'stop' }] } },
+        { data: usageChunk(20, 4) },
+        { data: '[DONE]' },
+      ],
+    });
+    const gw = await tracedGateway({}, { captureContent: true });
+    const messages = [
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: [{ type: 'text', text: PROMPT }, { type: 'image_url', image_url: { url: 'https://example.com/secret.png' } }] },
+      { role: 'assistant', content: null, tool_calls: [{ id: 'call_1', type: 'function', function: { name: 'lookup', arguments: '{"q":"x"}' } }] },
+      { role: 'tool', tool_call_id: 'call_1', content: 'found it' },
+    ];
+    const res = await postStream(gw.url, { model: 'test-model', stream: true, n: 2, messages });
+    expect(res.status).toBe(200);
+    const gen = generationSpan(await spans(2));
+    expect(JSON.parse(String(gen.attributes['gen_ai.input.messages']))).toEqual([
+      { role: 'system', parts: [{ type: 'text', content: 'Be brief.' }] },
+      { role: 'user', parts: [{ type: 'text', content: PROMPT }, { type: 'image_url' }] },
+      { role: 'assistant', parts: [{ type: 'tool_call', id: 'call_1', name: 'lookup', arguments: '{"q":"x"}' }] },
+      { role: 'tool', parts: [{ type: 'tool_call_response', id: 'call_1', response: 'found it' }] },
+    ]);
+    expect(JSON.parse(String(gen.attributes['gen_ai.output.messages']))).toEqual([
+      { role: 'assistant', parts: [{ type: 'text', content: 'First answer' }], finish_reason: 'stop' },
+      { role: 'assistant', parts: [{ type: 'text', content: 'Second' }], finish_reason: 'stop' },
+    ]);
+    expect(gen.attributes['gen_ai.request.choice.count']).toBe(2);
+    expect(gen.attributes['infery.content_truncated']).toBeUndefined();
+    // an image's URL is not text: never recorded
+    expect(String(gen.attributes['gen_ai.input.messages'])).not.toContain('secret.png');
+  });
+
+  test('captureContent.maxChars cuts the prompt and the answer and says so; the Responses API and legacy completions too', async () => {
+    provider.reply = (req): Reply => (req.path.endsWith('/responses') ? { steps: responsesSteps(['Streamed', ' reply', ' text']) } : { steps: completionSteps(['legacy', ' text']) });
+    const gw = await tracedGateway({}, { captureContent: { maxChars: 8 } });
+    const client = new OpenAI({ apiKey: KEY, baseURL: `${gw.url}/v1`, maxRetries: 0 });
+    const responses = await client.responses.create({ model: 'test-model', instructions: 'System words here', input: 'A long prompt for the model', stream: true });
+    for await (const event of responses) void event;
+    const legacy = await client.completions.create({ model: 'test-instruct', prompt: 'Say it', stream: true });
+    for await (const chunk of legacy) void chunk;
+    const gens = (await spans(4)).filter((s) => s.attributes['infery.generation_id'] !== undefined);
+    const resp = gens.find((g) => g.attributes['openai.api.type'] === 'responses')!;
+    expect(JSON.parse(String(resp.attributes['gen_ai.system_instructions']))).toEqual([{ type: 'text', content: 'System w' }]);
+    expect(JSON.parse(String(resp.attributes['gen_ai.input.messages']))).toEqual([{ role: 'user', parts: [{ type: 'text', content: 'A long p' }] }]);
+    expect(JSON.parse(String(resp.attributes['gen_ai.output.messages']))[0].parts).toEqual([{ type: 'text', content: 'Streamed' }]);
+    expect(resp.attributes['infery.content_truncated']).toBe(true);
+    const text = gens.find((g) => g.attributes['gen_ai.operation.name'] === 'text_completion')!;
+    expect(JSON.parse(String(text.attributes['gen_ai.input.messages']))).toEqual([{ role: 'user', parts: [{ type: 'text', content: 'Say it' }] }]);
+    expect(JSON.parse(String(text.attributes['gen_ai.output.messages']))[0].parts).toEqual([{ type: 'text', content: 'legacy t' }]);
+  });
+
+  test('a bad content request throws at startup', async () => {
+    expect(() => otelObserver({ captureContent: { maxChars: 0 } })).toThrow(/captureContent\.maxChars/);
+    await expect(startGateway(provider.url, { observer: { generationSettled() {}, content: { maxChars: -1 } } as never })).rejects.toThrow(/observer\.content/);
   });
 });
 

@@ -40,7 +40,8 @@ import { loadConfig, MOCK_BASE_URL, parseBudget } from './config';
  *   upstreamTimeout, idleTimeout, maxDuration and writeTimeout (defaults: the library's)
  * - OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT): when set, OpenTelemetry traces and the
  *   GenAI metrics go there over OTLP/HTTP (the Node SDK; OTEL_EXPORTER_OTLP_PROTOCOL http/protobuf or http/json,
- *   OTEL_SERVICE_NAME default infery-stream-example, OTEL_TRACES_SAMPLER and the other standard OTEL_* variables)
+ *   OTEL_SERVICE_NAME default infery-stream-example, OTEL_TRACES_SAMPLER and the other standard OTEL_* variables;
+ *   OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true records prompts and answers on the spans)
  * - LOG_LEVEL: pino level (default info)
  * - SHUTDOWN_DEADLINE_MS: how long open streams may run on after SIGTERM/SIGINT (default 10000)
  */
@@ -159,7 +160,7 @@ async function main(): Promise<void> {
         : `  upstream: ${mock ? `built-in mock provider (${mock.url})` : upstreamURL}`,
       `  ledger: ${databaseURL && postgres ? `PostgreSQL ${postgres.safeDatabaseURL(databaseURL)}${redisURL ? `, limits on Redis ${safeRedisURL(redisURL)}` : ''}` : redisURL ? `Redis ${safeRedisURL(redisURL)}` : 'in memory (set INFERY_DATABASE_URL or INFERY_REDIS_URL to share it between instances)'}`,
       tracing.value
-        ? `  tracing: OpenTelemetry to ${tracing.value.endpoint} (${tracing.value.protocol}), service ${tracing.value.serviceName}`
+        ? `  tracing: OpenTelemetry to ${tracing.value.endpoint} (${tracing.value.protocol}), service ${tracing.value.serviceName}${tracing.value.captureContent ? ', prompts and answers recorded' : ''}`
         : '  tracing: off (set OTEL_EXPORTER_OTLP_ENDPOINT to export OpenTelemetry traces and metrics)',
       process.env.INFERY_API_KEYS ? `  client keys: ${Object.keys(apiKeys).length} from INFERY_API_KEYS` : `  demo key: ${demoKey} (1000 credits)`,
       '',

@@ -6,7 +6,9 @@ import type { Observer } from '../lib';
  * itself: `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf`, the default, or `http/json`; per signal
  * `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL` / `_METRICS_PROTOCOL`), `OTEL_SERVICE_NAME` (default here:
  * `infery-stream-example`), `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`, `OTEL_RESOURCE_ATTRIBUTES`,
- * `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_PROPAGATORS`, `OTEL_SDK_DISABLED`. The HTTP
+ * `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_PROPAGATORS`, `OTEL_SDK_DISABLED`; and the GenAI
+ * instrumentations' `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT` (`true`: prompts and answers on the
+ * spans, each cut to 16,384 characters; default `false`). The HTTP
  * instrumentation makes the span of every request the app serves (the parent of the generation's span, from the
  * client's `traceparent`); the gateway's `otelObserver` makes the generation's span and its upstream requests'.
  *
@@ -22,11 +24,22 @@ export interface Tracing {
   endpoint: string;
   protocol: string;
   serviceName: string;
+  /** Whether prompts and answers are recorded on the spans. */
+  captureContent: boolean;
   /** Exports what is buffered and stops the SDK (at shutdown). */
   shutdown(): Promise<void>;
 }
 
 const PROTOCOLS = new Set(['http/protobuf', 'http/json']);
+/** `OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`'s values (the span-only ones of newer instrumentations too). */
+const CAPTURE_VALUES = new Map([
+  ['', false],
+  ['false', false],
+  ['no_content', false],
+  ['true', true],
+  ['span_only', true],
+  ['span_and_event', true],
+]);
 
 /** Starts the SDK when the environment asks for it; throws a clear error for a bad setting. */
 export function startTracing(env: NodeJS.ProcessEnv = process.env): Tracing | undefined {
@@ -48,6 +61,11 @@ export function startTracing(env: NodeJS.ProcessEnv = process.env): Tracing | un
     const value = env[name]?.trim();
     if (value && !PROTOCOLS.has(value)) throw new Error(`${name} must be http/protobuf or http/json (OTLP/HTTP), got ${JSON.stringify(value)}`);
   }
+  const captureSetting = env.OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT?.trim().toLowerCase() ?? '';
+  if (!CAPTURE_VALUES.has(captureSetting)) {
+    throw new Error(`OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT must be true or false, got ${JSON.stringify(env.OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT)}`);
+  }
+  const captureContent = CAPTURE_VALUES.get(captureSetting)!;
   const protocol = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL?.trim() || env.OTEL_EXPORTER_OTLP_PROTOCOL?.trim() || 'http/protobuf';
   const serviceName = env.OTEL_SERVICE_NAME?.trim() || 'infery-stream-example';
   // the SDK reads OTEL_SERVICE_NAME itself; the example's default goes through the same variable
@@ -69,7 +87,8 @@ export function startTracing(env: NodeJS.ProcessEnv = process.env): Tracing | un
   });
   sdk.start();
   return {
-    observer: otelObserver(),
+    observer: otelObserver({ captureContent }),
+    captureContent,
     endpoint: traces || `${base!.replace(/\/$/, '')}/v1/traces`,
     protocol,
     serviceName,

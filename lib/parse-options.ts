@@ -2,7 +2,7 @@ import { closest } from './base/did-you-mean';
 import { InferyOptionsError } from './base/errors';
 import type { BudgetSpec, Logger, OwnsResponseAnswer } from './contract/hooks';
 import { textsCounter } from './core/usage';
-import { containedObserver, OBSERVER_MEMBERS, type Observer } from './ledgers/metrics/observer';
+import { containedObserver, MAX_CONTENT_CHARS, OBSERVER_MEMBERS, type Observer } from './ledgers/metrics/observer';
 import { MemoryLimitStore, type LimitStore } from './ledgers/stores/limit-store';
 import { ResponseOwners } from './ledgers/stores/response-owners';
 import type { Options } from './options/options';
@@ -227,6 +227,13 @@ function parseOneObserver(value: unknown, where: string): Observer {
   const observer = value as Record<string, unknown>;
   for (const name of OBSERVER_MEMBERS) {
     if (observer[name] !== undefined && typeof observer[name] !== 'function') fail(`\`${where}.${name}\` must be a function, got ${typeof observer[name]}.`);
+  }
+  if (observer.content !== undefined) {
+    const content = observer.content as { maxChars?: unknown } | null;
+    const max = typeof content === 'object' && content !== null ? content.maxChars : undefined;
+    if (typeof max !== 'number' || !Number.isSafeInteger(max) || max < 1 || max > MAX_CONTENT_CHARS) {
+      fail(`\`${where}.content\` must be { maxChars } with a whole number of characters from 1 to ${MAX_CONTENT_CHARS}, got ${JSON.stringify(observer.content)}.`);
+    }
   }
   if (OBSERVER_MEMBERS.every((name) => observer[name] === undefined)) {
     const hint = 'observer' in observer ? ` (pass \`prometheusObserver().observer\`, not what prometheusObserver() returned)` : '';

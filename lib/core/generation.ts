@@ -6,6 +6,7 @@ import type { Outcome, Usage } from '../contract/hooks';
 import type { MeteredApi } from './metered-api';
 import type { ResolvedOptions } from '../options/resolved';
 import { TRACE_HEADERS, type GenerationStart } from '../ledgers/metrics/observer';
+import { ContentCapture } from './content-capture';
 import { settle } from './settlement';
 import { CompletionTally, describeRawUsage, estimatedUsage, mergeUsage, parseUsage, providerCounts } from './usage';
 import { classesOf } from './usage-classes';
@@ -45,6 +46,8 @@ export class Generation<Account> {
   readonly tally: CompletionTally;
   /** What observers were told when it started (and are told again, with the outcome, when it settles). */
   readonly started: GenerationStart;
+  /** The answer's visible text, kept only when an observer asked for content (`Observer.content`). */
+  readonly content: ContentCapture | undefined;
 
   private readonly startedAt = performance.now();
   private readonly finishedChoices = new Set<number>();
@@ -76,6 +79,8 @@ export class Generation<Account> {
       accountTag: opts.accountTag(ticket.account),
       traceHeader: (name) => traceHeader(req, name),
     };
+    const wanted = opts.observer?.content;
+    this.content = wanted ? new ContentCapture(wanted.maxChars, ticket.choices) : undefined;
     opts.observer?.generationStarted(this.started);
   }
 
@@ -226,6 +231,7 @@ export class Generation<Account> {
     }
     return settle(this.opts, {
       started: this.started,
+      content: this.content && { request: this.ticket.upstreamBody, output: this.content.output(), truncated: this.content.truncated },
       ticket: this.ticket,
       req: this.req,
       reqId: this.reqId,

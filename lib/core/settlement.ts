@@ -4,7 +4,7 @@ import type { InferyError } from '../base/errors';
 import type { MeterEvent, Outcome } from '../contract/hooks';
 import { callMeter } from './metering';
 import type { ResolvedOptions } from '../options/resolved';
-import type { GenerationStart } from '../ledgers/metrics/observer';
+import type { GenerationSettled, GenerationStart } from '../ledgers/metrics/observer';
 import { logRequestEnd } from './request-log';
 
 /** Everything settlement needs to know about how a request ended: what `meter` is told, and how to log it. */
@@ -15,6 +15,8 @@ export interface Ending<Account>
   > {
   /** What observers were told when the generation started. */
   started: GenerationStart;
+  /** The prompt and answer text, when an observer asked for it. */
+  content?: GenerationSettled['content'];
   ticket: Ticket<Account>;
   req: IncomingMessage;
   reqId: string;
@@ -100,6 +102,7 @@ export async function settle<Account>(opts: ResolvedOptions<Account>, end: Endin
     failedUpstreams: end.failedUpstreams,
     providerId: end.providerId,
     finishReason: end.finishReason,
+    ...(end.content ? { content: end.content } : {}),
   });
   logRequestEnd(opts, {
     reqId: end.reqId,

@@ -95,6 +95,18 @@ export interface GenerationSettled extends GenerationStart {
   providerId?: string;
   /** The last `finish_reason` (or `stop_reason`, `status`) the provider sent, if any. */
   finishReason: string | null;
+  /**
+   * The prompt and the answer's text, only when an observer asked for them ({@link Observer.content}): the body
+   * sent upstream (the client's messages, the gateway's cap applied) and the visible text of each choice, at most
+   * `maxChars` characters of it in all.
+   */
+  content?: { request: Readonly<Record<string, unknown>>; output: string[]; truncated: boolean };
+}
+
+/** An observer's request for prompt and answer text ({@link Observer.content}). */
+export interface ContentRequest {
+  /** Most characters of answer text kept per generation (1 to 1,000,000). */
+  maxChars: number;
 }
 
 /** One request the gateway is about to send to an upstream for a generation (an attempt: fallback makes several). */
@@ -154,10 +166,17 @@ export interface Observer {
    * returns adds headers to that request, runs it in a context, and hears how it ended.
    */
   upstreamAttempt?(attempt: UpstreamAttempt): UpstreamAttemptHooks | void;
+  /**
+   * Set to receive the prompt and the answer's text in `GenerationSettled.content` (opt-in: it is the
+   * customer's data). Every observer then sees it; none do otherwise, and the gateway keeps no text.
+   */
+  content?: ContentRequest;
 }
 
 /** The members an observer may have. */
 export const OBSERVER_MEMBERS = ['requestEnded', 'generationStarted', 'generationSettled', 'upstreamAttempt'] as const;
+/** Most answer characters an observer may ask to keep per generation. */
+export const MAX_CONTENT_CHARS = 1_000_000;
 
 /** One upstream attempt's hooks from every observer that wants it, each contained. */
 export interface ContainedAttempt {
@@ -176,6 +195,8 @@ export interface ContainedObserver {
   generationSettled(settled: GenerationSettled): void;
   /** The attempt's hooks, or `undefined` when no observer has `upstreamAttempt` (nothing to do per attempt). */
   upstreamAttempt: ((attempt: UpstreamAttempt) => ContainedAttempt | undefined) | undefined;
+  /** The largest `content` request of the observers, or `undefined` when none asked for text. */
+  content: ContentRequest | undefined;
 }
 
 /** Headers an observer may not set on an upstream request: the gateway's own, the keys', and hop-by-hop ones. */
@@ -232,6 +253,7 @@ export function containedObserver(observers: Observer | readonly Observer[], log
     generationStarted: contain<GenerationStart>('generationStarted'),
     generationSettled: contain<GenerationSettled>('generationSettled'),
     upstreamAttempt: attempts.length === 0 ? undefined : (attempt) => containedAttempt(attempts, attempt),
+    content: list.reduce<ContentRequest | undefined>((max, o) => (o.content && (!max || o.content.maxChars > max.maxChars) ? { maxChars: o.content.maxChars } : max), undefined),
   };
 }
 

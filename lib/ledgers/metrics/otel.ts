@@ -17,7 +17,8 @@ import {
   type TracerProvider,
 } from '@opentelemetry/api';
 import { BoundedLabel } from './bounded-label';
-import { TRACE_HEADERS, type GenerationSettled, type GenerationStart, type Observer, type UpstreamAttempt, type UpstreamAttemptHooks } from './observer';
+import { contentAttributes } from './otel-content';
+import { MAX_CONTENT_CHARS, TRACE_HEADERS, type GenerationSettled, type GenerationStart, type Observer, type UpstreamAttempt, type UpstreamAttemptHooks } from './observer';
 import { providerNameOf } from './provider-names';
 
 /**
@@ -57,10 +58,17 @@ export interface OtelObserverOptions {
   maxModelValues?: number;
   /** Generations traced at once (their spans are open until they settle); past it new ones are not traced. Default: `100_000`. */
   maxOpenSpans?: number;
+  /**
+   * Opt-in: record the prompt and the answer's text on the generation's span (`gen_ai.input.messages`,
+   * `gen_ai.system_instructions`, `gen_ai.output.messages`, JSON strings in the conventions' schemas), each cut to
+   * `maxChars` characters of text (default 16,384; `infery.content_truncated` when cut). It is your customers'
+   * data: only where your trace backend may hold it. Default: `false` — no text, and the gateway keeps none.
+   */
+  captureContent?: boolean | { maxChars?: number };
 }
 
 /** The OpenTelemetry observer: pass it as `inferyStream({ observer })`, alone or in an array with others. */
-export type OtelObserver = Required<Pick<Observer, 'generationStarted' | 'generationSettled' | 'upstreamAttempt'>> & {
+export type OtelObserver = Required<Pick<Observer, 'generationStarted' | 'generationSettled' | 'upstreamAttempt'>> & Pick<Observer, 'content'> & {
   /** Generations not traced because `maxOpenSpans` were open. */
   readonly dropped: number;
 };
@@ -74,6 +82,8 @@ const OPERATIONS: Record<string, { name: string; apiType?: string; dialect: 'ope
   '/messages': { name: 'chat', dialect: 'anthropic' },
 };
 
+/** Characters of prompt and of answer text kept per span with `captureContent: true`. */
+const DEFAULT_CONTENT_CHARS = 16_384;
 /** Longest model name, response id or tag put on a span (they come from clients and providers). */
 const MAX_ATTRIBUTE = 256;
 /** The conventions' bucket boundaries. */
@@ -126,7 +136,8 @@ interface Traced {
  * `infery.ttft_ms`, `infery.account_tag`); events `infery.first_token`, `infery.fallback`, `infery.cancelled`;
  * status error for `failed` and `unserved`. Each upstream request is a child span `POST` (HTTP conventions) and
  * carries its `traceparent`. Metrics: `gen_ai.client.token.usage`, `gen_ai.server.request.duration`,
- * `gen_ai.server.time_to_first_token`. Never a key, never prompt or answer text; nothing per chunk.
+ * `gen_ai.server.time_to_first_token`. Never a key; prompt and answer text only with `captureContent`; nothing
+ * per chunk beyond, with it, keeping the answer's text.
  */
 export function otelObserver(options: OtelObserverOptions = {}): OtelObserver {
   const tracer: Tracer = (options.tracerProvider ?? trace.getTracerProvider()).getTracer('infery-stream', '0.1.0');
@@ -137,6 +148,11 @@ export function otelObserver(options: OtelObserverOptions = {}): OtelObserver {
   const maxModels = options.maxModelValues ?? 200;
   for (const [name, value] of [['maxOpenSpans', maxOpen], ['maxModelValues', maxModels]] as const) {
     if (!Number.isSafeInteger(value) || value < 1) throw new TypeError(`otelObserver: \`${name}\` must be a whole number ≥ 1, got ${String(value)}.`);
+  }
+  const capture = options.captureContent;
+  const contentChars = capture === true ? DEFAULT_CONTENT_CHARS : typeof capture === 'object' && capture !== null ? (capture.maxChars ?? DEFAULT_CONTENT_CHARS) : 0;
+  if (capture !== undefined && capture !== false && (!Number.isSafeInteger(contentChars) || contentChars < 1 || contentChars > MAX_CONTENT_CHARS)) {
+    throw new TypeError(`otelObserver: \`captureContent.maxChars\` must be a whole number from 1 to ${MAX_CONTENT_CHARS}, got ${String(contentChars)}.`);
   }
   const providerNames = new Map(Object.entries(options.providerNames ?? {}));
   for (const [name, value] of providerNames) {
@@ -290,6 +306,7 @@ export function otelObserver(options: OtelObserverOptions = {}): OtelObserver {
       attributes['error.type'] = errorType;
       span.setStatus({ code: SpanStatusCode.ERROR, message: errorType });
     }
+    if (settled.content && contentChars > 0) Object.assign(attributes, contentAttributes(settled.route, settled.content.request, settled.content.output, settled.finishReason, settled.content.truncated, contentChars));
     span.setAttributes(attributes);
     const endedAt = now();
     if (settled.outcome === 'cancelled') span.addEvent('infery.cancelled', { 'gen_ai.usage.output_tokens': outputTokens }, endedAt);
@@ -319,6 +336,7 @@ export function otelObserver(options: OtelObserverOptions = {}): OtelObserver {
     generationStarted,
     generationSettled,
     upstreamAttempt,
+    ...(contentChars > 0 ? { content: { maxChars: contentChars } } : {}),
     get dropped() {
       return dropped;
     },

@@ -21,13 +21,14 @@ export function readResponseIds(gen: Generation<unknown>, response: Record<strin
   if (typeof response.created_at === 'number') gen.created = response.created_at;
 }
 
-/** Tallies the text of a Response's output items: messages, refusals, function calls, reasoning summaries. */
+/** Tallies the text of a Response's output items: messages, refusals, function calls, reasoning summaries (and keeps the messages' text when an observer asked for content). */
 export function tallyOutput(gen: Generation<unknown>, output: unknown): void {
   if (!Array.isArray(output)) return;
   for (const item of output as Array<Record<string, unknown> | null>) {
     if (!item || typeof item !== 'object') continue;
     if (Array.isArray(item.content)) {
       for (const part of item.content as Array<Record<string, unknown> | null>) {
+        if (item.type === 'message' && part?.type === 'output_text') gen.content?.add(part.text);
         if (typeof part?.text === 'string') gen.tally.add(part.text);
         else if (typeof part?.refusal === 'string') gen.tally.add(part.refusal);
       }

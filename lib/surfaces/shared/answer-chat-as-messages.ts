@@ -38,6 +38,7 @@ export function chatAsMessagesJson(): JsonDialect {
       gen.recordUsage(json.usage);
       const choice = Array.isArray(json.choices) ? (json.choices[0] as Json | undefined) : undefined;
       gen.tally.addMessage(choice?.message);
+      gen.content?.add((choice?.message as Json | undefined)?.content);
       gen.markAllFinished(typeof choice?.finish_reason === 'string' ? choice.finish_reason : 'stop');
     },
     answer(gen: Generation<unknown>, json: Json, credits: number | undefined): Json {
@@ -117,6 +118,7 @@ export function chatAsMessagesStream(): StreamDialect {
           out += frame('content_block_start', { index: open.index, content_block: { type: 'text', text: '' } });
         }
         if (gen.tally.add(delta.content)) gen.markFirstToken();
+        gen.content?.add(delta.content);
         out += frame('content_block_delta', { index: open.index, delta: { type: 'text_delta', text: delta.content } });
       }
       for (const call of Array.isArray(delta.tool_calls) ? (delta.tool_calls as Json[]) : []) {

@@ -71,6 +71,7 @@ export class MessagesUsage {
 export function tallyContent(gen: Generation<unknown>, content: unknown): void {
   if (!Array.isArray(content)) return;
   for (const block of content as Array<Record<string, unknown> | null>) {
+    if (block?.type === 'text') gen.content?.add(block.text);
     if (typeof block?.text === 'string') gen.tally.add(block.text);
     if (typeof block?.thinking === 'string') gen.tally.add(block.thinking);
     if (block?.type === 'tool_use' || block?.type === 'server_tool_use') {

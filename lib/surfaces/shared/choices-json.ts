@@ -19,6 +19,7 @@ export function choicesJson(kind: 'delta' | 'text'): JsonDialect {
       for (const choice of json.choices as Array<Record<string, unknown> | null>) {
         if (kind === 'delta') gen.tally.addMessage(choice?.message);
         else if (typeof choice?.text === 'string') gen.tally.add(choice.text);
+        gen.content?.add(kind === 'delta' ? (choice?.message as { content?: unknown } | null)?.content : choice?.text, choice?.index);
         if (typeof choice?.finish_reason === 'string') gen.markChoiceFinished(choice.index, choice.finish_reason);
       }
     },

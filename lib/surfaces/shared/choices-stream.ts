@@ -46,6 +46,7 @@ export function choicesStream(kind: 'delta' | 'text'): StreamDialect {
         for (const choice of choices as Array<Record<string, unknown> | null>) {
           if (!choice) continue;
           const produced = kind === 'delta' ? gen.tally.addMessage(choice.delta) : typeof choice.text === 'string' && gen.tally.add(choice.text);
+          gen.content?.add(kind === 'delta' ? (choice.delta as { content?: unknown } | null)?.content : choice.text, choice.index);
           if (produced) gen.markFirstToken();
           if (typeof choice.finish_reason === 'string') gen.markChoiceFinished(choice.index, choice.finish_reason);
         }

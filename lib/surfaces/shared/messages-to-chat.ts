@@ -104,6 +104,7 @@ export function messagesAsChatStream(): StreamDialect {
         const delta = (typeof ev.delta === 'object' && ev.delta !== null ? ev.delta : {}) as Json;
         if (delta.type === 'text_delta' && typeof delta.text === 'string' && delta.text !== '') {
           if (gen.tally.add(delta.text)) gen.markFirstToken();
+          gen.content?.add(delta.text);
           return { kind: 'relay', text: chunk({ content: delta.text }) };
         }
         const index = typeof ev.index === 'number' ? tools.get(ev.index) : undefined;
