@@ -5,7 +5,7 @@
  */
 import { context, propagation, SpanKind, SpanStatusCode, trace, type Attributes } from '@opentelemetry/api';
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks';
-import { CompositePropagator, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
+import { CompositePropagator, isTracingSuppressed, W3CBaggagePropagator, W3CTraceContextPropagator } from '@opentelemetry/core';
 import { AggregationTemporality, DataPointType, MeterProvider, MetricReader, type HistogramMetricData, type MetricData } from '@opentelemetry/sdk-metrics';
 import { InMemorySpanExporter, SimpleSpanProcessor, TracerProvider, type ReadableSpan } from '@opentelemetry/sdk-trace';
 import express from 'express';
@@ -192,8 +192,9 @@ describe('a generation is a span in the GenAI conventions', () => {
     for (const secret of [KEY, UPSTREAM_KEY, PROMPT, 'traced world']) expect(text).not.toContain(secret);
   });
 
-  test('the host’s active span (its HTTP instrumentation) is the parent, not the raw header', async () => {
+  test('the host’s active span (its HTTP instrumentation) is the parent, not the raw header; meter runs in the request’s context', async () => {
     const tracer = tracerProvider.getTracer('host');
+    const metered: Array<{ active: string | undefined; suppressed: boolean }> = [];
     const app = express();
     // what @opentelemetry/instrumentation-http does for every incoming request: a SERVER span, made current
     app.use((req, res, next) => {
@@ -205,7 +206,11 @@ describe('a generation is a span in the GenAI conventions', () => {
       inferyStream<Account>({
         upstream: { baseURL: provider.url, apiKey: UPSTREAM_KEY },
         authenticate: (req) => (bearerToken(req) === KEY ? { id: 'acct-1' } : null),
-        meter: (e) => e.usage.total_tokens,
+        meter: (e) => {
+          metered.push({ active: trace.getActiveSpan()?.spanContext().spanId, suppressed: isTracingSuppressed(context.active()) });
+          tracer.startSpan('ledger write').end();
+          return e.usage.total_tokens;
+        },
         observer: observer(),
       }),
     );
@@ -215,8 +220,22 @@ describe('a generation is a span in the GenAI conventions', () => {
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const res = await postStream(url, { model: 'test-model', stream: true, messages: [{ role: 'user', content: 'hi' }] }, { headers: { traceparent: TRACEPARENT } });
     expect(res.status).toBe(200);
+    // a stream the provider cuts, and a JSON answer: settled from the upstream socket's events
+    const replies: Reply[] = [
+      { steps: [...textSteps(['cut', ' short'], { usage: false, done: false }), { wait: 30 }, { destroy: true }] },
+      { json: { ...BASE, object: 'chat.completion', choices: [{ index: 0, message: { role: 'assistant', content: 'whole' }, finish_reason: 'stop' }], usage: { prompt_tokens: 3, completion_tokens: 1, total_tokens: 4 } } },
+    ];
+    for (const reply of replies) {
+      provider.reply = () => reply;
+      const other = await postStream(url, { model: 'test-model', stream: reply.json === undefined, messages: [{ role: 'user', content: 'hi' }] });
+      expect(other.status).toBe(200);
+    }
+    await waitFor(() => metered.length === 3);
+    expect(metered.every((m) => !m.suppressed)).toBe(true);
 
-    const all = await spans(3);
+    const finished = await spans(12);
+    const firstTrace = finished.find((s) => s.attributes['infery.generation_id'] === res.headers['x-generation-id'])!.spanContext().traceId;
+    const all = finished.filter((s) => s.spanContext().traceId === firstTrace);
     const host = all.find((s) => s.kind === SpanKind.SERVER)!;
     const gen = generationSpan(all);
     const [upstream] = upstreamSpans(all);
@@ -224,6 +243,10 @@ describe('a generation is a span in the GenAI conventions', () => {
     expect(gen.spanContext().traceId).toBe(host.spanContext().traceId);
     expect(parentOf(upstream!)).toBe(gen.spanContext().spanId);
     expect(provider.requests[0]!.headers.traceparent).toBe(`00-${host.spanContext().traceId}-${upstream!.spanContext().spanId}-01`);
+    // the host's meter runs in the request's context: its own spans (a ledger write) go under the host span, traced
+    expect(metered[0]).toEqual({ active: host.spanContext().spanId, suppressed: false });
+    const ledgerWrite = all.find((s) => s.name === 'ledger write')!;
+    expect(parentOf(ledgerWrite)).toBe(host.spanContext().spanId);
   });
 
   test('without a traceparent the generation starts a trace; a malformed one is ignored the same way', async () => {

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { performance } from 'node:perf_hooks';
 import type { Ticket } from './admission';
 import type { InferyError } from '../base/errors';
@@ -50,6 +51,12 @@ export class Generation<Account> {
   readonly content: ContentCapture | undefined;
 
   private readonly startedAt = performance.now();
+  /**
+   * Runs a function in the request's async context as it was at admission (the host's active span, its
+   * AsyncLocalStorage stores): settlement is reached from upstream socket events, whose context is the upstream
+   * request's (an observer may have run it in a context of its own), and `meter` belongs to the request.
+   */
+  private readonly inRequestContext = AsyncLocalStorage.snapshot();
   private readonly finishedChoices = new Set<number>();
   private outputDone = false;
   private finishing: Promise<number | undefined> | undefined;
@@ -206,7 +213,7 @@ export class Generation<Account> {
   finish(outcome: Outcome, error?: InferyError): Promise<number | undefined> {
     if (!this.finishing) {
       const durationMs = Math.round(performance.now() - this.startedAt);
-      this.finishing = this.settleAs(outcome, error, durationMs).finally(() => this.settleDone());
+      this.finishing = this.inRequestContext(() => this.settleAs(outcome, error, durationMs)).finally(() => this.settleDone());
     }
     return this.finishing;
   }
