@@ -294,11 +294,13 @@ export function otelObserver(options: OtelObserverOptions = {}): OtelObserver {
     if (settled.credits !== null) attributes['infery.credits'] = settled.credits;
     if (settled.upstream !== undefined) attributes['infery.upstream'] = settled.upstream;
     if (settled.failedUpstreams && settled.failedUpstreams.length > 0) attributes['infery.failed_upstreams'] = settled.failedUpstreams.map((f) => f.upstream);
+    const endedAt = now();
     const ttft = settled.timings.ttftMs;
     if (ttft !== null) {
       attributes['infery.ttft_ms'] = ttft;
       if (settled.stream) attributes['gen_ai.response.time_to_first_chunk'] = ttft / 1000;
-      span.addEvent('infery.first_token', { 'infery.ttft_ms': ttft }, traced.startedAt + ttft);
+      // `ttftMs` is whole milliseconds: never after the span's end (a fast answer rounds up past it)
+      span.addEvent('infery.first_token', { 'infery.ttft_ms': ttft }, Math.min(traced.startedAt + ttft, endedAt));
     }
     const failed = settled.outcome === 'failed' || settled.outcome === 'unserved';
     const errorType = failed ? cut(settled.errorCode ?? '_OTHER') : undefined;
@@ -308,7 +310,6 @@ export function otelObserver(options: OtelObserverOptions = {}): OtelObserver {
     }
     if (settled.content && contentChars > 0) Object.assign(attributes, contentAttributes(settled.route, settled.content.request, settled.content.output, settled.finishReason, settled.content.truncated, contentChars));
     span.setAttributes(attributes);
-    const endedAt = now();
     if (settled.outcome === 'cancelled') span.addEvent('infery.cancelled', { 'gen_ai.usage.output_tokens': outputTokens }, endedAt);
     traced.accepted?.end(endedAt);
     span.end(endedAt);
