@@ -438,6 +438,16 @@ describe('prompt and answer text: only when the host opts in', () => {
     expect(JSON.parse(String(text.attributes['gen_ai.output.messages']))[0].parts).toEqual([{ type: 'text', content: 'legacy t' }]);
   });
 
+  test('a prompt of 5,000 one-letter messages is converted no further than the budget', async () => {
+    const gw = await tracedGateway({}, { captureContent: { maxChars: 100 } });
+    const messages = Array.from({ length: 5_000 }, () => ({ role: 'user', content: 'x' }));
+    const res = await postStream(gw.url, { model: 'test-model', stream: true, messages });
+    expect(res.status).toBe(200);
+    const gen = generationSpan(await spans(2));
+    expect(JSON.parse(String(gen.attributes['gen_ai.input.messages']))).toHaveLength(100);
+    expect(gen.attributes['infery.content_truncated']).toBe(true);
+  });
+
   test('a bad content request throws at startup', async () => {
     expect(() => otelObserver({ captureContent: { maxChars: 0 } })).toThrow(/captureContent\.maxChars/);
     await expect(startGateway(provider.url, { observer: { generationSettled() {}, content: { maxChars: -1 } } as never })).rejects.toThrow(/observer\.content/);

@@ -4,7 +4,7 @@ import type { Outcome, Usage, Logger, LimitRefusal } from '../../contract/hooks'
  * The observer hook: what the gateway tells a metrics system, at the start and the end of requests and never
  * per chunk. `infery-stream/prometheus` implements it with prom-client, `infery-stream/otel` with OpenTelemetry;
  * any other system can too. Events carry route templates, never raw paths, and never a key, an account (only the
- * host's `accountTag` for it) or prompt text.
+ * host's `accountTag` for it), or prompt and answer text unless an observer asks for it (`content`).
  */
 
 /** One request the middleware answered, whatever its end: served, refused, cancelled or failed. */

@@ -24,14 +24,27 @@ export interface ConvertedInput {
   system: Part[];
 }
 
-/** Cuts every text to what is left of a budget of characters. */
+/**
+ * Cuts every text to what is left of a budget of characters. Each part costs at least one, so a request of
+ * thousands of empty messages is converted no further than a long text would be: the work is bounded by the budget.
+ */
 class Budget {
   truncated = false;
   constructor(private left: number) {}
+  /** True (and the conversion marked truncated) once the budget is spent: stop adding parts. */
+  spent(): boolean {
+    if (this.left > 0) return false;
+    this.truncated = true;
+    return true;
+  }
+  /** Charges a part with no text (an image, a file). */
+  part(): void {
+    this.left = Math.max(0, this.left - 1);
+  }
   text(value: unknown): string {
     const text = typeof value === 'string' ? value : value === undefined || value === null ? '' : JSON.stringify(value);
-    if (text.length <= this.left) {
-      this.left -= text.length;
+    if (this.left > 0 && text.length <= this.left) {
+      this.left -= Math.max(1, text.length);
       return text;
     }
     this.truncated = true;
@@ -50,13 +63,17 @@ function partsOf(content: unknown, budget: Budget): Part[] {
   if (!Array.isArray(content)) return [];
   const parts: Part[] = [];
   for (const block of content as unknown[]) {
+    if (budget.spent()) break;
     if (!isObject(block)) continue;
     const type = str(block.type) ?? 'text';
     if (typeof block.text === 'string') parts.push({ type: 'text', content: budget.text(block.text) });
     else if (type === 'tool_use') parts.push({ type: 'tool_call', id: str(block.id), name: str(block.name), arguments: budget.text(block.input) });
     else if (type === 'tool_result') parts.push({ type: 'tool_call_response', id: str(block.tool_use_id), response: budget.text(block.content) });
     // images, audio, files: their kind only, never their bytes or URLs
-    else parts.push({ type: type.replace(/^input_/, '') });
+    else {
+      budget.part();
+      parts.push({ type: type.replace(/^input_/, '') });
+    }
   }
   return parts;
 }
@@ -65,6 +82,7 @@ function partsOf(content: unknown, budget: Budget): Part[] {
 function chatInput(body: Json, budget: Budget, _system: Budget): ConvertedInput {
   const messages: Message[] = [];
   for (const m of Array.isArray(body.messages) ? (body.messages as unknown[]) : []) {
+    if (budget.spent()) break;
     if (!isObject(m)) continue;
     const role = str(m.role) ?? 'user';
     if (role === 'tool') {
@@ -88,6 +106,7 @@ function responsesInput(body: Json, budget: Budget, systemBudget: Budget): Conve
   const messages: Message[] = [];
   if (typeof body.input === 'string') messages.push({ role: 'user', parts: [{ type: 'text', content: budget.text(body.input) }] });
   for (const item of Array.isArray(body.input) ? (body.input as unknown[]) : []) {
+    if (budget.spent()) break;
     if (!isObject(item)) continue;
     if (item.type === 'function_call') messages.push({ role: 'assistant', parts: [{ type: 'tool_call', id: str(item.call_id), name: str(item.name), arguments: budget.text(item.arguments) }] });
     else if (item.type === 'function_call_output') messages.push({ role: 'tool', parts: [{ type: 'tool_call_response', id: str(item.call_id), response: budget.text(item.output) }] });
@@ -101,6 +120,7 @@ function messagesInput(body: Json, budget: Budget, systemBudget: Budget): Conver
   const system = partsOf(body.system, systemBudget);
   const messages: Message[] = [];
   for (const m of Array.isArray(body.messages) ? (body.messages as unknown[]) : []) {
+    if (budget.spent()) break;
     if (!isObject(m)) continue;
     messages.push({ role: str(m.role) ?? 'user', parts: partsOf(m.content, budget) });
   }
@@ -109,8 +129,12 @@ function messagesInput(body: Json, budget: Budget, systemBudget: Budget): Conver
 
 /** Legacy completions: the `prompt` (a string or a list of them) as one user message each. */
 function completionsInput(body: Json, budget: Budget): ConvertedInput {
-  const prompts = Array.isArray(body.prompt) ? (body.prompt as unknown[]) : [body.prompt];
-  return { messages: prompts.filter((p): p is string => typeof p === 'string').map((p) => ({ role: 'user', parts: [{ type: 'text', content: budget.text(p) }] })), system: [] };
+  const messages: Message[] = [];
+  for (const prompt of Array.isArray(body.prompt) ? (body.prompt as unknown[]) : [body.prompt]) {
+    if (budget.spent()) break;
+    if (typeof prompt === 'string') messages.push({ role: 'user', parts: [{ type: 'text', content: budget.text(prompt) }] });
+  }
+  return { messages, system: [] };
 }
 
 const BY_ROUTE: Record<string, (body: Json, budget: Budget, system: Budget) => ConvertedInput> = {

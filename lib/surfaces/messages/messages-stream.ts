@@ -44,7 +44,7 @@ export function messagesStream(): StreamDialect {
       } else if (type === 'content_block_delta') {
         const text = deltaText(chunk.delta);
         if (text !== undefined && gen.tally.add(text)) gen.markFirstToken();
-        if ((chunk.delta as { type?: unknown } | null)?.type === 'text_delta') gen.content?.add(text);
+        if (gen.content && (chunk.delta as { type?: unknown } | null)?.type === 'text_delta') gen.content.add(text);
       } else if (type === 'content_block_start') {
         tallyContent(gen, [chunk.content_block]);
       } else if (type === 'message_delta') {

@@ -46,7 +46,7 @@ export function responsesStream(): StreamDialect {
       const response = typeof chunk.response === 'object' && chunk.response !== null ? (chunk.response as Record<string, unknown>) : undefined;
       if (response) readResponseIds(gen, response);
       if (type.endsWith('.delta') && typeof chunk.delta === 'string' && gen.tally.add(chunk.delta)) gen.markFirstToken();
-      if (type === 'response.output_text.delta') gen.content?.add(chunk.delta);
+      if (gen.content && type === 'response.output_text.delta') gen.content.add(chunk.delta);
       // the answer the client sees is complete (a message or a tool call, not a reasoning item that comes before
       // the text): leaving now, it still pays the final usage, reasoning included
       if (type === 'response.output_item.done') countWebSearchItem(gen, chunk.item);
