@@ -13,14 +13,10 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { inferyStream } from '../lib';
 import { streamChat, type Target } from './client';
+import { percentile } from './stats';
 
 const ms = (v: number): string => `${v.toFixed(2)} ms`;
 const round = (v: number, digits = 2): number => Number(v.toFixed(digits));
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN;
-}
 
 /** Sends a request with a ~1 MiB one-letter prompt and hangs up after `hangUpMs`. Resolves when it is gone. */
 function attack(port: number, body: string, hangUpMs: number): Promise<void> {

@@ -20,13 +20,9 @@ import { PostgresCreditStore } from '../lib/services/postgres';
 import { RedisCreditStore, RedisLimitStore } from '../lib/services/redis';
 import { streamChat, type Target } from './client';
 import { startPostgres, type PostgresHandle } from './postgres-server';
+import { percentile } from './stats';
 
 const KEY = 'bench-client';
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN;
-}
 
 async function freePort(): Promise<number> {
   const server = net.createServer();

@@ -18,6 +18,7 @@ import { benchSharedLedger } from './ledger-bench';
 import { benchTracing } from './tracing-bench';
 import { streamChat, type StreamResult, type Target } from './client';
 import { BenchProvider, contentEventBytes, type WriteStats } from './mock-provider';
+import { percentile, median, cpuMs, round } from './stats';
 
 function slowMiB(): number {
   const v = Number(process.env.BENCH_SLOW_MIB ?? 16);
@@ -38,18 +39,11 @@ const WATCHDOG_MS = 240_000;
 
 // ---------------------------------------------------------------------------------------------- helpers
 
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
-const median = (values: number[]): number => percentile(values, 50);
 const ms = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(2)} ms` : 'n/a');
 const mb = (bytes: number): string => `${(bytes / (1024 * 1024)).toFixed(2)} MiB`;
 const kib = (bytes: number): string => `${(bytes / 1024).toFixed(1)} KiB`;
 const int = (v: number): string => Math.round(v).toLocaleString('en-US');
 const signedMs = (v: number): string => `${v >= 0 ? '+' : ''}${v.toFixed(2)} ms`;
-const round = (v: number, digits = 3): number => Number(v.toFixed(digits));
 
 /** A text table: first column left-aligned, the others right-aligned. */
 function table(head: string[], rows: string[][]): string {
@@ -68,11 +62,6 @@ function gc(): void {
     globalThis.gc();
     globalThis.gc();
   }
-}
-
-function cpuMs(since: NodeJS.CpuUsage): number {
-  const d = process.cpuUsage(since);
-  return (d.user + d.system) / 1000;
 }
 
 let nextId = 0;

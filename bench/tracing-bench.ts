@@ -21,16 +21,10 @@ import { BatchSpanProcessor, TracerProvider } from '@opentelemetry/sdk-trace';
 import { inferyStream, type Observer } from '../lib';
 import { otelObserver } from '../lib/ledgers/metrics/otel';
 import { streamChat, type StreamResult, type Target } from './client';
+import { percentile, median, cpuMs, round } from './stats';
 
 type Section = (title: string) => void;
 type Table = (head: string[], rows: string[][]) => string;
-
-function percentile(values: number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? NaN;
-}
-const median = (values: number[]): number => percentile(values, 50);
-const round = (v: number, digits = 3): number => Number(v.toFixed(digits));
 
 interface Served {
   server: http.Server;
@@ -80,12 +74,6 @@ async function stream(target: Target, chunks: number): Promise<StreamResult> {
   const r = await streamChat(target, body, { timeoutMs: 30_000 });
   if (!r.done) throw new Error(`tracing bench: a stream did not end with [DONE] (${r.events} events)`);
   return r;
-}
-
-/** Process CPU in ms since `since`. */
-function cpuMs(since: NodeJS.CpuUsage): number {
-  const d = process.cpuUsage(since);
-  return (d.user + d.system) / 1000;
 }
 
 /** Section 8: the gateway without tracing and with it, same run, alternating. */

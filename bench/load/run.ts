@@ -17,6 +17,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
+import { percentile } from '../stats';
 
 const DIST = path.resolve(__dirname, '..', '..');
 const ROOT = path.resolve(DIST, '..');
@@ -63,12 +64,6 @@ const watchdog = setTimeout(() => {
   stopAll();
   process.exit(1);
 }, WATCHDOG_MS);
-
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))]!;
-}
 
 /** Starts a bench process that prints {"port":N}; resolves with the port. */
 function startPrinting(script: string, env: Record<string, string>, nodeFlags: string[] = []): Promise<{ child: ChildProcess; port: number }> {
