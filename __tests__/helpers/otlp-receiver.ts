@@ -130,12 +130,17 @@ function keyValues(list: Buffer[]): Record<string, unknown> {
   return out;
 }
 
+/** The attributes of a ResourceSpans' / ResourceMetrics' `resource` (field 1). */
+function protobufResource(f: Field[]): Record<string, unknown> {
+  const resource = bytesOf(f, 1)[0];
+  return resource ? keyValues(bytesOf(fields(resource), 1)) : {};
+}
+
 function protobufSpans(body: Buffer): ReceivedSpan[] {
   const spans: ReceivedSpan[] = [];
   for (const rs of bytesOf(fields(body), 1)) {
     const rsf = fields(rs);
-    const resourceBuf = bytesOf(rsf, 1)[0];
-    const resource = resourceBuf ? keyValues(bytesOf(fields(resourceBuf), 1)) : {};
+    const resource = protobufResource(rsf);
     for (const ss of bytesOf(rsf, 2)) {
       const ssf = fields(ss);
       const scopeBuf = bytesOf(ssf, 1)[0];
@@ -172,8 +177,7 @@ function protobufMetrics(body: Buffer): ReceivedMetric[] {
   const out: ReceivedMetric[] = [];
   for (const rm of bytesOf(fields(body), 1)) {
     const rmf = fields(rm);
-    const resourceBuf = bytesOf(rmf, 1)[0];
-    const resource = resourceBuf ? keyValues(bytesOf(fields(resourceBuf), 1)) : {};
+    const resource = protobufResource(rmf);
     for (const sm of bytesOf(rmf, 2)) {
       for (const m of bytesOf(fields(sm), 2)) {
         const f = fields(m);
@@ -209,10 +213,13 @@ function jsonKeyValues(list: JsonValue[] | undefined): Record<string, unknown> {
 /** OTLP/JSON ids are hex; some exporters have sent base64: both are read. */
 const jsonId = (id: unknown): string => (typeof id !== 'string' ? '' : /^[0-9a-f]*$/i.test(id) ? id.toLowerCase() : Buffer.from(id, 'base64').toString('hex'));
 
+/** The attributes of a resourceSpans' / resourceMetrics' `resource`, in OTLP/JSON. */
+const jsonResource = (entry: JsonValue): Record<string, unknown> => jsonKeyValues((entry.resource as JsonValue | undefined)?.attributes as JsonValue[] | undefined);
+
 function jsonSpans(body: JsonValue): ReceivedSpan[] {
   const spans: ReceivedSpan[] = [];
   for (const rs of (body.resourceSpans as JsonValue[] | undefined) ?? []) {
-    const resource = jsonKeyValues((rs.resource as JsonValue | undefined)?.attributes as JsonValue[] | undefined);
+    const resource = jsonResource(rs);
     for (const ss of (rs.scopeSpans as JsonValue[] | undefined) ?? []) {
       const scope = String((ss.scope as JsonValue | undefined)?.name ?? '');
       for (const sp of (ss.spans as JsonValue[] | undefined) ?? []) {
@@ -241,7 +248,7 @@ function jsonSpans(body: JsonValue): ReceivedSpan[] {
 function jsonMetrics(body: JsonValue): ReceivedMetric[] {
   const out: ReceivedMetric[] = [];
   for (const rm of (body.resourceMetrics as JsonValue[] | undefined) ?? []) {
-    const resource = jsonKeyValues((rm.resource as JsonValue | undefined)?.attributes as JsonValue[] | undefined);
+    const resource = jsonResource(rm);
     for (const sm of (rm.scopeMetrics as JsonValue[] | undefined) ?? []) {
       for (const m of (sm.metrics as JsonValue[] | undefined) ?? []) {
         const histogram = m.histogram as { dataPoints?: JsonValue[] } | undefined;
