@@ -60,7 +60,6 @@ export interface TokensTaken {
 
 const NO_LEASE: Lease = { release: () => Promise.resolve() };
 
-
 /** The limit behind each refusal admission raised (the two 429s share a code; metrics tell them apart). */
 const refusals = new WeakMap<InferyError, LimitRefusal>();
 
